@@ -1,0 +1,519 @@
+"""One typed configuration tree for the whole pipeline.
+
+``Config`` holds every knob, from the cohort to the network. Its ``deepssm``
+branch (:class:`DeepSSMConfig`) has exactly the keys of the DeepSSM JSON
+config file (``model_name``, ``num_latent_dim``, ``paths``, ``encoder``,
+``decoder``, ``loss``, ``trainer``, ``fine_tune``, ``tl_net``,
+``use_best_model``), plus a few documented extras.
+
+Three presets are available through :func:`get_profile`:
+
+* ``smoke``: seconds per notebook (CI).
+* ``workshop``: a 2-core laptop or Binder; the whole series in about 20 min.
+* ``full``: the use case's real sizes, for a GPU.
+
+Example:
+    >>> cfg = get_profile('smoke')
+    >>> cfg.augment.num_samples = 8
+    >>> Config.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._validation import ConfigError, nearest_spelling
+
+__all__ = [
+    'AugmentConfig',
+    'Config',
+    'DataConfig',
+    'DecayLRConfig',
+    'DeepSSMConfig',
+    'DecoderConfig',
+    'EncoderConfig',
+    'FineTuneConfig',
+    'GroomConfig',
+    'LoaderConfig',
+    'LossConfig',
+    'PathsConfig',
+    'PROFILES',
+    'TLNetConfig',
+    'TrainerConfig',
+    'get_profile',
+    'load_config',
+    'save_config',
+]
+
+PROFILES = ('smoke', 'workshop', 'full')
+
+
+def _f(default: Any = dataclasses.MISSING, *, factory: Any = None, doc: str = '', **rules: Any) -> Any:
+    """A dataclass field with validation rules in its metadata.
+
+    Rules: ``low``/``high`` (inclusive bounds), ``gt`` (strict lower bound),
+    ``options`` (allowed strings), ``nullable`` (None allowed).
+    """
+    meta = {'doc': doc, **rules}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- data and preprocessing
+
+
+@dataclass
+class DataConfig:
+    """Where the cohort comes from and how the embedded femur cohort is built."""
+
+    cohort: str = _f('femur', doc="'femur' (the embedded cohort) or a path to a ShapeWorks-style folder")
+    data_dir: str | None = _f(None, nullable=True,
+                              doc='cache folder; None means $DEEPSSM_DATA_DIR or ~/.cache/deepssm_nb')
+    num_subjects: int = _f(26, low=4, high=26, doc='subjects of the embedded cohort to build')
+    num_particles: int = _f(512, low=16, high=8192, doc='particles (correspondence points) per shape')
+    spacing: float = _f(1.0, gt=0.0, high=10.0, doc='voxel size of the synthetic CT volumes, mm')
+    num_test: int = _f(4, low=1, doc='real subjects held out as test images (the rest are training subjects)')
+    seed: int = _f(0, low=0, doc='seed of every random choice in the cohort')
+
+
+@dataclass
+class GroomConfig:
+    """Alignment of training shapes and images, and registration of new images."""
+
+    spacing: float = _f(2.0, gt=0.0, high=10.0, doc='voxel size of the groomed images, mm')
+    padding: float = _f(10.0, low=0.0, high=200.0, doc='margin around the union bounding box, mm')
+    reference: str = _f('medoid', doc="'medoid' or a subject id used as the alignment reference")
+    registration_iterations: int = _f(200, low=1, high=10000, doc='optimizer iterations per registration stage')
+    processes: int = _f(2, low=1, high=64, doc='worker processes')
+
+
+@dataclass
+class AugmentConfig:
+    """Shape PCA, sampling and image generation."""
+
+    num_samples: int = _f(300, low=0, doc='generated samples')
+    num_dim: int = _f(0, low=0, doc='PCA modes kept; 0 means choose by percent_variability')
+    percent_variability: float = _f(0.95, gt=0.0, high=1.0, doc='variance fraction kept when num_dim is 0')
+    sampler: str = _f('kde', options=('gaussian', 'mixture', 'kde'), doc='score sampler')
+    mixture_num: int = _f(0, low=0, doc='mixture components; 0 means choose by BIC/AIC')
+    landmark_step: int = _f(2, low=1, doc='every k-th particle defines the thin-plate spline')
+    grid_step: float = _f(4.0, gt=0.0, high=50.0, doc='spacing of the coarse warp grid, voxels')
+    processes: int = _f(2, low=1, high=64, doc='worker processes')
+
+
+@dataclass
+class LoaderConfig:
+    """Train/validation loaders."""
+
+    batch_size: int = _f(8, low=1, high=4096, doc='training batch size')
+    down_factor: float = _f(1.0, gt=0.0, high=1.0, doc='image downsampling factor (1 = none)')
+    val_fraction: float = _f(0.2, gt=0.0, high=0.9, doc='fraction of training subjects used for validation')
+    num_workers: int = _f(0, low=0, high=64, doc='DataLoader worker processes')
+
+
+# --------------------------------------------------------------------------- the DeepSSM JSON config
+
+
+@dataclass
+class PathsConfig:
+    """Output folders. Empty strings are filled from ``Config.work_dir``."""
+
+    out_dir: str = _f('', doc='models and predictions')
+    loader_dir: str = _f('', doc='loader arrays and whitening statistics')
+    aug_dir: str = _f('', doc='augmentation output')
+
+
+@dataclass
+class EncoderConfig:
+    deterministic: bool = _f(True, doc='only deterministic encoders are implemented')
+    channels: list[int] = _f(factory=lambda: [12, 24, 48, 96, 192], doc='channels of the 5 conv layers')
+    dropout: float = _f(0.0, low=0.0, high=0.9, doc='dropout before each fully connected layer')
+
+
+@dataclass
+class DecoderConfig:
+    deterministic: bool = _f(True, doc='only deterministic decoders are implemented')
+    linear: bool = _f(True, doc='only the linear (PCA) decoder is implemented')
+
+
+@dataclass
+class LossConfig:
+    function: str = _f('MSE', options=('MSE', 'Focal'), doc='training loss on particles')
+    supervised_latent: bool = _f(True, doc='supervise the latent space with PCA scores')
+    focal_a: float = _f(1.32, low=0.0, doc='focal loss steepness a')
+    focal_c: float = _f(10.0, low=0.0, doc='focal loss threshold c, mm')
+
+
+@dataclass
+class DecayLRConfig:
+    enabled: bool = _f(True)
+    type: str = _f('CosineAnnealing', options=('CosineAnnealing', 'Step'))
+    parameters: dict[str, float] = _f(factory=lambda: {'T_max': 0, 'eta_min': 0.0, 'step_size': 1, 'gamma': 0.99},
+                                      doc='T_max 0 means the whole run; step_size and gamma for Step')
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = _f(20, low=1, doc='training epochs')
+    learning_rate: float = _f(1e-3, gt=0.0, high=1.0)
+    decay_lr: DecayLRConfig = _f(factory=DecayLRConfig)
+    val_freq: int = _f(1, low=1, doc='validate every val_freq epochs')
+    weight_decay: float = _f(0.0, low=0.0, doc='L2 penalty of Adam')
+    early_stopping: int = _f(0, low=0, doc='stop after this many validations without improvement; 0 = off')
+    device: str = _f('auto', options=('auto', 'cpu', 'cuda'))
+    precision: str = _f('auto', options=('auto', 'fp32', 'bf16', 'fp16'),
+                        doc='auto: mixed precision on GPU, bf16 + channels-last on CPU where it helps')
+    seed: int = _f(0, low=0)
+
+
+@dataclass
+class FineTuneConfig:
+    enabled: bool = _f(False)
+    loss: str = _f('MSE', options=('MSE', 'Focal'))
+    epochs: int = _f(2, low=1)
+    learning_rate: float = _f(1e-4, gt=0.0, high=1.0)
+    decay_lr: bool = _f(True)
+    val_freq: int = _f(1, low=1)
+
+
+@dataclass
+class TLNetConfig:
+    enabled: bool = _f(False)
+    ae_epochs: int = _f(100, low=1)
+    tf_epochs: int = _f(100, low=1)
+    joint_epochs: int = _f(25, low=1)
+    alpha: float = _f(1.0, low=0.0)
+    a_ae: float = _f(10.0, low=0.0)
+    c_ae: float = _f(1.32, low=0.0)
+    a_lat: float = _f(10.0, low=0.0)
+    c_lat: float = _f(6.3, low=0.0)
+
+
+@dataclass
+class DeepSSMConfig:
+    """The DeepSSM training config, with the keys of the DeepSSM JSON file."""
+
+    model_name: str = _f('femur_deepssm', doc='outputs go to paths.out_dir/model_name')
+    num_latent_dim: int = _f(0, low=0, doc='latent size; 0 means the number of PCA modes kept')
+    paths: PathsConfig = _f(factory=PathsConfig)
+    encoder: EncoderConfig = _f(factory=EncoderConfig)
+    decoder: DecoderConfig = _f(factory=DecoderConfig)
+    loss: LossConfig = _f(factory=LossConfig)
+    trainer: TrainerConfig = _f(factory=TrainerConfig)
+    fine_tune: FineTuneConfig = _f(factory=FineTuneConfig)
+    use_best_model: bool = _f(True)
+    tl_net: TLNetConfig = _f(factory=TLNetConfig)
+
+
+# --------------------------------------------------------------------------- the whole tree
+
+
+@dataclass
+class Config:
+    """The whole pipeline's configuration (single source of truth)."""
+
+    profile: str = _f('workshop', options=PROFILES)
+    seed: int = _f(0, low=0, doc='master seed; each stage derives its own from it')
+    work_dir: str = _f('deepssm_output', doc='folder for every output of the pipeline')
+    data: DataConfig = _f(factory=DataConfig)
+    groom: GroomConfig = _f(factory=GroomConfig)
+    augment: AugmentConfig = _f(factory=AugmentConfig)
+    loader: LoaderConfig = _f(factory=LoaderConfig)
+    deepssm: DeepSSMConfig = _f(factory=DeepSSMConfig)
+
+    # ------------------------------------------------------------------ conversion
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready nested dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        """Build and validate a Config from a nested dict.
+
+        Missing keys take their defaults. Every problem (unknown key, wrong
+        type, value out of range, unknown option) is collected and raised at
+        once.
+
+        Raises:
+            ConfigError: With one line per problem, each with its dotted path.
+        """
+        problems: list[str] = []
+        cfg = _build(cls, d, 'config', problems)
+        problems += cfg._problems()
+        if problems:
+            raise ConfigError(problems)
+        return cfg
+
+    def validate(self) -> Config:
+        """Check every value and cross-field rule; raise all problems at once.
+
+        Returns:
+            ``self``, for chaining.
+
+        Raises:
+            ConfigError: With one line per problem, each with its dotted path.
+        """
+        problems = self._problems()
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    def _problems(self) -> list[str]:
+        problems: list[str] = []
+        _check_tree(self, 'config', problems)
+        if not problems:
+            if self.data.num_test > self.data.num_subjects - 3 and self.data.cohort == 'femur':
+                problems.append(
+                    f'config.data.num_test: must leave at least 3 training subjects out of '
+                    f'num_subjects={self.data.num_subjects}; got num_test={self.data.num_test}.')
+            if not self.deepssm.encoder.deterministic:
+                problems.append('config.deepssm.encoder.deterministic: only deterministic encoders are implemented; '
+                                'expected true, got false.')
+            if not (self.deepssm.decoder.deterministic and self.deepssm.decoder.linear):
+                problems.append('config.deepssm.decoder: only a deterministic linear decoder is implemented; '
+                                'expected deterministic=true and linear=true.')
+            if len(self.deepssm.encoder.channels) != 5 or any(
+                    isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in self.deepssm.encoder.channels):
+                problems.append('config.deepssm.encoder.channels: expected a list of 5 positive integers; '
+                                f'got {self.deepssm.encoder.channels!r}.')
+            params = self.deepssm.trainer.decay_lr.parameters
+            for key in params:
+                if key not in ('T_max', 'eta_min', 'step_size', 'gamma'):
+                    near = nearest_spelling(key, ['T_max', 'eta_min', 'step_size', 'gamma'])
+                    hint = f" Did you mean '{near}'?" if near else ''
+                    problems.append(f'config.deepssm.trainer.decay_lr.parameters.{key}: unknown key.{hint}')
+                elif isinstance(params[key], bool) or not isinstance(params[key], (int, float)) or params[key] < 0:
+                    problems.append(f'config.deepssm.trainer.decay_lr.parameters.{key}: expected a number >= 0; '
+                                    f'got {params[key]!r}.')
+        return problems
+
+    # ------------------------------------------------------------------ paths
+    def resolved_paths(self) -> dict[str, Path]:
+        """Folders of every stage, derived from ``work_dir`` unless set.
+
+        Returns:
+            Dict with keys ``work_dir``, ``data_dir``, ``groom_dir``, ``aug_dir``,
+            ``loader_dir``, ``out_dir``, ``model_dir``, ``pred_dir`` and
+            ``analysis_dir``.
+        """
+        work = Path(self.work_dir)
+        p = self.deepssm.paths
+        out = Path(p.out_dir) if p.out_dir else work / 'model'
+        model_dir = out / self.deepssm.model_name
+        return {
+            'work_dir': work,
+            'data_dir': default_data_dir(self.data.data_dir),
+            'groom_dir': work / 'groomed',
+            'aug_dir': Path(p.aug_dir) if p.aug_dir else work / 'augmentation',
+            'loader_dir': Path(p.loader_dir) if p.loader_dir else work / 'loaders',
+            'out_dir': out,
+            'model_dir': model_dir,
+            'pred_dir': model_dir / 'test_predictions',
+            'analysis_dir': work / 'analysis',
+        }
+
+    def deepssm_json(self) -> dict[str, Any]:
+        """The DeepSSM JSON config, with the paths filled in."""
+        d = dataclasses.asdict(self.deepssm)
+        paths = self.resolved_paths()
+        d['paths'] = {k: str(paths[k]) for k in ('out_dir', 'loader_dir', 'aug_dir')}
+        return d
+
+
+def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The cohort cache folder: the argument, else ``$DEEPSSM_DATA_DIR``, else ``~/.cache/deepssm_nb``."""
+    if data_dir:
+        return Path(data_dir)
+    env = os.environ.get('DEEPSSM_DATA_DIR')
+    if env:
+        return Path(env)
+    return Path.home() / '.cache' / 'deepssm_nb'
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def get_profile(name: str = 'workshop', **overrides: Any) -> Config:
+    """Return a fresh Config preset.
+
+    Args:
+        name: ``'smoke'``, ``'workshop'`` or ``'full'``.
+        **overrides: Top-level fields to replace (e.g. ``work_dir='out'``).
+
+    Raises:
+        ConfigError: Unknown profile name (the nearest spelling is suggested).
+    """
+    from ._validation import look_up_option
+
+    name = look_up_option(name, PROFILES, name='profile')
+    cfg = Config(profile=name)
+    if name == 'smoke':
+        cfg.data = DataConfig(num_subjects=10, num_particles=128, spacing=2.0, num_test=2)
+        cfg.groom = GroomConfig(spacing=4.0, padding=8.0, registration_iterations=40)
+        cfg.augment = AugmentConfig(num_samples=12, percent_variability=0.9, grid_step=3.0)
+        cfg.loader = LoaderConfig(batch_size=4)
+        cfg.deepssm.trainer = TrainerConfig(epochs=2, learning_rate=1e-3)
+        cfg.deepssm.encoder.channels = [4, 8, 8, 16, 16]
+        cfg.deepssm.fine_tune = FineTuneConfig(enabled=True, epochs=1)
+        cfg.deepssm.tl_net = TLNetConfig(ae_epochs=2, tf_epochs=2, joint_epochs=1)
+    elif name == 'workshop':
+        cfg.data = DataConfig(num_subjects=26, num_particles=512, spacing=1.0, num_test=4)
+        cfg.groom = GroomConfig(spacing=2.0, padding=10.0)
+        cfg.augment = AugmentConfig(num_samples=400)
+        cfg.loader = LoaderConfig(batch_size=8)
+        cfg.deepssm.trainer = TrainerConfig(epochs=20, learning_rate=1e-3)
+        cfg.deepssm.fine_tune = FineTuneConfig(enabled=True, epochs=3, learning_rate=1e-4)
+        cfg.deepssm.tl_net = TLNetConfig(ae_epochs=20, tf_epochs=20, joint_epochs=5)
+    else:  # full
+        cfg.data = DataConfig(num_subjects=26, num_particles=1024, spacing=1.0, num_test=4)
+        cfg.groom = GroomConfig(spacing=1.0, padding=10.0, registration_iterations=500)
+        cfg.augment = AugmentConfig(num_samples=4000, grid_step=4.0, processes=8)
+        cfg.loader = LoaderConfig(batch_size=8, num_workers=4)
+        cfg.deepssm.trainer = TrainerConfig(epochs=100, learning_rate=1e-3)
+        cfg.deepssm.fine_tune = FineTuneConfig(enabled=True, epochs=10, learning_rate=1e-4)
+    for key, value in overrides.items():
+        if not hasattr(cfg, key):
+            near = nearest_spelling(key, [f.name for f in dataclasses.fields(cfg)])
+            hint = f" Did you mean '{near}'?" if near else ''
+            raise ConfigError(f'get_profile: unknown override {key!r}.{hint}')
+        setattr(cfg, key, value)
+    return cfg.validate()
+
+
+# --------------------------------------------------------------------------- JSON files
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> Path:
+    """Write the whole config tree as JSON (atomically)."""
+    from .io import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(cfg.to_dict(), indent=2) + '\n')
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read a config JSON file written by :func:`save_config`.
+
+    A file that holds only the DeepSSM keys (``model_name``, ``trainer``, ...)
+    is accepted too: it becomes the ``deepssm`` branch of a workshop Config.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ConfigError: Invalid JSON or invalid values (all problems at once).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'Config file not found: "{path}"')
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f'"{path}" is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.') from None
+    if not isinstance(d, dict):
+        raise ConfigError(f'"{path}" must hold a JSON object; got {type(d).__name__}.')
+    if 'model_name' in d and 'deepssm' not in d:
+        d = {'deepssm': d}
+    return Config.from_dict(d)
+
+
+# --------------------------------------------------------------------------- generic machinery
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, inner) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    names = {bool: 'a boolean', int: 'an integer', float: 'a number', str: 'a string'}
+    if tp in names:
+        return names[tp]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is list:
+        return f'a list of {_type_name(args[0])}s' if args else 'a list'
+    if typing.get_origin(tp) is dict:
+        return 'an object'
+    if len(args) == 1:
+        return f'{_type_name(args[0])} or null'
+    return str(tp)
+
+
+def _build(cls: type, d: Any, path: str, problems: list[str]) -> Any:
+    if not isinstance(d, dict):
+        problems.append(f'{path}: expected an object; got {d!r}.')
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in d.items():
+        if key not in fields:
+            near = nearest_spelling(str(key), fields)
+            hint = f" Did you mean '{near}'?" if near else f' Valid keys: {sorted(fields)}.'
+            problems.append(f'{path}.{key}: unknown key.{hint}')
+            continue
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f'{path}.{key}', problems)
+        else:
+            kwargs[key] = copy.deepcopy(value)
+    obj = cls(**kwargs)
+    return obj
+
+
+def _check_tree(obj: Any, path: str, problems: list[str]) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        where = f'{path}.{f.name}'
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, tp):
+                problems.append(f'{where}: expected an object ({tp.__name__}); got {value!r}.')
+            else:
+                _check_tree(value, where, problems)
+            continue
+        meta = f.metadata
+        if value is None and meta.get('nullable'):
+            continue
+        if not _type_ok(value, tp):
+            problems.append(f'{where}: expected {_type_name(tp)}; got {value!r} ({type(value).__name__}).')
+            continue
+        if 'options' in meta and value not in meta['options']:
+            near = nearest_spelling(value, meta['options']) if isinstance(value, str) else None
+            hint = f" Did you mean '{near}'?" if near else ''
+            problems.append(f'{where}: expected one of {list(meta["options"])}; got {value!r}.{hint}')
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value != value or value in (float('inf'), float('-inf')):
+                problems.append(f'{where}: expected a finite number; got {value!r}.')
+                continue
+            lo, hi, gt = meta.get('low'), meta.get('high'), meta.get('gt')
+            if (lo is not None and value < lo) or (hi is not None and value > hi) or (gt is not None and value <= gt):
+                left = f'[{lo}' if lo is not None else (f'({gt}' if gt is not None else '(-inf')
+                right = f'{hi}]' if hi is not None else 'inf)'
+                problems.append(f'{where}: expected a value in {left}, {right}; got {value!r}.')
