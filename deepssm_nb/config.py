@@ -50,6 +50,7 @@ __all__ = [
     'TrainerConfig',
     'get_profile',
     'load_config',
+    'profile_table',
     'save_config',
 ]
 
@@ -517,3 +518,28 @@ def _check_tree(obj: Any, path: str, problems: list[str]) -> None:
                 left = f'[{lo}' if lo is not None else (f'({gt}' if gt is not None else '(-inf')
                 right = f'{hi}]' if hi is not None else 'inf)'
                 problems.append(f'{where}: expected a value in {left}, {right}; got {value!r}.')
+
+
+def profile_table(keys: tuple[str, ...] = ('data.num_subjects', 'data.num_particles', 'data.spacing',
+                                           'groom.spacing', 'augment.num_samples', 'loader.batch_size',
+                                           'deepssm.trainer.epochs', 'deepssm.fine_tune.epochs')) -> dict:
+    """Print the values that differ between profiles, one row per key.
+
+    Returns:
+        ``{key: {profile: value}}``.
+    """
+    table = {}
+    profiles = {p: get_profile(p) for p in PROFILES}
+    for key in keys:
+        row = {}
+        for p, cfg in profiles.items():
+            obj: Any = cfg
+            for part in key.split('.'):
+                obj = getattr(obj, part)
+            row[p] = obj
+        table[key] = row
+    width = max(len(k) for k in keys)
+    print(f'{"":{width}}  ' + ''.join(f'{p:>10}' for p in PROFILES))
+    for key, row in table.items():
+        print(f'{key:{width}}  ' + ''.join(f'{row[p]!s:>10}' for p in PROFILES))
+    return table

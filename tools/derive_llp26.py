@@ -39,19 +39,33 @@ such missing name on the ``scipy`` module to the NumPy function of the same
 name (see :func:`patch_scipy_namespace`). This only affects the process
 running the script.
 
-Conventions of the output (all checked before writing):
+Contents of the output (``np.savez_compressed``; everything below is checked
+or measured before writing, and printed):
 
-* Coordinates are in millimetres, in the frame of the shape model: +z is
-  superior, +x is the subject's left (lateral for the left femur), +y is
-  posterior. Pelvis and femur are in the same frame, with the hip joint as
-  assembled in the model (the femoral head centre lies within a few
-  millimetres of the left acetabulum centre; see :data:`MAX_HIP_GAP_MM`).
-* ``femur_faces`` / ``pelvis_faces`` are shared by all subjects, wound so
-  that normals point outwards (positive signed volume).
-* The femur is one closed, consistently oriented, genus-0 surface without
-  duplicate vertices. The pelvis consists of three closed surfaces: the
-  right hemipelvis, the left hemipelvis and the sacrum (in that order in the
-  vertex array).
+* ``femur_vertices`` float32 (26, Vf, 3), ``femur_faces`` int32 (Ff, 3):
+  left femur. One closed, consistently oriented, genus-0 surface without
+  duplicate vertices. Vertices ``[0, 1033)`` are those of the femoral head
+  elements.
+* ``pelvis_vertices`` float32 (26, Vp, 3), ``pelvis_faces`` int32 (Fp, 3):
+  pelvis as three closed, consistently oriented surfaces stored as
+  contiguous vertex blocks: right hemipelvis, left hemipelvis (each genus 1,
+  the hole being the obturator foramen), sacrum (genus 0).
+* ``subject_ids`` (26,) str: ``llp26_00`` ... ``llp26_25``, the columns of
+  ``projectedWeights`` in order.
+
+Faces are shared by all subjects and wound so that normals point outwards
+(positive signed volume). Coordinates are in millimetres, in the frame of the
+shape model: +x is the subject's left (lateral for the left femur), +y is
+posterior, +z is superior.
+
+Hip joint: the femur is left exactly where the model puts it. The model does
+not keep the hip assembled: the centre of the sphere fitted to the femoral
+head lies 1.8-26.5 mm from the centre of the sphere fitted to the left
+acetabulum, and the head cuts into the pelvis in most subjects. Because that
+distance exceeds :data:`MAX_HIP_GAP_MM`, each subject's whole pelvis is
+translated (no rotation) so that the two centres coincide. Neither surface
+is exactly spherical, so the head still overlaps the cup by up to about
+5 mm (median about 2.6 mm).
 """
 
 from __future__ import annotations
@@ -67,10 +81,10 @@ import numpy as np
 
 # Discretisation (grid points per element edge) for each bone. The femur uses
 # quartic elements (nodes at xi = k/4) and a few quartic-cubic ones, so 13
-# points per edge (xi = k/12) puts a vertex on every element node; the pelvis
-# uses cubic elements, so 4 points per edge (xi = k/3) does the same.
+# points per edge (xi = k/12) puts a vertex on every element node. The pelvis
+# (cubic elements) is sampled more coarsely.
 FEMUR_GRID = 13
-PELVIS_GRID = 4
+PELVIS_GRID = 5
 
 # Bones of the shape model, in the order in which their nodes are
 # concatenated in the principal component model (checked against the mean).
@@ -91,11 +105,19 @@ BONE_FILES = {
 SHAPE_MODEL_FILE = 'LLP26_rigid.pc'
 N_SUBJECTS = 26
 
-# Elements of the femur mesh that make up the femoral head, and elements of
-# the pelvis mesh that make up the left acetabular cup (numbers of the flat
-# meshes; each set was checked to be well fitted by a sphere, see main()).
+# Elements (numbers of the flat meshes) that cover the femoral head, and the
+# left acetabulum with its rim. The spherical parts used for the hip-joint
+# check are selected inside these on the mean shape, starting from the seed
+# elements (see spherical_patch()).
 FEMUR_HEAD_ELEMENTS = (0, 1, 2, 3, 4, 5, 6, 7)
-LEFT_ACETABULUM_ELEMENTS = (109, 111, 112, 113, 114, 115)
+FEMUR_HEAD_SEED = (0, 3, 5, 7)
+LEFT_ACETABULUM_ELEMENTS = (108, 109, 110, 111, 112, 113, 114, 115)
+LEFT_ACETABULUM_SEED = (109, 111, 113)
+# Fieldwork node of the femur at the lesser trochanter (a vertex of the
+# output mesh because FEMUR_GRID puts vertices on all nodes).
+FEMUR_LESSER_TROCHANTER_NODE = 276
+# Femur elements along the diaphysis, used for the shaft axis.
+FEMUR_SHAFT_ELEMENTS = (23, 24, 25, 40, 41, 42)
 
 # Largest accepted distance between the femoral head centre and the
 # acetabulum centre before the pelvis is moved onto the femoral head.
@@ -398,6 +420,57 @@ def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float, float]:
     return centre, radius, float(np.sqrt(np.mean(resid ** 2)))
 
 
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals."""
+    a, b, c = (vertices[faces[:, k]] for k in range(3))
+    face_n = np.cross(b - a, c - a)
+    normals = np.zeros_like(vertices)
+    for k in range(3):
+        np.add.at(normals, faces[:, k], face_n)
+    return normals / np.linalg.norm(normals, axis=1, keepdims=True)
+
+
+def spherical_patch(vertices: np.ndarray, faces: np.ndarray,
+                    element_of: np.ndarray, candidates: tuple[int, ...],
+                    seed: tuple[int, ...], concave: bool,
+                    band_mm: float, iterations: int = 10) -> np.ndarray:
+    """Select the vertices of a near-spherical surface patch.
+
+    Starting from a sphere fitted to the seed elements, keeps the vertices
+    of the candidate elements that lie within ``band_mm`` of the sphere and
+    whose normal points away from (convex patch) or towards (concave patch)
+    its centre, refits, and repeats.
+
+    Args:
+        vertices: Vertices (n, 3) of one shape (the mean).
+        faces: Triangles (m, 3).
+        element_of: Element number of each vertex.
+        candidates: Elements the patch may use.
+        seed: Elements of the first fit.
+        concave: True for a cup (normals towards the centre).
+        band_mm: Accepted radial distance from the fitted sphere.
+        iterations: Number of select-and-refit rounds.
+
+    Returns:
+        Boolean mask over the vertices.
+    """
+    normals = vertex_normals(vertices, faces)
+    cand = np.isin(element_of, candidates)
+    mask = np.isin(element_of, seed)
+    for _ in range(iterations):
+        centre, radius, _ = fit_sphere(vertices[mask])
+        radial = vertices - centre
+        dist = np.linalg.norm(radial, axis=1)
+        cos = (normals * radial).sum(axis=1) / dist
+        if concave:
+            cos = -cos
+        new = cand & (cos > 0.8) & (np.abs(dist - radius) < band_mm)
+        if np.array_equal(new, mask):
+            break
+        mask = new
+    return mask
+
+
 def rigid_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Rotate and translate ``source`` onto ``target`` (least squares)."""
     cs, ct = source.mean(axis=0), target.mean(axis=0)
@@ -415,6 +488,78 @@ def per_vertex_rms_sd(shapes: np.ndarray, iterations: int = 10) -> float:
         aligned = np.stack([rigid_align(s, ref) for s in aligned])
     dev = aligned - aligned.mean(axis=0)
     return float(np.sqrt((dev ** 2).sum(axis=2).mean()))
+
+
+def penetration_depth(vertices: np.ndarray, faces: np.ndarray,
+                      points: np.ndarray) -> float:
+    """Approximate depth of the deepest point inside a closed surface.
+
+    Uses the signed distance along the normal of the nearest vertex; points
+    are assumed to lie near the surface (a few millimetres).
+
+    Args:
+        vertices: Surface vertices (n, 3).
+        faces: Surface triangles (m, 3).
+        points: Query points (k, 3).
+
+    Returns:
+        Largest depth in mm (0 if no point is inside).
+    """
+    from scipy.spatial import cKDTree
+
+    normals = vertex_normals(vertices, faces)
+    _, idx = cKDTree(vertices).query(points)
+    signed = ((points - vertices[idx]) * normals[idx]).sum(axis=1)
+    return float(max(0.0, -signed.min()))
+
+
+def check_bone(name: str, vertices: np.ndarray, faces: np.ndarray,
+               single_genus0: bool) -> None:
+    """Check a bone's meshes for all subjects and print a summary.
+
+    Every connected component must be closed (each edge in exactly two
+    faces), consistently oriented and enclose a positive volume; vertices
+    must be distinct and faces non-degenerate, for every subject.
+
+    Args:
+        name: Bone name for messages.
+        vertices: Vertices (26, n, 3).
+        faces: Shared triangles (m, 3).
+        single_genus0: Also require one component of genus 0.
+
+    Raises:
+        ValueError: If a check fails.
+    """
+    from scipy.spatial import cKDTree
+
+    reports = [topology_report(v, faces) for v in vertices]
+    min_sep = min(cKDTree(v).query(v, k=2)[0][:, 1].min() for v in vertices)
+    min_area = min(np.linalg.norm(np.cross(v[faces[:, 1]] - v[faces[:, 0]],
+                                           v[faces[:, 2]] - v[faces[:, 0]]),
+                                  axis=1).min() / 2 for v in vertices)
+    print(f'{name}: {vertices.shape[1]} vertices, {len(faces)} faces; '
+          f'closest vertex pair {min_sep:.3f} mm, smallest face '
+          f'{min_area:.4f} mm^2 (over all subjects)')
+    for k, comp in enumerate(reports[0]):
+        vols = np.array([r[k]['volume'] for r in reports]) / 1e3
+        print(f'  component {k}: vertices [{comp["vertices"][0]}, '
+              f'{comp["vertices"][1]}), {comp["faces"]} faces, genus '
+              f'{comp["genus"]:g}, volume {vols.min():.1f}-{vols.max():.1f} '
+              'cm^3')
+    if any(len(r) != len(reports[0]) for r in reports):
+        raise ValueError(f'{name}: component count differs between subjects')
+    bad = [(s, c) for s, r in enumerate(reports) for c in r
+           if not (c['closed'] and c['oriented'] and c['contiguous']
+                   and c['volume'] > 0)]
+    if bad:
+        raise ValueError(f'{name}: open, unoriented or inverted: {bad[:3]}')
+    if single_genus0 and not all(len(r) == 1 and r[0]['genus'] == 0
+                                 for r in reports):
+        raise ValueError(f'{name}: not a single genus-0 surface')
+    if min_sep < 1e-3 or min_area < 1e-6:
+        raise ValueError(f'{name}: duplicate vertices or degenerate faces')
+    print('  every component closed, consistently oriented, outward, '
+          'for all subjects')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,57 +589,78 @@ def main(argv: list[str] | None = None) -> int:
         SurfaceSampler(root, 'femur', FEMUR_GRID), nodes['femur'])
     pelvis_v, pelvis_f, pelvis_el = build_bone(
         SurfaceSampler(root, 'pelvis', PELVIS_GRID), nodes['pelvis'])
+    check_bone('femur', femur_v, femur_f, single_genus0=True)
+    check_bone('pelvis', pelvis_v, pelvis_f, single_genus0=False)
 
-    # Topology: the femur must be one closed genus-0 surface for every
-    # subject; the pelvis is reported.
-    for name, verts, faces in (('femur', femur_v, femur_f),
-                               ('pelvis', pelvis_v, pelvis_f)):
-        reports = [topology_report(v, faces) for v in verts]
-        print(f'{name}: {verts.shape[1]} vertices, {len(faces)} faces')
-        for comp in reports[0]:
-            vols = [r[i]['volume'] for r in reports
-                    for i in range(len(r)) if r[i]['vertices'] == comp['vertices']]
-            print(f'  component vertices [{comp["vertices"][0]}, '
-                  f'{comp["vertices"][1]}) contiguous={comp["contiguous"]} '
-                  f'faces={comp["faces"]} closed={comp["closed"]} '
-                  f'oriented={comp["oriented"]} genus={comp["genus"]:g} '
-                  f'volume {min(vols) / 1e3:.1f}-{max(vols) / 1e3:.1f} cm^3')
-        ok = all(c['closed'] and c['oriented'] and c['volume'] > 0
-                 for r in reports for c in r)
-        if name == 'femur':
-            ok = ok and all(len(r) == 1 and r[0]['genus'] == 0
-                            for r in reports)
-            if not ok:
-                raise ValueError('femur mesh is not a closed genus-0 surface')
-        print(f'  all components closed, oriented, outward: {ok}')
+    n_head = int(np.isin(femur_el, FEMUR_HEAD_ELEMENTS).sum())
+    if not np.isin(femur_el[:n_head], FEMUR_HEAD_ELEMENTS).all():
+        raise ValueError('femoral head vertices are not the first block')
+    print(f'femur vertices [0, {n_head}) belong to the head elements')
 
-    # Hip joint: femoral head centre versus left acetabulum centre.
-    head = np.isin(femur_el, FEMUR_HEAD_ELEMENTS)
-    cup = np.isin(pelvis_el, LEFT_ACETABULUM_ELEMENTS)
-    gaps, head_fit, cup_fit = [], [], []
-    for s in range(N_SUBJECTS):
-        hc, hr, hres = fit_sphere(femur_v[s, head])
-        ac, ar, ares = fit_sphere(pelvis_v[s, cup])
-        gaps.append(hc - ac)
-        head_fit.append((hr, hres))
-        cup_fit.append((ar, ares))
-    gaps = np.array(gaps)
-    dist = np.linalg.norm(gaps, axis=1)
-    head_fit, cup_fit = np.array(head_fit), np.array(cup_fit)
-    print(f'femoral head sphere: r {head_fit[:, 0].min():.1f}-'
-          f'{head_fit[:, 0].max():.1f} mm, rms residual <= '
-          f'{head_fit[:, 1].max():.2f} mm ({head.sum()} vertices)')
-    print(f'acetabulum sphere: r {cup_fit[:, 0].min():.1f}-'
-          f'{cup_fit[:, 0].max():.1f} mm, rms residual <= '
-          f'{cup_fit[:, 1].max():.2f} mm ({cup.sum()} vertices)')
-    print(f'head centre - acetabulum centre: {dist.min():.2f}-'
-          f'{dist.max():.2f} mm (mean {dist.mean():.2f})')
+    # Hip joint: sphere fits to the femoral head and the left acetabulum
+    # (vertex sets chosen once on the mean shape, used for every subject).
+    head = spherical_patch(femur_v.mean(axis=0), femur_f, femur_el,
+                           FEMUR_HEAD_ELEMENTS, FEMUR_HEAD_SEED,
+                           concave=False, band_mm=1.5)
+    cup = spherical_patch(pelvis_v.mean(axis=0), pelvis_f, pelvis_el,
+                          LEFT_ACETABULUM_ELEMENTS, LEFT_ACETABULUM_SEED,
+                          concave=True, band_mm=5.0)
+    cup_region = np.isin(pelvis_el, LEFT_ACETABULUM_ELEMENTS)
+    head_fit = [fit_sphere(v[head]) for v in femur_v]
+    cup_fit = [fit_sphere(v[cup]) for v in pelvis_v]
+    head_c = np.array([f[0] for f in head_fit])
+    gap = head_c - np.array([f[0] for f in cup_fit])
+    dist = np.linalg.norm(gap, axis=1)
+    for label, fits, mask in (('femoral head', head_fit, head),
+                              ('left acetabulum', cup_fit, cup)):
+        radii = [f[1] for f in fits]
+        print(f'{label} sphere ({mask.sum()} vertices): radius '
+              f'{min(radii):.1f}-{max(radii):.1f} mm, RMS residual <= '
+              f'{max(f[2] for f in fits):.2f} mm')
+    print(f'head centre to acetabulum centre: {dist.min():.1f}-'
+          f'{dist.max():.1f} mm (median {np.median(dist):.1f})')
+    depth = [penetration_depth(f, femur_f, p[cup_region])
+             for f, p in zip(femur_v, pelvis_v)]
+    print(f'  deepest acetabulum vertex inside the femur, as in the model: '
+          f'{min(depth):.1f}-{max(depth):.1f} mm '
+          f'(> 0.5 mm in {sum(d > 0.5 for d in depth)} subjects)')
     if dist.max() > MAX_HIP_GAP_MM:
-        print('  hip joint not assembled: translating each pelvis onto '
-              'its femoral head centre')
-        pelvis_v = pelvis_v + gaps[:, None, :]
+        # The model's subjects do not all have the hip assembled: move each
+        # pelvis (translation only) so that its acetabulum centre falls on
+        # the femoral head centre.
+        pelvis_v = pelvis_v + gap[:, None, :]
+        depth = [penetration_depth(f, femur_f, p[cup_region])
+                 for f, p in zip(femur_v, pelvis_v)]
+        print('  hip joint not assembled in the model: each pelvis was '
+              'translated so that the centres coincide; deepest acetabulum '
+              f'vertex inside the femur now {min(depth):.1f}-'
+              f'{max(depth):.1f} mm (median {np.median(depth):.1f})')
 
-    # Lengths and variability.
+    # Proximal femur landmarks for placing a cutting plane.
+    atlas = read_node_coordinates(
+        root / 'atlas_meshes' / BONE_FILES['femur'][0])
+    lt_vertex = int(np.argmin(np.linalg.norm(
+        femur_v.mean(axis=0) - nodes['femur'].mean(axis=0)[
+            FEMUR_LESSER_TROCHANTER_NODE], axis=1)))
+    lt_err = np.abs(femur_v[:, lt_vertex]
+                    - nodes['femur'][:, FEMUR_LESSER_TROCHANTER_NODE]).max()
+    shaft = np.isin(femur_el, FEMUR_SHAFT_ELEMENTS)
+    below_z, below_axis, tilt = [], [], []
+    for v, c in zip(femur_v, head_c):
+        pts = v[shaft] - v[shaft].mean(axis=0)
+        axis = np.linalg.svd(pts, full_matrices=False)[2][0]
+        axis = axis if axis[2] > 0 else -axis
+        below_z.append(c[2] - v[lt_vertex, 2])
+        below_axis.append((c - v[lt_vertex]) @ axis)
+        tilt.append(np.degrees(np.arccos(axis[2])))
+    print(f'lesser trochanter (node {FEMUR_LESSER_TROCHANTER_NODE} = vertex '
+          f'{lt_vertex}, error {lt_err:.1e} mm, atlas z '
+          f'{atlas[FEMUR_LESSER_TROCHANTER_NODE, 2]:.1f}): '
+          f'{min(below_z):.1f}-{max(below_z):.1f} mm below the head centre '
+          f'along z, {min(below_axis):.1f}-{max(below_axis):.1f} mm along the '
+          f'shaft axis (shaft tilt from z {min(tilt):.1f}-{max(tilt):.1f} '
+          'deg)')
+
     length = femur_v[:, :, 2].max(axis=1) - femur_v[:, :, 2].min(axis=1)
     print(f'femur length (z extent): {length.min():.1f}-{length.max():.1f} mm')
     print(f'femur per-vertex RMS SD after rigid alignment: '

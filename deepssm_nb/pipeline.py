@@ -1,0 +1,139 @@
+"""The DeepSSM pipeline as a chain of resumable stages.
+
+Each stage writes its outputs atomically under ``cfg.resolved_paths()`` and
+returns quickly when they are already there, so :func:`ensure` can be called
+at the top of any notebook: it runs only what is missing.
+
+Stages, in order: ``cohort``, ``groom``, ``augment``, ``loaders``, ``train``,
+``predict``, ``analyze``.
+
+Example:
+    >>> cfg = get_profile('smoke', work_dir='out')          # doctest: +SKIP
+    >>> groomed = ensure(cfg, 'groom')                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ._validation import look_up_option
+from .config import Config
+
+__all__ = ['STAGES', 'ensure', 'get_cohort', 'run_pipeline']
+
+STAGES = ('cohort', 'groom', 'augment', 'loaders', 'train', 'predict', 'analyze')
+
+
+def get_cohort(cfg: Config):
+    """The cohort named by ``cfg.data.cohort``: the embedded femurs or a folder.
+
+    Returns:
+        :class:`deepssm_nb.data.Cohort`.
+    """
+    from . import data
+
+    if cfg.data.cohort == 'femur':
+        return data.load_femur_cohort(cfg.data)
+    return data.load_cohort(cfg.data.cohort)
+
+
+def _run_stage(cfg: Config, stage: str, results: dict[str, Any]) -> Any:
+    if stage == 'cohort':
+        return get_cohort(cfg)
+    if stage == 'groom':
+        from .groom import run_grooming
+
+        return run_grooming(cfg, results['cohort'])
+    if stage == 'augment':
+        from .augment import run_augmentation
+
+        return run_augmentation(cfg, results['groom'])
+    if stage == 'loaders':
+        from .loaders import build_loaders
+
+        return build_loaders(cfg)
+    if stage == 'train':
+        from .train import train_deepssm
+
+        return train_deepssm(cfg)
+    if stage == 'predict':
+        from .predict import test_deepssm
+
+        return test_deepssm(cfg)
+    from .analyze import run_analysis
+
+    return run_analysis(cfg)
+
+
+def ensure(cfg: Config, stage: str, *, verbose: bool = True) -> Any:
+    """Run every stage up to and including ``stage`` whose outputs are missing.
+
+    Args:
+        cfg: The pipeline configuration.
+        stage: One of :data:`STAGES`.
+        verbose: Print one line per stage with its time.
+
+    Returns:
+        The result of ``stage`` (e.g. a ``Cohort``, a ``GroomResult``).
+    """
+    stage = look_up_option(stage, STAGES, name='stage')
+    cfg.validate()
+    results: dict[str, Any] = {}
+    for name in STAGES[: STAGES.index(stage) + 1]:
+        t0 = time.perf_counter()
+        results[name] = _run_stage(cfg, name, results)
+        if verbose:
+            print(f'[{name}] ready ({time.perf_counter() - t0:.1f} s)')
+    return results[stage]
+
+
+def run_pipeline(cfg: Config, *, until: str = 'analyze', verbose: bool = True) -> Any:
+    """Run the whole pipeline headless (same as ``ensure(cfg, until)``)."""
+    return ensure(cfg, until, verbose=verbose)
+
+
+def key_figures(cfg: Config) -> dict[str, Any]:
+    """The headline numbers of a (partial) pipeline run, read from its output files.
+
+    Missing stages are simply absent from the result.
+    """
+    import csv
+    import json
+
+    paths = cfg.resolved_paths()
+    figures: dict[str, Any] = {}
+
+    def _json(path):
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    groom = _json(paths['groom_dir'] / 'groom.json')
+    if groom:
+        errs = [s.get('registration_error_mm') for s in groom.get('subjects', {}).values()
+                if isinstance(s, dict) and s.get('registration_error_mm') is not None] \
+            if isinstance(groom.get('subjects'), dict) else \
+            [s.get('registration_error_mm') for s in groom.get('subjects', []) if s.get('registration_error_mm') is not None]
+        if errs:
+            figures['registration_error_mm (mean over test images)'] = round(sum(errs) / len(errs), 3)
+    aug = _json(paths['aug_dir'] / 'augmentation.json')
+    if aug:
+        figures['pca_modes_kept'] = aug.get('num_dim') or aug.get('n_components')
+        figures['generated_samples'] = aug.get('num_samples')
+    for name in ('train_log.csv',):
+        log = paths['model_dir'] / name
+        if log.is_file():
+            with log.open() as fh:
+                rows = [r for r in csv.DictReader(fh)]
+            vals = [float(r[k]) for r in rows for k in r if k and 'val' in k and 'mm' in k and r[k] not in ('', None)]
+            if vals:
+                figures['best_val_rmse_mm'] = round(min(vals), 3)
+    summary = _json(paths['analysis_dir'] / 'summary.json')
+    if summary:
+        for key in ('mean_surface_distance_mm', 'hausdorff_mm', 'particle_rmse_mm', 'mean_shape_baseline_mm',
+                    'pca_floor_mm'):
+            if key in summary:
+                figures[key] = summary[key]
+    return figures

@@ -1,0 +1,43 @@
+"""Tiny helpers to write the tutorial notebooks from Python generator scripts.
+
+Each ``tools/notebooks/NN_topic.py`` builds a list of cells with :func:`md`,
+:func:`code` and :func:`params`, then calls :func:`write`. Outputs are never
+stored: notebooks are committed stripped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / 'notebooks'
+
+
+def md(text: str):
+    """A markdown cell (leading/trailing blank lines removed)."""
+    return new_markdown_cell(text.strip('\n'))
+
+
+def code(text: str):
+    """A code cell."""
+    return new_code_cell(text.strip('\n'))
+
+
+def params(text: str):
+    """The code cell tagged ``parameters`` (papermill convention)."""
+    cell = new_code_cell(text.strip('\n'))
+    cell.metadata['tags'] = ['parameters']
+    return cell
+
+
+def write(name: str, cells: list) -> Path:
+    """Write ``notebooks/<name>.ipynb`` with a Python 3 kernel spec."""
+    nb = new_notebook(cells=cells)
+    nb.metadata['kernelspec'] = {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'}
+    nb.metadata['language_info'] = {'name': 'python'}
+    path = NOTEBOOK_DIR / f'{name}.ipynb'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
