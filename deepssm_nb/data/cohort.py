@@ -1,0 +1,315 @@
+"""A cohort: subjects with an image and correspondence particles, in a ShapeWorks-style folder.
+
+Folder layout (``<id>`` is the subject id)::
+
+    images/<id>.nrrd              CT-like image (any 3D scalar format SimpleITK reads)
+    particles/<id>.particles      M lines "x y z", physical coordinates of the image, in correspondence
+    segmentations/<id>.nrrd       optional label image (0/1) on the image grid
+    meshes/<id>.vtk               optional surface, physical coordinates of the image
+    manifest.csv                  optional: id,image,segmentation,mesh,particles,split (paths relative to the folder)
+    mean.vtk, mean.particles      optional mean shape
+    cohort.json                   optional: how the cohort was built
+
+Without a manifest, files are paired by subject id (the file name without its extension) and every subject is a
+training subject.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _stdio
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._validation import DataError, look_up_option, nearest_spelling
+from ..io import atomic_write_text, read_json, read_particles
+
+__all__ = ['Cohort', 'SPLITS', 'Subject', 'load_cohort', 'write_manifest']
+
+SPLITS = ('train', 'test')
+MANIFEST_COLUMNS = ('id', 'image', 'segmentation', 'mesh', 'particles', 'split')
+IMAGE_SUFFIXES = ('.nrrd', '.nhdr', '.nii.gz', '.nii', '.mha', '.mhd')
+MESH_SUFFIXES = ('.vtk', '.vtp', '.ply', '.stl', '.obj')
+_KINDS = {'images': IMAGE_SUFFIXES, 'particles': ('.particles',), 'segmentations': IMAGE_SUFFIXES,
+          'meshes': MESH_SUFFIXES}
+
+
+@dataclass
+class Subject:
+    """One subject's files.
+
+    Attributes:
+        id: Subject id.
+        image: The image file.
+        particles: The ``.particles`` file (image physical space).
+        mesh: The surface mesh, or None.
+        segmentation: The label image, or None.
+        split: ``'train'`` or ``'test'``.
+    """
+
+    id: str
+    image: Path
+    particles: Path
+    mesh: Path | None = None
+    segmentation: Path | None = None
+    split: str = 'train'
+
+
+@dataclass
+class Cohort:
+    """Subjects of one folder, with train/test split and the mean shape.
+
+    Attributes:
+        root: The folder.
+        subjects: The subjects, in manifest (or id) order.
+        mean_mesh: ``mean.vtk`` if present.
+        mean_particles: ``mean.particles`` if present.
+        info: The content of ``cohort.json`` if present (build parameters, per-subject pose and measurements).
+
+    Example:
+        >>> cohort = load_cohort('femur_n26_m512_s1.0_seed0')      # doctest: +SKIP
+        >>> cohort.particles('train').shape                        # doctest: +SKIP
+        (22, 512, 3)
+    """
+
+    root: Path
+    subjects: list[Subject]
+    mean_mesh: Path | None = None
+    mean_particles: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def ids(self, split: str | None = None) -> list[str]:
+        """Subject ids, optionally of one split (``'train'`` or ``'test'``)."""
+        return [s.id for s in self._select(split)]
+
+    def subset(self, split: str) -> Cohort:
+        """A Cohort with only the subjects of ``split``."""
+        return replace(self, subjects=self._select(split))
+
+    def particles(self, split: str | None = None) -> np.ndarray:
+        """Read the particles of every subject (of ``split``): (N, M, 3) in each image's physical space."""
+        subjects = self._select(split)
+        if not subjects:
+            raise DataError(f'the cohort in "{self.root}" has no {split or ""} subjects.'.replace('  ', ' '))
+        first = read_particles(subjects[0].particles)
+        rest = [read_particles(s.particles, num_particles=len(first)) for s in subjects[1:]]
+        return np.stack([first, *rest])
+
+    def _select(self, split: str | None) -> list[Subject]:
+        if split is None:
+            return list(self.subjects)
+        split = look_up_option(split, SPLITS, name='split')
+        return [s for s in self.subjects if s.split == split]
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def __iter__(self) -> Iterator[Subject]:
+        return iter(self.subjects)
+
+    def __getitem__(self, key: int | str) -> Subject:
+        if isinstance(key, str):
+            for s in self.subjects:
+                if s.id == key:
+                    return s
+            near = nearest_spelling(key, self.ids())
+            hint = f" Did you mean '{near}'?" if near else ''
+            raise KeyError(f'no subject {key!r} in "{self.root}".{hint}')
+        return self.subjects[key]
+
+    def __repr__(self) -> str:
+        counts = Counter(s.split for s in self.subjects)
+        return (f'Cohort(root="{self.root}", {len(self)} subjects: {counts.get("train", 0)} train, '
+                f'{counts.get("test", 0)} test)')
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def write_manifest(path: str | os.PathLike, subjects: list[Subject], root: str | os.PathLike) -> Path:
+    """Write ``manifest.csv`` (paths relative to ``root``), atomically."""
+    root = Path(root)
+    buf = _stdio.StringIO()
+    writer = csv.writer(buf, lineterminator='\n')
+    writer.writerow(MANIFEST_COLUMNS)
+    for s in subjects:
+        rel = [_relative(p, root) for p in (s.image, s.segmentation, s.mesh, s.particles)]
+        writer.writerow([s.id, *rel, s.split])
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _relative(path: Path | None, root: Path) -> str:
+    if path is None:
+        return ''
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _read_manifest(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    with open(path, newline='') as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        missing = [c for c in ('id', 'image', 'particles') if c not in columns]
+        if missing:
+            problems.append(f'"{path}": missing column(s) {missing}; expected the columns {list(MANIFEST_COLUMNS)} '
+                            f'(segmentation, mesh and split optional); got {columns}.')
+            return []
+        rows = list(reader)
+    entries, seen = [], set()
+    for lineno, row in enumerate(rows, start=2):
+        sid = (row.get('id') or '').strip()
+        if not sid:
+            problems.append(f'"{path}", line {lineno}: empty subject id.')
+            continue
+        if sid in seen:
+            problems.append(f'"{path}", line {lineno}: subject id {sid!r} appears more than once.')
+            continue
+        seen.add(sid)
+        split = (row.get('split') or '').strip() or 'train'
+        if split not in SPLITS:
+            problems.append(f'"{path}", line {lineno}: split must be one of {list(SPLITS)}; got {split!r}.')
+        entry = {'id': sid, 'split': split}
+        for key in ('image', 'particles', 'segmentation', 'mesh'):
+            value = (row.get(key) or '').strip()
+            entry[key] = (path.parent / value) if value else None
+        for key in ('image', 'particles'):
+            if entry[key] is None:
+                problems.append(f'"{path}", line {lineno}: subject {sid!r} has no {key} path.')
+        entries.append(entry)
+    return entries
+
+
+# --------------------------------------------------------------------------- discovery without a manifest
+
+
+def _stem(path: Path, suffixes: tuple[str, ...]) -> str | None:
+    name = path.name
+    for sfx in suffixes:
+        if name.lower().endswith(sfx):
+            return name[: -len(sfx)]
+    return None
+
+
+def _discover(root: Path, problems: list[str]) -> list[dict[str, Any]]:
+    found: dict[str, dict[str, Path]] = {kind: {} for kind in _KINDS}
+    for kind, suffixes in _KINDS.items():
+        folder = root / kind
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.iterdir()):
+            sid = _stem(p, suffixes)
+            if sid is None or p.name.startswith('.'):
+                continue
+            if sid in found[kind]:
+                problems.append(f'"{p}" and "{found[kind][sid]}" both claim subject {sid!r} in {kind}/.')
+                continue
+            found[kind][sid] = p
+    images, particles = found['images'], found['particles']
+    for sid in sorted(set(images) - set(particles)):
+        problems.append(f'"{images[sid]}" has no partner particle file (expected particles/{sid}.particles).')
+    for sid in sorted(set(particles) - set(images)):
+        problems.append(f'"{particles[sid]}" has no partner image (expected images/{sid}.nrrd or another image '
+                        'format).')
+    ids = sorted(set(images) & set(particles))
+    for kind in ('segmentations', 'meshes'):
+        for sid in sorted(set(found[kind]) - set(ids)):
+            problems.append(f'"{found[kind][sid]}" has no partner image and particle file for subject {sid!r}.')
+    return [{'id': sid, 'image': images[sid], 'particles': particles[sid],
+             'segmentation': found['segmentations'].get(sid), 'mesh': found['meshes'].get(sid), 'split': 'train'}
+            for sid in ids]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _image_header(path: Path, what: str, problems: list[str]) -> tuple[int, ...] | None:
+    """The image size from its header (voxels are not read); None and a problem if unusable."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        problems.append(f'"{path}" could not be read as an image ({what}): {lines[-1] if lines else "unknown error"}')
+        return None
+    if reader.GetDimension() != 3:
+        problems.append(f'"{path}": {what} must be 3D; got a {reader.GetDimension()}D image of size '
+                        f'{reader.GetSize()}.')
+        return None
+    if reader.GetNumberOfComponents() != 1:
+        problems.append(f'"{path}": {what} must have scalar voxels; got {reader.GetNumberOfComponents()} '
+                        'components per voxel.')
+        return None
+    return tuple(reader.GetSize())
+
+
+def load_cohort(folder: str | os.PathLike) -> Cohort:
+    """Read a cohort folder (built by :func:`build_femur_cohort` or brought by the user) and check it.
+
+    Every problem is collected and reported at once: a missing file or partner, an unreadable or non-3D image, a
+    segmentation whose size differs from its image, an unreadable particle file or one with NaN coordinates, and
+    particle counts that differ between subjects.
+
+    Args:
+        folder: The cohort folder (see the module docstring for its layout).
+
+    Returns:
+        The cohort.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        DataError: The folder holds no subjects, or any of the problems above (one line per file).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f'Cohort folder not found: "{root}"')
+    problems: list[str] = []
+    manifest = root / 'manifest.csv'
+    entries = _read_manifest(manifest, problems) if manifest.is_file() else _discover(root, problems)
+    if not entries and not problems:
+        raise DataError(f'"{root}" holds no subjects: expected images/<id>.nrrd with particles/<id>.particles '
+                        '(and optionally meshes/, segmentations/ and a manifest.csv).')
+
+    counts: dict[Path, int] = {}
+    for e in entries:
+        for key in ('image', 'particles', 'segmentation', 'mesh'):
+            if e[key] is not None and not e[key].is_file():
+                problems.append(f'"{e[key]}" ({key} of subject {e["id"]!r}) does not exist.')
+                e[key + '_missing'] = True
+        size = None
+        if not e.get('image_missing'):
+            size = _image_header(e['image'], 'image', problems)
+        if e['segmentation'] is not None and not e.get('segmentation_missing'):
+            seg_size = _image_header(e['segmentation'], 'segmentation', problems)
+            if size is not None and seg_size is not None and seg_size != size:
+                problems.append(f'"{e["segmentation"]}": segmentation size {seg_size} differs from its image '
+                                f'size {size}.')
+        if not e.get('particles_missing'):
+            try:
+                counts[e['particles']] = len(read_particles(e['particles']))
+            except (DataError, OSError, UnicodeDecodeError) as err:     # report and keep going
+                problems.append(str(err))
+    if counts:
+        usual, _ = Counter(counts.values()).most_common(1)[0]
+        for path, n in counts.items():
+            if n != usual:
+                problems.append(f'"{path}" holds {n} particles; the other subjects hold {usual}.')
+    if problems:
+        raise DataError(problems)
+
+    subjects = [Subject(e['id'], e['image'], e['particles'], e['mesh'], e['segmentation'], e['split'])
+                for e in entries]
+    info = read_json(root / 'cohort.json') if (root / 'cohort.json').is_file() else {}
+    mean_mesh, mean_particles = root / 'mean.vtk', root / 'mean.particles'
+    return Cohort(root=root, subjects=subjects, mean_mesh=mean_mesh if mean_mesh.is_file() else None,
+                  mean_particles=mean_particles if mean_particles.is_file() else None, info=info)
