@@ -94,6 +94,8 @@ class GroomConfig:
     padding: float = _f(10.0, low=0.0, high=200.0, doc='margin around the union bounding box, mm')
     reference: str = _f('medoid', doc="'medoid' or a subject id used as the alignment reference")
     registration_iterations: int = _f(200, low=1, high=10000, doc='optimizer iterations per registration stage')
+    mask_margin: float = _f(8.0, low=0.0, high=100.0,
+                            doc='registration uses voxels this close to the reference femur, mm; 0 = whole box')
     processes: int = _f(2, low=1, high=64, doc='worker processes')
 
 

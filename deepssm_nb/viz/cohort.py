@@ -14,6 +14,7 @@ import numpy as np
 from .._validation import look_up_option
 from ..data.cohort import Cohort, Subject
 from ..io import read_particles
+from . import enable_figure_display as _enable_figure_display
 
 __all__ = ['SliceViewer', 'aligned_particles', 'plot_cohort_spread', 'plot_particle_sd', 'plot_slices',
            'plot_subject_3d', 'slice_viewer']
@@ -21,33 +22,6 @@ __all__ = ['SliceViewer', 'aligned_particles', 'plot_cohort_spread', 'plot_parti
 AXES = ('axial', 'coronal', 'sagittal')
 _ARRAY_AXIS = {'axial': 0, 'coronal': 1, 'sagittal': 2}      # numpy axis of the slice index ([z, y, x] arrays)
 _PLOT_AXES = {'axial': (0, 1), 'coronal': (0, 2), 'sagittal': (1, 2)}   # (horizontal, vertical) of (x, y, z)
-
-
-def _enable_figure_display() -> None:
-    """Let IPython show ``matplotlib.figure.Figure`` objects as PNG even if pyplot was never imported.
-
-    Without pyplot, the inline backend never registers its formatter and a returned Figure prints as text.
-    """
-    try:
-        from IPython import get_ipython
-    except ImportError:                            # pragma: no cover
-        return
-    shell = get_ipython()
-    if shell is None:
-        return
-    from matplotlib.figure import Figure
-
-    formatter = shell.display_formatter.formatters['image/png']
-    if formatter.for_type(Figure) is None:
-        formatter.for_type(Figure, _figure_png)
-
-
-def _figure_png(fig) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=80)
-    return buf.getvalue()
 
 
 class _Volume:

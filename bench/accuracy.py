@@ -1,0 +1,120 @@
+"""Accuracy benchmark: the whole pipeline on the embedded femur cohort, with folds.
+
+Every real femur is a test subject exactly once. The cohort is built once; each
+fold gets a view of it (a folder whose ``manifest.csv`` marks that fold's
+subjects as ``test`` and points at the same files) and its own work folder,
+then runs cohort -> groom -> augment -> loaders -> train -> predict -> analyze.
+Surface distances are pooled over all test subjects of all folds and written,
+with both baselines and the ratios, to ``bench/results/accuracy_<profile>.json``.
+
+Usage::
+
+    python bench/accuracy.py --profile workshop                 # every fold
+    python bench/accuracy.py --profile smoke --max-folds 1      # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import deepssm_nb
+from deepssm_nb import pipeline
+from deepssm_nb.data.cohort import write_manifest
+from deepssm_nb.io import write_json
+
+RESULTS = Path(__file__).resolve().parent / 'results'
+
+
+def make_folds(ids: list[str], num_folds: int, *, random_state: int = 0) -> list[list[str]]:
+    """Split subject ids into ``num_folds`` test sets of near-equal size (shuffled, seeded)."""
+    order = [str(i) for i in np.random.default_rng(random_state).permutation(ids)]
+    return [sorted(order[k::num_folds]) for k in range(num_folds)]
+
+
+def fold_cohort(cohort: Any, test_ids: list[str], folder: Path) -> Path:
+    """A cohort folder with the same files as ``cohort`` and ``test_ids`` as its test split."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subjects = [dataclasses.replace(s, split='test' if s.id in test_ids else 'train') for s in cohort.subjects]
+    write_manifest(folder / 'manifest.csv', subjects, folder)   # absolute paths: the files stay where they are
+    for f in (cohort.mean_mesh, cohort.mean_particles):
+        if f is not None:
+            shutil.copy2(f, folder / Path(f).name)
+    return folder
+
+
+def _pooled(rows: list[dict[str, Any]], method: str, stat: str) -> float:
+    return float(np.mean([r[stat] for r in rows if r['method'] == method]))
+
+
+def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | None,
+        max_folds: int | None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    cfg = deepssm_nb.get_profile(profile, work_dir=str(work_dir))
+    cfg.data.data_dir = data_dir
+    cohort = pipeline.get_cohort(cfg)
+    ids = cohort.ids()
+    num_folds = num_folds or math.ceil(len(ids) / cfg.data.num_test)
+    folds = make_folds(ids, num_folds, random_state=cfg.seed)
+    rows, per_fold = [], []
+    for k, test_ids in enumerate(folds[:max_folds]):
+        fold_cfg = deepssm_nb.get_profile(profile, work_dir=str(work_dir / f'fold_{k}'))
+        fold_cfg.data.cohort = str(fold_cohort(cohort, test_ids, work_dir / f'fold_{k}' / 'cohort'))
+        fold_cfg.data.data_dir = data_dir
+        t = time.perf_counter()
+        result = pipeline.ensure(fold_cfg, 'analyze')
+        rows += result.rows
+        per_fold.append({'fold': k, 'test_ids': test_ids, 'wall_s': round(time.perf_counter() - t, 1),
+                         'mean_surface_distance_mm': result.summary['mean_surface_distance_mm']})
+        print(f'fold {k}: {test_ids} -> {result.summary["mean_surface_distance_mm"]:.3f} mm')
+    dm, ms, pf = (_pooled(rows, m, 'mean') for m in ('deepssm', 'mean_shape', 'pca_floor'))
+    return {
+        'profile': profile,
+        'folds': num_folds,
+        'folds_run': len(per_fold),
+        'n_test_subjects': len({r['id'] for r in rows}),
+        'mean_surface_distance_mm': dm,
+        'hausdorff_mm': _pooled(rows, 'deepssm', 'hausdorff'),
+        'p95_mm': _pooled(rows, 'deepssm', 'p95'),
+        'particle_rmse_mm': _pooled(rows, 'deepssm', 'particle_rmse'),
+        'mean_shape_baseline_mm': ms,
+        'pca_floor_mm': pf,
+        'ratio_to_mean_shape': dm / ms,
+        'ratio_to_pca_floor': dm / pf,
+        'wall_s': round(time.perf_counter() - t0, 1),
+        'per_fold': per_fold,
+        'per_subject': [{k: r[k] for k in ('id', 'method', 'mean', 'p95', 'hausdorff', 'particle_rmse')}
+                        for r in rows],
+        'machine': {'python': platform.python_version(), 'platform': platform.platform(),
+                    'processor': platform.processor() or platform.machine()},
+        'definition': 'surface distances in mm, symmetric (average of both directed means; p95 and Hausdorff: '
+                      'the larger direction), averaged over every test subject of every fold',
+    }
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--profile', default='workshop', choices=deepssm_nb.config.PROFILES)
+    parser.add_argument('--work-dir', default='deepssm_output/bench', help='folder for every fold (kept, resumable)')
+    parser.add_argument('--data-dir', default=None, help='cohort cache (default: $DEEPSSM_DATA_DIR or ~/.cache)')
+    parser.add_argument('--folds', type=int, default=None, help='default: subjects / num_test, rounded up')
+    parser.add_argument('--max-folds', type=int, default=None, help='run only the first K folds (a quick check)')
+    args = parser.parse_args(argv)
+    work = Path(args.work_dir) / args.profile
+    summary = run(args.profile, work_dir=work, data_dir=args.data_dir, num_folds=args.folds,
+                  max_folds=args.max_folds)
+    out = write_json(RESULTS / f'accuracy_{args.profile}.json', summary)
+    print({k: v for k, v in summary.items() if k not in ('per_fold', 'per_subject', 'machine')})
+    return out
+
+
+if __name__ == '__main__':
+    main()

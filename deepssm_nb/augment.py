@@ -1,0 +1,392 @@
+"""Data augmentation: new shapes from a PCA model and new images by thin-plate-spline warps.
+
+For the N training subjects (groomed images and world particles), the stage
+
+1. fits a :class:`~deepssm_nb.pca.ShapePCA` (modes by count or % variance) and
+   saves it in ``PCA_Particle_Info/``;
+2. fits a score sampler (``gaussian``, ``mixture`` or ``kde``, see
+   :mod:`deepssm_nb.samplers`) and, for sample ``i``, draws its scores with
+   the seed :func:`sample_seed` ``(random_state, i)``;
+3. writes the sampled particles and the base image warped by a thin-plate
+   spline through every ``landmark_step``-th particle (:mod:`deepssm_nb.tps`)
+   to ``Generated-Particles/`` and ``Generated-Images/``;
+4. writes ``TotalData.csv`` (no header: ``image_path,particle_path,score_1..score_L``,
+   the real rows first) and ``augmentation.json`` (parameters, and per row its
+   ``name``, ``base`` subject and ``seed``).
+
+Sample ``i`` depends only on the inputs, the parameters and ``(random_state, i)``:
+not on the number of processes or on the other samples, so
+:func:`regenerate_sample` rebuilds any one of them byte for byte. Every file
+is written atomically; a rerun with the same inputs resumes where an earlier
+run stopped.
+
+Example:
+    >>> num_modes = run_data_augmentation('aug', images, particle_files,   # doctest: +SKIP
+    ...                                   num_samples=100, processes=2, random_state=0)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import DataError, check_in_range, look_up_option
+from .io import atomic_write_text, read_image, read_json, read_particles, write_image, write_json, write_particles
+from .pca import ShapePCA
+from .samplers import SAMPLERS, get_sampler
+from .tps import INTERPOLATIONS, ImageGrid, _cast_like, warp_array
+
+__all__ = ['read_total_data', 'regenerate_sample', 'run_augmentation', 'run_data_augmentation', 'sample_name',
+           'sample_seed']
+
+PCA_DIR, IMAGE_DIR, PARTICLE_DIR = 'PCA_Particle_Info', 'Generated-Images', 'Generated-Particles'
+CSV_NAME, JSON_NAME = 'TotalData.csv', 'augmentation.json'
+_FORMAT = 'deepssm_nb.augmentation/1'
+_GENERATED = re.compile(r'^Generated_sample_(\d+)\.(nrrd|particles)$')
+
+
+def sample_name(index: int) -> str:
+    """``Generated_sample_0001`` for ``index`` 1 (1-based, as ShapeWorks)."""
+    return f'Generated_sample_{index:04d}'
+
+
+def sample_seed(random_state: int, index: int) -> int:
+    """The seed of sample ``index``: a 64-bit integer from ``SeedSequence(random_state, spawn_key=(index,))``."""
+    return int(np.random.SeedSequence(int(random_state), spawn_key=(int(index),)).generate_state(1, np.uint64)[0])
+
+
+# --------------------------------------------------------------------------- inputs and model
+
+
+def _read_inputs(img_list, world_point_list, names) -> tuple[list[Path], list[Path], list[str], np.ndarray]:
+    images, points = [Path(p) for p in img_list], [Path(p) for p in world_point_list]
+    if len(images) != len(points):
+        raise DataError(f'img_list has {len(images)} files but world_point_list has {len(points)}; '
+                        'expected one particle file per image.')
+    if len(points) < 2:
+        only = f' ("{points[0]}")' if points else ''
+        raise DataError(f'augmentation needs at least 2 training shapes for a PCA; got {len(points)}{only}.')
+    names = [p.name.split('.')[0] for p in images] if names is None else [str(n) for n in names]
+    if len(names) != len(images) or len(set(names)) != len(names):
+        raise DataError(f'names must be {len(images)} distinct strings; got {names!r}.')
+    missing = [f'Image file not found: "{p}"' for p in images if not p.is_file()]
+    if missing:
+        raise FileNotFoundError('\n'.join(missing))
+    shapes = [read_particles(p) for p in points]
+    counts = [len(s) for s in shapes]
+    expected = max(set(counts), key=counts.count)
+    wrong = [f'"{p}" holds {c} particles; expected {expected} (as the other files).'
+             for p, c in zip(points, counts) if c != expected]
+    if wrong:
+        raise DataError(wrong)
+    return [p.resolve() for p in images], [p.resolve() for p in points], names, np.stack(shapes)
+
+
+def _model(shapes: np.ndarray, params: dict, names: list[str]):
+    pca = ShapePCA(params['num_dim'] or None, percent_variability=params['percent_variability'])
+    pca.fit(shapes, names=names)
+    sampler = get_sampler(params['sampler'], mixture_num=params['mixture_num'],
+                          random_state=params['random_state'] % (2 ** 32)).fit(pca.scores_)
+    return pca, sampler
+
+
+def _draw(sampler, seed: int) -> tuple[np.ndarray, int]:
+    scores, base = sampler.sample(1, random_state=np.random.default_rng(seed))
+    return scores[0], int(base[0])
+
+
+def _as_seed(random_state) -> int:
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2 ** 63))
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
+    check_in_range(random_state, name='random_state', low=0, integer=True)
+    return int(random_state)
+
+
+def _fingerprint(params: dict, images: list[Path], points: list[Path], shapes: np.ndarray) -> str:
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in images]
+    key = {k: v for k, v in params.items() if k != 'num_samples'}
+    text = json.dumps([key, stats, [str(p) for p in points]], sort_keys=True)
+    return hashlib.sha256(text.encode() + np.ascontiguousarray(shapes).tobytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- workers
+
+_BASE: dict = {}  # the last base image of this process: {'path', 'array', 'grid', 'dtype'}
+
+
+def _init_worker() -> None:
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+
+def _base_image(path: str) -> tuple[np.ndarray, ImageGrid, np.dtype]:
+    if _BASE.get('path') != path:
+        import SimpleITK as sitk
+
+        _BASE.clear()
+        img = read_image(path, name='base image')
+        arr = sitk.GetArrayFromImage(img)
+        _BASE.update(path=path, array=arr.astype(np.float32), grid=ImageGrid.from_image(img), dtype=arr.dtype)
+    return _BASE['array'], _BASE['grid'], _BASE['dtype']
+
+
+def _generate(task: dict) -> str:
+    """Write one sample's particles and image (atomically). Returns its name."""
+    import SimpleITK as sitk
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        write_particles(task['particles_out'], task['particles'])
+        array, grid, dtype = _base_image(task['base_image'])
+        warped = warp_array(array, grid, task['base_particles'], task['particles'], **task['warp'])
+        img = sitk.GetImageFromArray(_cast_like(warped, dtype))
+        img.SetOrigin(tuple(grid.origin))
+        img.SetSpacing(tuple(grid.spacing))
+        img.SetDirection(tuple(grid.direction.ravel()))
+        write_image(task['image_out'], img)
+    return task['name']
+
+
+def _run_tasks(tasks: list[dict], processes: int, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(tasks), desc='Generating images', unit='sample', disable=not progress)
+    try:
+        if processes <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                _generate(task)
+                bar.update()
+            return
+        size = max(1, min(16, len(tasks) // (4 * processes)))
+        chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+        ctx = multiprocessing.get_context('spawn')
+        with cf.ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker) as pool:
+            futures = {pool.submit(_generate_chunk, chunk): len(chunk) for chunk in chunks}
+            try:
+                for fut in cf.as_completed(futures):
+                    fut.result()
+                    bar.update(futures[fut])
+            except cf.process.BrokenProcessPool:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise RuntimeError(
+                    'an augmentation worker process died. Workers are started with the "spawn" method, so a script '
+                    "must call the augmentation under `if __name__ == '__main__':`; a worker may also have run out "
+                    'of memory. Finished samples are kept; rerun (or use processes=1) to resume.') from None
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    finally:
+        bar.close()
+
+
+def _generate_chunk(chunk: list[dict]) -> list[str]:
+    return [_generate(task) for task in chunk]
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def run_data_augmentation(out_dir, img_list, world_point_list, num_samples: int = 3, num_dim: int = 0,
+                          percent_variability: float = 0.95, sampler: str = 'kde', mixture_num: int = 0,
+                          processes: int = 1, random_state=0, *, landmark_step: int = 2, grid_step: float = 4.0,
+                          interpolation: str = 'cubic', kink_radius: float = 2.0, names=None,
+                          progress: bool = True) -> int:
+    """Generate ``num_samples`` shapes and images from the training set (resumable).
+
+    Args:
+        out_dir: Output folder (``aug_dir``).
+        img_list: N groomed training images, all aligned with their particles.
+        world_point_list: N world-frame ``.particles`` files (same particle count).
+        num_samples: Samples to generate.
+        num_dim: PCA modes to keep; 0 chooses by ``percent_variability``.
+        percent_variability: Variance fraction to keep when ``num_dim`` is 0.
+        sampler: ``'kde'``, ``'gaussian'`` or ``'mixture'``.
+        mixture_num: Mixture components; 0 chooses by BIC/AIC.
+        processes: Worker processes for the image warps.
+        random_state: Seed (int), generator, or None (fresh entropy, recorded).
+        landmark_step: Every k-th particle is a control point of the warp.
+        grid_step: Coarse warp grid spacing, voxels (0 = exact spline at every voxel).
+        interpolation: ``'cubic'`` or ``'linear'`` interpolation of the coarse warp.
+        kink_radius: Exact kernel correction around each control point, in cells.
+        names: Subject ids of the N inputs (default: image file names).
+        progress: Show a progress bar.
+
+    Returns:
+        The number of PCA modes kept.
+
+    Raises:
+        DataError: Fewer than 2 shapes, unequal particle counts, NaN values (the file is named).
+        FileNotFoundError: A listed file does not exist.
+        ConfigError: A parameter out of range or an unknown sampler.
+    """
+    out = Path(out_dir)
+    check_in_range(num_samples, name='num_samples', low=0, integer=True)
+    check_in_range(num_dim, name='num_dim', low=0, integer=True)
+    check_in_range(processes, name='processes', low=1, integer=True)
+    check_in_range(landmark_step, name='landmark_step', low=1, integer=True)
+    params = dict(num_samples=int(num_samples), num_dim=int(num_dim), percent_variability=float(percent_variability),
+                  sampler=look_up_option(sampler, SAMPLERS, name='sampler'), mixture_num=int(mixture_num),
+                  random_state=_as_seed(random_state), landmark_step=int(landmark_step),
+                  grid_step=float(grid_step), interpolation=look_up_option(interpolation, INTERPOLATIONS,
+                                                                           name='interpolation'),
+                  kink_radius=float(kink_radius))
+    images, points, names, shapes = _read_inputs(img_list, world_point_list, names)
+    fingerprint = _fingerprint(params, images, points, shapes)
+    old = _previous(out)
+    resume = old.get('fingerprint') == fingerprint
+    if resume and _finished(out, old, params['num_samples']):
+        return int(old['n_components'])  # nothing to do; files (and their times) stay as they are
+    pca, smp = _model(shapes, params, [str(p) for p in points])
+    pca.save(out / PCA_DIR)
+    plan = []
+    for i in range(1, params['num_samples'] + 1):
+        seed = sample_seed(params['random_state'], i)
+        scores, base = _draw(smp, seed)
+        plan.append((sample_name(i), seed, scores, base))
+    _clean(out, keep={p[0] for p in plan} if resume else set())
+    rows = [{'name': p.name.split('.')[0], 'base': n, 'seed': None, 'image': str(p), 'particles': str(q)}
+            for p, q, n in zip(images, points, names)]
+    rows += [{'name': name, 'base': names[b], 'base_index': b, 'seed': seed,
+              'image': str((out / IMAGE_DIR / f'{name}.nrrd').resolve()),
+              'particles': str((out / PARTICLE_DIR / f'{name}.particles').resolve())}
+             for name, seed, _, b in plan]
+    info = {'format': _FORMAT, 'complete': False, 'fingerprint': fingerprint, 'num_samples': params['num_samples'],
+            'num_dim': params['num_dim'], 'n_components': pca.n_components_, 'parameters': params,
+            'sampler': smp.params(), 'inputs': [{'id': n, 'image': str(p), 'particles': str(q)}
+                                                for p, q, n in zip(images, points, names)], 'rows': rows}
+    write_json(out / JSON_NAME, info)
+    warp = dict(landmark_step=params['landmark_step'], grid_step=params['grid_step'],
+                interpolation=params['interpolation'], kink_radius=params['kink_radius'])
+    tasks = []
+    for row, (name, _, scores, b) in sorted(zip(rows[len(images):], plan), key=lambda t: (t[1][3], t[0]['name'])):
+        if Path(row['image']).is_file() and Path(row['particles']).is_file():
+            continue
+        tasks.append({'name': name, 'image_out': row['image'], 'particles_out': row['particles'],
+                      'particles': pca.inverse_transform(scores), 'base_image': str(images[b]),
+                      'base_particles': shapes[b], 'warp': warp})
+    _run_tasks(tasks, int(processes), progress)
+    scores_all = np.concatenate([pca.scores_, np.array([p[2] for p in plan]).reshape(-1, pca.n_components_)])
+    lines = [','.join([r['image'], r['particles']] + [repr(float(v)) for v in s]) for r, s in zip(rows, scores_all)]
+    atomic_write_text(out / CSV_NAME, '\n'.join(lines) + '\n')
+    info['complete'] = True
+    write_json(out / JSON_NAME, info)
+    return pca.n_components_
+
+
+def _previous(out: Path) -> dict:
+    try:
+        info = read_json(out / JSON_NAME)
+    except (FileNotFoundError, DataError):
+        return {}
+    return info if isinstance(info, dict) and info.get('format') == _FORMAT else {}
+
+
+def _finished(out: Path, info: dict, num_samples: int) -> bool:
+    rows = info.get('rows', [])
+    return (info.get('complete') is True and info.get('num_samples') == num_samples and (out / CSV_NAME).is_file()
+            and (out / PCA_DIR / 'mean.particles').is_file()
+            and all(Path(r['image']).is_file() and Path(r['particles']).is_file() for r in rows))
+
+
+def _clean(out: Path, keep: set[str]) -> None:
+    """Remove generated files not in ``keep`` and temporary files of interrupted writes."""
+    for sub in (IMAGE_DIR, PARTICLE_DIR):
+        folder = out / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in folder.iterdir():
+            m = _GENERATED.match(f.name)
+            stale = m and f.name.rsplit('.', 1)[0] not in keep
+            partial = f.name.startswith('.Generated_sample_') and '.tmp' in f.name
+            if (stale or partial) and f.is_file():
+                f.unlink()
+
+
+def run_augmentation(cfg, groomed, *, progress: bool = True) -> int:
+    """Run the augmentation stage from a Config and a groomed cohort.
+
+    Uses the training subjects of ``groomed`` (a
+    :class:`~deepssm_nb.groom.GroomResult`), ``cfg.augment`` and ``cfg.seed``,
+    and writes to ``cfg.resolved_paths()['aug_dir']``.
+
+    Returns:
+        The number of PCA modes kept.
+    """
+    a = cfg.augment
+    return run_data_augmentation(
+        cfg.resolved_paths()['aug_dir'], groomed.images('train'), groomed.particle_files('train'),
+        num_samples=a.num_samples, num_dim=a.num_dim, percent_variability=a.percent_variability, sampler=a.sampler,
+        mixture_num=a.mixture_num, processes=a.processes, random_state=cfg.seed, landmark_step=a.landmark_step,
+        grid_step=a.grid_step, names=groomed.ids('train'), progress=progress)
+
+
+def regenerate_sample(aug_dir, index: int, out_dir) -> tuple[Path, Path]:
+    """Rebuild generated sample ``index`` (1-based) from ``augmentation.json`` alone.
+
+    The inputs named in the JSON must still exist. The result is identical,
+    byte for byte, to the file the stage wrote.
+
+    Returns:
+        ``(image_path, particles_path)`` in ``out_dir``.
+    """
+    info = read_json(Path(aug_dir) / JSON_NAME)
+    params = info['parameters']
+    if not 1 <= index <= params['num_samples']:
+        raise ValueError(f'index must be in [1, {params["num_samples"]}]; got {index}.')
+    images, points, names, shapes = _read_inputs([d['image'] for d in info['inputs']],
+                                                 [d['particles'] for d in info['inputs']],
+                                                 [d['id'] for d in info['inputs']])
+    pca, smp = _model(shapes, params, [str(p) for p in points])
+    scores, b = _draw(smp, sample_seed(params['random_state'], index))
+    name, out = sample_name(index), Path(out_dir)
+    task = {'name': name, 'image_out': out / f'{name}.nrrd', 'particles_out': out / f'{name}.particles',
+            'particles': pca.inverse_transform(scores), 'base_image': str(images[b]), 'base_particles': shapes[b],
+            'warp': {k: params[k] for k in ('landmark_step', 'grid_step', 'interpolation', 'kink_radius')}}
+    _generate(task)
+    return task['image_out'], task['particles_out']
+
+
+def read_total_data(csv_path) -> dict:
+    """Read ``TotalData.csv``.
+
+    Returns:
+        Dict with ``image`` and ``particles`` (lists of str), ``scores``
+        (R, L) and ``generated`` (R,) bool (rows whose image name starts with
+        ``Generated_sample_``).
+
+    Raises:
+        FileNotFoundError: No such file.
+        DataError: Rows with fewer than 3 columns, unequal widths or
+            non-numeric scores (the line is named).
+    """
+    path = Path(csv_path)
+    if not path.is_file():
+        raise FileNotFoundError(f'File not found: "{path}"')
+    images, particles, scores = [], [], []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        cols = line.split(',')
+        try:
+            values = [float(v) for v in cols[2:]]
+        except ValueError:
+            values = []
+        if len(cols) < 3 or not values or (scores and len(values) != len(scores[0])):
+            raise DataError(f'"{path}", line {lineno}: expected image_path,particle_path,score_1..score_L with '
+                            f'numeric scores; got {line[:120]!r}.')
+        images.append(cols[0])
+        particles.append(cols[1])
+        scores.append(values)
+    if not scores:
+        raise DataError(f'"{path}" holds no rows.')
+    generated = np.array([os.path.basename(p).startswith('Generated_sample_') for p in images])
+    return {'image': images, 'particles': particles, 'scores': np.array(scores), 'generated': generated}
