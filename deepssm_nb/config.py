@@ -373,9 +373,9 @@ def get_profile(name: str = 'workshop', **overrides: Any) -> Config:
         cfg.groom = GroomConfig(spacing=2.0, padding=10.0)
         cfg.augment = AugmentConfig(num_samples=400)
         cfg.loader = LoaderConfig(batch_size=8)
-        cfg.deepssm.trainer = TrainerConfig(epochs=20, learning_rate=1e-3)
-        cfg.deepssm.fine_tune = FineTuneConfig(enabled=True, epochs=3, learning_rate=1e-4)
-        cfg.deepssm.tl_net = TLNetConfig(ae_epochs=20, tf_epochs=20, joint_epochs=5)
+        cfg.deepssm.trainer = TrainerConfig(epochs=15, learning_rate=1e-3)
+        cfg.deepssm.fine_tune = FineTuneConfig(enabled=True, epochs=2, learning_rate=1e-4)
+        cfg.deepssm.tl_net = TLNetConfig(ae_epochs=20, tf_epochs=6, joint_epochs=2)
     else:  # full
         cfg.data = DataConfig(num_subjects=26, num_particles=1024, spacing=1.0, num_test=4)
         cfg.groom = GroomConfig(spacing=1.0, padding=10.0, registration_iterations=500)

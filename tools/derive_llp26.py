@@ -89,18 +89,18 @@ PELVIS_GRID = 5
 # Bones of the shape model, in the order in which their nodes are
 # concatenated in the principal component model (checked against the mean).
 BONE_FILES = {
-    'pelvis': ('pelvis_combined_cubic_mean_rigid_LLP26.geof',
-               'pelvis_combined_cubic_flat.ens',
-               'pelvis_combined_cubic_flat.mesh'),
-    'femur': ('femur_left_mean_rigid_LLP26.geof',
-              'femur_left_quartic_flat.ens',
-              'femur_left_quartic_flat.mesh'),
-    'patella': ('patella_left_mean_rigid_LLP26.geof',
-                'patella_11_left.ens',
-                'patella_11_left.mesh'),
-    'tibiafibula': ('tibia_fibula_cubic_left_mean_rigid_LLP26.geof',
-                    'tibia_fibula_left_cubic_flat.ens',
-                    'tibia_fibula_left_cubic_flat.mesh'),
+    'pelvis': (
+        'pelvis_combined_cubic_mean_rigid_LLP26.geof',
+        'pelvis_combined_cubic_flat.ens',
+        'pelvis_combined_cubic_flat.mesh',
+    ),
+    'femur': ('femur_left_mean_rigid_LLP26.geof', 'femur_left_quartic_flat.ens', 'femur_left_quartic_flat.mesh'),
+    'patella': ('patella_left_mean_rigid_LLP26.geof', 'patella_11_left.ens', 'patella_11_left.mesh'),
+    'tibiafibula': (
+        'tibia_fibula_cubic_left_mean_rigid_LLP26.geof',
+        'tibia_fibula_left_cubic_flat.ens',
+        'tibia_fibula_left_cubic_flat.mesh',
+    ),
 }
 SHAPE_MODEL_FILE = 'LLP26_rigid.pc'
 N_SUBJECTS = 26
@@ -126,8 +126,21 @@ MAX_HIP_GAP_MM = 5.0
 # Raw grid points closer than this on the mean shape are merged.
 MERGE_TOL_MM = 1e-6
 
-_SCIPY_ALIASES = ('add', 'array', 'cos', 'dot', 'hstack', 'linspace', 'mod',
-                  'multiply', 'newaxis', 'pi', 'sin', 'sqrt', 'sum')
+_SCIPY_ALIASES = (
+    'add',
+    'array',
+    'cos',
+    'dot',
+    'hstack',
+    'linspace',
+    'mod',
+    'multiply',
+    'newaxis',
+    'pi',
+    'sin',
+    'sqrt',
+    'sum',
+)
 
 
 def patch_scipy_namespace() -> None:
@@ -155,6 +168,7 @@ def find_models_dir(models_dir: str | None) -> Path:
     """
     if models_dir is None:
         import musculoskeletal.models as mm
+
         root = Path(mm.__file__).resolve().parent
     else:
         root = Path(models_dir)
@@ -175,8 +189,7 @@ def read_node_coordinates(geof_path: Path) -> np.ndarray:
     """
     params = json.loads(geof_path.read_text())['field_parameters']
     keys = sorted(params, key=lambda k: int(k.split()[-1]))
-    return np.array([[float(params[k][f'dim {d}']) for d in range(3)]
-                     for k in keys])
+    return np.array([[float(params[k][f'dim {d}']) for d in range(3)] for k in keys])
 
 
 def reconstruct_subjects(root: Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -205,11 +218,10 @@ def reconstruct_subjects(root: Path) -> tuple[dict[str, np.ndarray], dict]:
         raise ValueError(f'unexpected projectedWeights shape {proj.shape}')
     if not np.allclose(proj.mean(axis=1), 0.0, atol=1e-6 * np.abs(proj).max()):
         raise ValueError('projectedWeights rows are not centred over subjects')
-    if not np.allclose(proj.var(axis=1, ddof=1), eigvals, rtol=1e-6,
-                       atol=1e-6 * eigvals.max()):
+    if not np.allclose(proj.var(axis=1, ddof=1), eigvals, rtol=1e-6, atol=1e-6 * eigvals.max()):
         raise ValueError('weights are not the variances of projectedWeights')
 
-    params = mean[:, None] + modes @ proj            # (9675, 26)
+    params = mean[:, None] + modes @ proj  # (9675, 26)
     nodes = params.reshape(3, -1, N_SUBJECTS).transpose(2, 1, 0)
     mean_nodes = mean.reshape(3, -1).T
 
@@ -252,8 +264,7 @@ class SurfaceSampler:
         numbers = sorted(self.gf.ensemble_field_function.mesh.elements)
         if len(numbers) != len(elements):
             raise ValueError('nested meshes are not supported')
-        counts = [grid * grid if 'quad' in e.type else grid * (grid + 1) // 2
-                  for e in elements]
+        counts = [grid * grid if 'quad' in e.type else grid * (grid + 1) // 2 for e in elements]
         self.raw_element = np.repeat(numbers, counts)
 
     def evaluate(self, nodes: np.ndarray) -> np.ndarray:
@@ -289,8 +300,7 @@ def merge_map(points: np.ndarray, tol: float) -> np.ndarray:
 
     pairs = cKDTree(points).query_pairs(tol, output_type='ndarray')
     n = len(points)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
-                       shape=(n, n))
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     first = np.full(labels.max() + 1, n)
     np.minimum.at(first, labels, np.arange(n))
@@ -329,8 +339,7 @@ def components(n_vertices: int, faces: np.ndarray) -> np.ndarray:
     from scipy.sparse.csgraph import connected_components
 
     e = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])),
-                       shape=(n_vertices, n_vertices))
+    graph = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_vertices, n_vertices))
     return connected_components(graph, directed=False)[1]
 
 
@@ -353,20 +362,21 @@ def topology_report(vertices: np.ndarray, faces: np.ndarray) -> list[dict]:
         f = faces[labels[faces[:, 0]] == comp]
         edges, counts, max_dir = edge_counts(f)
         euler = len(vidx) - len(edges) + len(f)
-        report.append({
-            'vertices': (int(vidx.min()), int(vidx.max()) + 1),
-            'contiguous': bool(vidx.max() - vidx.min() + 1 == len(vidx)),
-            'faces': len(f),
-            'closed': bool(np.all(counts == 2)),
-            'oriented': bool(max_dir == 1),
-            'genus': (2 - euler) / 2,
-            'volume': signed_volume(vertices, f),
-        })
+        report.append(
+            {
+                'vertices': (int(vidx.min()), int(vidx.max()) + 1),
+                'contiguous': bool(vidx.max() - vidx.min() + 1 == len(vidx)),
+                'faces': len(f),
+                'closed': bool(np.all(counts == 2)),
+                'oriented': bool(max_dir == 1),
+                'genus': (2 - euler) / 2,
+                'volume': signed_volume(vertices, f),
+            }
+        )
     return report
 
 
-def build_bone(sampler: SurfaceSampler, nodes: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def build_bone(sampler: SurfaceSampler, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Evaluate, merge and triangulate one bone for all subjects.
 
     Args:
@@ -382,8 +392,9 @@ def build_bone(sampler: SurfaceSampler, nodes: np.ndarray
     n_vert = mapping.max() + 1
 
     # The merge must hold for every subject, not only for the mean.
-    rep = np.zeros(n_vert, dtype=np.int64)
-    rep[mapping[::-1]] = np.arange(len(mapping))[::-1]
+    # rep: the first raw grid point of each merged vertex.
+    rep = np.full(n_vert, len(mapping), dtype=np.int64)
+    np.minimum.at(rep, mapping, np.arange(len(mapping)))
     for s, pts in enumerate(raw):
         spread = np.abs(pts - pts[rep[mapping]]).max()
         if spread > 1e-6:
@@ -391,8 +402,7 @@ def build_bone(sampler: SurfaceSampler, nodes: np.ndarray
     vertices = raw[:, rep]
 
     faces = mapping[sampler.raw_faces]
-    keep = ((faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2])
-            & (faces[:, 2] != faces[:, 0]))
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])
     faces = faces[keep]
     if signed_volume(vertices.mean(axis=0), faces) < 0:
         faces = faces[:, ::-1]
@@ -412,12 +422,12 @@ def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float, float]:
         Centre (3,), radius and RMS radial residual.
     """
     a = np.hstack([2.0 * points, np.ones((len(points), 1))])
-    b = (points ** 2).sum(axis=1)
+    b = (points**2).sum(axis=1)
     sol = np.linalg.lstsq(a, b, rcond=None)[0]
     centre = sol[:3]
     radius = float(np.sqrt(sol[3] + centre @ centre))
     resid = np.linalg.norm(points - centre, axis=1) - radius
-    return centre, radius, float(np.sqrt(np.mean(resid ** 2)))
+    return centre, radius, float(np.sqrt(np.mean(resid**2)))
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -430,10 +440,16 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return normals / np.linalg.norm(normals, axis=1, keepdims=True)
 
 
-def spherical_patch(vertices: np.ndarray, faces: np.ndarray,
-                    element_of: np.ndarray, candidates: tuple[int, ...],
-                    seed: tuple[int, ...], concave: bool,
-                    band_mm: float, iterations: int = 10) -> np.ndarray:
+def spherical_patch(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    element_of: np.ndarray,
+    candidates: tuple[int, ...],
+    seed: tuple[int, ...],
+    concave: bool,
+    band_mm: float,
+    iterations: int = 10,
+) -> np.ndarray:
     """Select the vertices of a near-spherical surface patch.
 
     Starting from a sphere fitted to the seed elements, keeps the vertices
@@ -487,11 +503,10 @@ def per_vertex_rms_sd(shapes: np.ndarray, iterations: int = 10) -> float:
         ref = aligned.mean(axis=0)
         aligned = np.stack([rigid_align(s, ref) for s in aligned])
     dev = aligned - aligned.mean(axis=0)
-    return float(np.sqrt((dev ** 2).sum(axis=2).mean()))
+    return float(np.sqrt((dev**2).sum(axis=2).mean()))
 
 
-def penetration_depth(vertices: np.ndarray, faces: np.ndarray,
-                      points: np.ndarray) -> float:
+def penetration_depth(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> float:
     """Approximate depth of the deepest point inside a closed surface.
 
     Uses the signed distance along the normal of the nearest vertex; points
@@ -513,8 +528,7 @@ def penetration_depth(vertices: np.ndarray, faces: np.ndarray,
     return float(max(0.0, -signed.min()))
 
 
-def check_bone(name: str, vertices: np.ndarray, faces: np.ndarray,
-               single_genus0: bool) -> None:
+def check_bone(name: str, vertices: np.ndarray, faces: np.ndarray, single_genus0: bool) -> None:
     """Check a bone's meshes for all subjects and print a summary.
 
     Every connected component must be closed (each edge in exactly two
@@ -534,32 +548,38 @@ def check_bone(name: str, vertices: np.ndarray, faces: np.ndarray,
 
     reports = [topology_report(v, faces) for v in vertices]
     min_sep = min(cKDTree(v).query(v, k=2)[0][:, 1].min() for v in vertices)
-    min_area = min(np.linalg.norm(np.cross(v[faces[:, 1]] - v[faces[:, 0]],
-                                           v[faces[:, 2]] - v[faces[:, 0]]),
-                                  axis=1).min() / 2 for v in vertices)
-    print(f'{name}: {vertices.shape[1]} vertices, {len(faces)} faces; '
-          f'closest vertex pair {min_sep:.3f} mm, smallest face '
-          f'{min_area:.4f} mm^2 (over all subjects)')
+    min_area = min(
+        np.linalg.norm(np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]]), axis=1).min() / 2
+        for v in vertices
+    )
+    print(
+        f'{name}: {vertices.shape[1]} vertices, {len(faces)} faces; '
+        f'closest vertex pair {min_sep:.3f} mm, smallest face '
+        f'{min_area:.4f} mm^2 (over all subjects)'
+    )
     for k, comp in enumerate(reports[0]):
         vols = np.array([r[k]['volume'] for r in reports]) / 1e3
-        print(f'  component {k}: vertices [{comp["vertices"][0]}, '
-              f'{comp["vertices"][1]}), {comp["faces"]} faces, genus '
-              f'{comp["genus"]:g}, volume {vols.min():.1f}-{vols.max():.1f} '
-              'cm^3')
+        print(
+            f'  component {k}: vertices [{comp["vertices"][0]}, '
+            f'{comp["vertices"][1]}), {comp["faces"]} faces, genus '
+            f'{comp["genus"]:g}, volume {vols.min():.1f}-{vols.max():.1f} '
+            'cm^3'
+        )
     if any(len(r) != len(reports[0]) for r in reports):
         raise ValueError(f'{name}: component count differs between subjects')
-    bad = [(s, c) for s, r in enumerate(reports) for c in r
-           if not (c['closed'] and c['oriented'] and c['contiguous']
-                   and c['volume'] > 0)]
+    bad = [
+        (s, c)
+        for s, r in enumerate(reports)
+        for c in r
+        if not (c['closed'] and c['oriented'] and c['contiguous'] and c['volume'] > 0)
+    ]
     if bad:
         raise ValueError(f'{name}: open, unoriented or inverted: {bad[:3]}')
-    if single_genus0 and not all(len(r) == 1 and r[0]['genus'] == 0
-                                 for r in reports):
+    if single_genus0 and not all(len(r) == 1 and r[0]['genus'] == 0 for r in reports):
         raise ValueError(f'{name}: not a single genus-0 surface')
     if min_sep < 1e-3 or min_area < 1e-6:
         raise ValueError(f'{name}: duplicate vertices or degenerate faces')
-    print('  every component closed, consistently oriented, outward, '
-          'for all subjects')
+    print('  every component closed, consistently oriented, outward, for all subjects')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -574,21 +594,20 @@ def main(argv: list[str] | None = None) -> int:
     repo = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--models-dir', default=None)
-    parser.add_argument('--out', default=str(
-        repo / 'deepssm_nb' / 'data' / 'llp26_meshes.npz'))
+    parser.add_argument('--out', default=str(repo / 'deepssm_nb' / 'data' / 'llp26_meshes.npz'))
     args = parser.parse_args(argv)
     t0 = time.time()
 
     patch_scipy_namespace()
     root = find_models_dir(args.models_dir)
     nodes, info = reconstruct_subjects(root)
-    print(f'shape model: {info["n_nodes"]} nodes, {info["n_modes"]} modes; '
-          + ', '.join(f'{b} {v.shape[1]}' for b, v in nodes.items()))
+    print(
+        f'shape model: {info["n_nodes"]} nodes, {info["n_modes"]} modes; '
+        + ', '.join(f'{b} {v.shape[1]}' for b, v in nodes.items())
+    )
 
-    femur_v, femur_f, femur_el = build_bone(
-        SurfaceSampler(root, 'femur', FEMUR_GRID), nodes['femur'])
-    pelvis_v, pelvis_f, pelvis_el = build_bone(
-        SurfaceSampler(root, 'pelvis', PELVIS_GRID), nodes['pelvis'])
+    femur_v, femur_f, femur_el = build_bone(SurfaceSampler(root, 'femur', FEMUR_GRID), nodes['femur'])
+    pelvis_v, pelvis_f, pelvis_el = build_bone(SurfaceSampler(root, 'pelvis', PELVIS_GRID), nodes['pelvis'])
     check_bone('femur', femur_v, femur_f, single_genus0=True)
     check_bone('pelvis', pelvis_v, pelvis_f, single_genus0=False)
 
@@ -599,51 +618,59 @@ def main(argv: list[str] | None = None) -> int:
 
     # Hip joint: sphere fits to the femoral head and the left acetabulum
     # (vertex sets chosen once on the mean shape, used for every subject).
-    head = spherical_patch(femur_v.mean(axis=0), femur_f, femur_el,
-                           FEMUR_HEAD_ELEMENTS, FEMUR_HEAD_SEED,
-                           concave=False, band_mm=1.5)
-    cup = spherical_patch(pelvis_v.mean(axis=0), pelvis_f, pelvis_el,
-                          LEFT_ACETABULUM_ELEMENTS, LEFT_ACETABULUM_SEED,
-                          concave=True, band_mm=5.0)
+    head = spherical_patch(
+        femur_v.mean(axis=0), femur_f, femur_el, FEMUR_HEAD_ELEMENTS, FEMUR_HEAD_SEED, concave=False, band_mm=1.5
+    )
+    cup = spherical_patch(
+        pelvis_v.mean(axis=0),
+        pelvis_f,
+        pelvis_el,
+        LEFT_ACETABULUM_ELEMENTS,
+        LEFT_ACETABULUM_SEED,
+        concave=True,
+        band_mm=5.0,
+    )
     cup_region = np.isin(pelvis_el, LEFT_ACETABULUM_ELEMENTS)
     head_fit = [fit_sphere(v[head]) for v in femur_v]
     cup_fit = [fit_sphere(v[cup]) for v in pelvis_v]
     head_c = np.array([f[0] for f in head_fit])
     gap = head_c - np.array([f[0] for f in cup_fit])
     dist = np.linalg.norm(gap, axis=1)
-    for label, fits, mask in (('femoral head', head_fit, head),
-                              ('left acetabulum', cup_fit, cup)):
+    for label, fits, mask in (('femoral head', head_fit, head), ('left acetabulum', cup_fit, cup)):
         radii = [f[1] for f in fits]
-        print(f'{label} sphere ({mask.sum()} vertices): radius '
-              f'{min(radii):.1f}-{max(radii):.1f} mm, RMS residual <= '
-              f'{max(f[2] for f in fits):.2f} mm')
-    print(f'head centre to acetabulum centre: {dist.min():.1f}-'
-          f'{dist.max():.1f} mm (median {np.median(dist):.1f})')
-    depth = [penetration_depth(f, femur_f, p[cup_region])
-             for f, p in zip(femur_v, pelvis_v)]
-    print(f'  deepest acetabulum vertex inside the femur, as in the model: '
-          f'{min(depth):.1f}-{max(depth):.1f} mm '
-          f'(> 0.5 mm in {sum(d > 0.5 for d in depth)} subjects)')
+        print(
+            f'{label} sphere ({mask.sum()} vertices): radius '
+            f'{min(radii):.1f}-{max(radii):.1f} mm, RMS residual <= '
+            f'{max(f[2] for f in fits):.2f} mm'
+        )
+    print(f'head centre to acetabulum centre: {dist.min():.1f}-{dist.max():.1f} mm (median {np.median(dist):.1f})')
+    depth = [penetration_depth(f, femur_f, p[cup_region]) for f, p in zip(femur_v, pelvis_v)]
+    print(
+        f'  deepest acetabulum vertex inside the femur, as in the model: '
+        f'{min(depth):.1f}-{max(depth):.1f} mm '
+        f'(> 0.5 mm in {sum(d > 0.5 for d in depth)} subjects)'
+    )
     if dist.max() > MAX_HIP_GAP_MM:
         # The model's subjects do not all have the hip assembled: move each
         # pelvis (translation only) so that its acetabulum centre falls on
         # the femoral head centre.
         pelvis_v = pelvis_v + gap[:, None, :]
-        depth = [penetration_depth(f, femur_f, p[cup_region])
-                 for f, p in zip(femur_v, pelvis_v)]
-        print('  hip joint not assembled in the model: each pelvis was '
-              'translated so that the centres coincide; deepest acetabulum '
-              f'vertex inside the femur now {min(depth):.1f}-'
-              f'{max(depth):.1f} mm (median {np.median(depth):.1f})')
+        depth = [penetration_depth(f, femur_f, p[cup_region]) for f, p in zip(femur_v, pelvis_v)]
+        print(
+            '  hip joint not assembled in the model: each pelvis was '
+            'translated so that the centres coincide; deepest acetabulum '
+            f'vertex inside the femur now {min(depth):.1f}-'
+            f'{max(depth):.1f} mm (median {np.median(depth):.1f})'
+        )
 
     # Proximal femur landmarks for placing a cutting plane.
-    atlas = read_node_coordinates(
-        root / 'atlas_meshes' / BONE_FILES['femur'][0])
-    lt_vertex = int(np.argmin(np.linalg.norm(
-        femur_v.mean(axis=0) - nodes['femur'].mean(axis=0)[
-            FEMUR_LESSER_TROCHANTER_NODE], axis=1)))
-    lt_err = np.abs(femur_v[:, lt_vertex]
-                    - nodes['femur'][:, FEMUR_LESSER_TROCHANTER_NODE]).max()
+    atlas = read_node_coordinates(root / 'atlas_meshes' / BONE_FILES['femur'][0])
+    lt_vertex = int(
+        np.argmin(
+            np.linalg.norm(femur_v.mean(axis=0) - nodes['femur'].mean(axis=0)[FEMUR_LESSER_TROCHANTER_NODE], axis=1)
+        )
+    )
+    lt_err = np.abs(femur_v[:, lt_vertex] - nodes['femur'][:, FEMUR_LESSER_TROCHANTER_NODE]).max()
     shaft = np.isin(femur_el, FEMUR_SHAFT_ELEMENTS)
     below_z, below_axis, tilt = [], [], []
     for v, c in zip(femur_v, head_c):
@@ -653,18 +680,19 @@ def main(argv: list[str] | None = None) -> int:
         below_z.append(c[2] - v[lt_vertex, 2])
         below_axis.append((c - v[lt_vertex]) @ axis)
         tilt.append(np.degrees(np.arccos(axis[2])))
-    print(f'lesser trochanter (node {FEMUR_LESSER_TROCHANTER_NODE} = vertex '
-          f'{lt_vertex}, error {lt_err:.1e} mm, atlas z '
-          f'{atlas[FEMUR_LESSER_TROCHANTER_NODE, 2]:.1f}): '
-          f'{min(below_z):.1f}-{max(below_z):.1f} mm below the head centre '
-          f'along z, {min(below_axis):.1f}-{max(below_axis):.1f} mm along the '
-          f'shaft axis (shaft tilt from z {min(tilt):.1f}-{max(tilt):.1f} '
-          'deg)')
+    print(
+        f'lesser trochanter (node {FEMUR_LESSER_TROCHANTER_NODE} = vertex '
+        f'{lt_vertex}, error {lt_err:.1e} mm, atlas z '
+        f'{atlas[FEMUR_LESSER_TROCHANTER_NODE, 2]:.1f}): '
+        f'{min(below_z):.1f}-{max(below_z):.1f} mm below the head centre '
+        f'along z, {min(below_axis):.1f}-{max(below_axis):.1f} mm along the '
+        f'shaft axis (shaft tilt from z {min(tilt):.1f}-{max(tilt):.1f} '
+        'deg)'
+    )
 
     length = femur_v[:, :, 2].max(axis=1) - femur_v[:, :, 2].min(axis=1)
     print(f'femur length (z extent): {length.min():.1f}-{length.max():.1f} mm')
-    print(f'femur per-vertex RMS SD after rigid alignment: '
-          f'{per_vertex_rms_sd(femur_v):.2f} mm')
+    print(f'femur per-vertex RMS SD after rigid alignment: {per_vertex_rms_sd(femur_v):.2f} mm')
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -676,8 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         pelvis_faces=pelvis_f.astype(np.int32),
         subject_ids=np.array([f'llp26_{i:02d}' for i in range(N_SUBJECTS)]),
     )
-    print(f'wrote {out} ({out.stat().st_size / 1e6:.2f} MB) in '
-          f'{time.time() - t0:.1f} s')
+    print(f'wrote {out} ({out.stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.1f} s')
     return 0
 
 

@@ -1,0 +1,668 @@
+"""Train, validation and test loaders backed by ``.npy`` files on disk.
+
+The images of each split are converted once into one ``(S, D, H, W)`` float32
+``.npy`` file of RAW intensities (downsampled if asked). A dataset reads one
+row of that file per sample, so memory does not grow with the number of
+samples. Whitening happens when a sample is read, with statistics fitted on
+the training split only and saved in ``normalization.json``; the validation
+and test images (and any new image at prediction time) use the same numbers.
+
+Files in ``loader_dir``:
+
+* ``{train,val,test}_images.npy``: (S, D, H, W) float32, raw, indexed [z, y, x].
+* ``{train,val}_scores.npy``: (S, L) float32, raw PCA scores.
+* ``{train,val}_particles.npy``: (S, M, 3) float32, world mm.
+* ``{train,val,test}_names.txt``: one sample name per line.
+* ``normalization.json``: ``image_mean``, ``image_std`` (scalars), ``score_mean``,
+  ``score_std`` (L each), ``image_shape`` [D, H, W], ``down_factor``, ``grid``
+  (spacing, origin, direction of the stored images), ``num_latent``,
+  ``num_correspondences``.
+* ``loaders.json`` / ``test_loader.json``: what the arrays were built from
+  (CSV path, size and mtime, ``down_factor``, ``val_fraction``, seed, split).
+  When any of it changes the arrays are rebuilt, otherwise they are reused.
+
+The split is made by subject: every row of ``TotalData.csv`` is assigned to
+the real subject it derives from (``augmentation.json``), and whole subjects
+go to one side.
+
+Example:
+    >>> train, val = get_train_val_loaders('loaders', 'aug/TotalData.csv', batch_size=8)   # doctest: +SKIP
+    >>> batch = next(iter(train))                                                          # doctest: +SKIP
+    >>> batch['image'].shape, batch['scores'].shape, batch['particles'].shape              # doctest: +SKIP
+    (torch.Size([8, 1, 72, 51, 56]), torch.Size([8, 6]), torch.Size([8, 512, 3]))
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ._validation import DataError, check_in_range
+from .io import read_image, read_json, write_json
+
+__all__ = [
+    'DeepSSMDataset',
+    'Loaders',
+    'TotalData',
+    'build_loaders',
+    'downsample_image',
+    'get_test_loader',
+    'get_train_val_loaders',
+    'load_normalization',
+    'load_train_val_loaders',
+    'prepare_image',
+    'read_total_data',
+    'split_by_subject',
+]
+
+_VERSION = 1
+MIN_SIZE = 8
+
+
+# --------------------------------------------------------------------------- the augmented data table
+
+
+@dataclass
+class TotalData:
+    """The rows of ``TotalData.csv`` with the subject each row derives from.
+
+    Attributes:
+        images, particles: One file per row.
+        scores: (S, L) raw PCA scores.
+        names: Sample names (image file name before the first dot).
+        bases: The real subject each row derives from (its own name for real rows).
+    """
+
+    images: list[Path]
+    particles: list[Path]
+    scores: np.ndarray
+    names: list[str]
+    bases: list[str]
+    num_particles: int
+
+    def load_particles(self, idx: Sequence[int]) -> np.ndarray:
+        """(len(idx), M, 3) particles of the given rows."""
+        from .io import read_particles
+
+        return np.stack([read_particles(self.particles[i], num_particles=self.num_particles) for i in idx])
+
+
+def _resolve(value: str, root: Path) -> Path:
+    p = Path(value.strip())
+    return p if p.is_absolute() or not (root / p).exists() else root / p
+
+
+def read_total_data(csv_path: str | os.PathLike) -> TotalData:
+    """Read and check ``TotalData.csv`` and the ``augmentation.json`` next to it.
+
+    Args:
+        csv_path: CSV without header: ``image_path,particle_path,score_1..score_L``.
+            Relative paths are taken from the CSV's folder when they exist there.
+
+    Returns:
+        :class:`TotalData`.
+
+    Raises:
+        FileNotFoundError: The CSV does not exist.
+        DataError: Empty CSV; rows with missing columns, non-numeric scores or
+            missing files (every bad row is named); duplicate names; rows
+            unknown to ``augmentation.json``.
+    """
+    import csv
+    from .io import read_particles
+
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f'Augmented data CSV not found: "{csv_path}"')
+    with open(csv_path, newline='') as f:
+        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    if not rows:
+        raise DataError(f'"{csv_path}" holds no rows; expected image_path,particle_path,score_1..score_L per line '
+                        f'(run the augmentation stage first).')
+    problems: list[str] = []
+    images, particles, scores = [], [], []
+    width = len(rows[0])
+    for n, row in enumerate(rows, start=1):
+        where = f'"{csv_path}", row {n}'
+        if len(row) < 3 or len(row) != width:
+            problems.append(f'{where}: expected {max(width, 3)} columns (image_path, particle_path, score_1..'
+                            f'score_L); got {len(row)}.')
+            continue
+        img, par = _resolve(row[0], csv_path.parent), _resolve(row[1], csv_path.parent)
+        for kind, p in (('image', img), ('particle', par)):
+            if not p.is_file():
+                problems.append(f'{where}: {kind} file not found: "{p}".')
+        try:
+            scores.append([float(v) for v in row[2:]])
+        except ValueError:
+            problems.append(f'{where}: scores must be numbers; got {row[2:]!r}.')
+        images.append(img)
+        particles.append(par)
+    if problems:
+        raise DataError(problems[:20] + ([f'... and {len(problems) - 20} more'] if len(problems) > 20 else []))
+    names = [p.name.split('.')[0] for p in images]
+    dupes = sorted({x for x in names if names.count(x) > 1})
+    if dupes:
+        raise DataError(f'"{csv_path}": image names must be distinct (file name before the first dot); repeated: '
+                        f'{dupes[:10]}.')
+    score_arr = np.asarray(scores, dtype=np.float64)
+    if not np.all(np.isfinite(score_arr)):
+        raise DataError(f'"{csv_path}": scores contain NaN or infinite values.')
+    bases = _read_bases(csv_path.parent / 'augmentation.json', names)
+    num_particles = read_particles(particles[0]).shape[0]
+    return TotalData(images, particles, score_arr, names, bases, num_particles)
+
+
+def _read_bases(path: Path, names: list[str]) -> list[str]:
+    """The base subject of each row, from ``augmentation.json`` (entries with ``name`` and ``base``)."""
+    if not path.is_file():
+        warnings.warn(f'"{path}" not found: every CSV row is treated as its own subject, so augmented copies of one '
+                      f'subject may fall on both sides of the train/validation split.', stacklevel=3)
+        return list(names)
+    info = read_json(path)
+    entries = []
+    for value in (info.values() if isinstance(info, dict) else [info]):
+        if isinstance(value, list) and value and all(isinstance(e, dict) and 'name' in e and 'base' in e
+                                                     for e in value):
+            entries += value
+    lookup = {str(e['name']).split('.')[0]: str(e['base']) for e in entries}
+    unknown = [x for x in names if x not in lookup]
+    if unknown:
+        raise DataError(f'"{path}" has no entry (name, base) for {len(unknown)} CSV row(s), e.g. {unknown[:5]}; '
+                        f'it does not match TotalData.csv. Rerun the augmentation stage.')
+    return [lookup[x] for x in names]
+
+
+def split_by_subject(bases: Sequence[str], val_fraction: float = 0.2, *,
+                     random_state: int | np.random.Generator = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split rows into train and validation so that each base subject is on one side only.
+
+    Args:
+        bases: The base subject of each row.
+        val_fraction: Fraction of the SUBJECTS (not rows) put in validation;
+            at least one subject goes to each side.
+        random_state: Seed or generator.
+
+    Returns:
+        ``(train_idx, val_idx)``, sorted row indices.
+
+    Raises:
+        DataError: Fewer than two distinct subjects.
+    """
+    check_in_range(val_fraction, name='val_fraction', low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
+    subjects = sorted(set(bases))
+    if len(subjects) < 2:
+        raise DataError(f'the data hold {len(subjects)} subject(s) {subjects}; a train/validation split needs at '
+                        f'least 2.')
+    rng = np.random.default_rng(random_state)
+    order = rng.permutation(len(subjects))
+    n_val = int(min(max(round(val_fraction * len(subjects)), 1), len(subjects) - 1))
+    val_subjects = {subjects[i] for i in order[:n_val]}
+    is_val = np.array([b in val_subjects for b in bases])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def downsample_image(image, factor: float | Sequence[float], *, name: str = 'image'):
+    """Anti-aliased downsampling of a SimpleITK image, keeping its physical extent.
+
+    The image is smoothed with a Gaussian whose width grows with the spacing
+    change, then resampled linearly on a coarser grid that covers the same
+    field of view (same direction, first voxel centre moved by half the new
+    voxel). A factor of 1 only casts to float32.
+
+    Args:
+        image: 3D ``SimpleITK.Image``.
+        factor: New size / old size, in (0, 1]; one number, or one per axis (x, y, z).
+        name: What the image is (named in errors).
+
+    Returns:
+        float32 ``SimpleITK.Image`` of size ``round(size * factor)``.
+
+    Raises:
+        ConfigError: A factor outside (0, 1].
+        DataError: The result would have fewer than 8 voxels along an axis.
+    """
+    import SimpleITK as sitk
+
+    factors = np.broadcast_to(np.asarray(factor, dtype=object), (3,))
+    for f in factors:
+        check_in_range(f, name='down_factor', low=0.0, high=1.0, low_inclusive=False)
+    size = np.array(image.GetSize(), dtype=float)
+    new_size = np.maximum(1, np.round(size * factors.astype(float))).astype(int)
+    if np.any(new_size < MIN_SIZE):
+        how = f' after downsampling by {factor}' if np.any(factors.astype(float) < 1) else ''
+        raise DataError(f'{name} would be {tuple(int(s) for s in new_size)} voxels (x, y, z){how}; the network needs '
+                        f'at least {MIN_SIZE} per axis. Use a larger down_factor or a finer grooming spacing.')
+    img = sitk.Cast(image, sitk.sitkFloat32)
+    if np.all(new_size == size):
+        return img
+    spacing = np.array(image.GetSpacing())
+    new_spacing = spacing * size / new_size
+    sigma = 0.5 * np.sqrt(np.maximum(new_spacing ** 2 - spacing ** 2, 0.0))
+    img = sitk.DiscreteGaussian(img, (sigma ** 2).tolist(), 32, 0.01, True)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    origin = np.array(image.GetOrigin()) + direction @ ((new_spacing - spacing) / 2)
+    return sitk.Resample(img, [int(s) for s in new_size], sitk.Transform(), sitk.sitkLinear, origin.tolist(),
+                         new_spacing.tolist(), image.GetDirection(), 0.0, sitk.sitkFloat32)
+
+
+def _grid(image) -> dict[str, list[float]]:
+    return {'spacing': list(image.GetSpacing()), 'origin': list(image.GetOrigin()),
+            'direction': list(image.GetDirection())}
+
+
+def _load_image(path: Path, factor: float, down_dir: Path | None, *, name: str):
+    """Read, downsample (cached in ``down_dir/factor_<f>`` when given)."""
+    import SimpleITK as sitk
+
+    if down_dir is not None and factor < 1:
+        cached = down_dir / f'factor_{factor:g}' / f'{path.name.split(".")[0]}.nrrd'
+        if cached.is_file() and cached.stat().st_mtime_ns >= path.stat().st_mtime_ns:
+            return sitk.ReadImage(str(cached))
+        from .io import write_image
+        img = downsample_image(read_image(path, name=name), factor, name=f'{name} "{path}"')
+        write_image(cached, img)
+        return img
+    return downsample_image(read_image(path, name=name), factor, name=f'{name} "{path}"')
+
+
+def _convert(paths: Sequence[Path], out: Path, *, factor: float, down_dir: Path | None,
+             desc: str, expect: tuple[int, ...] | None = None) -> tuple[dict[str, Any], float, float, int]:
+    """Write the images into one (S, D, H, W) float32 ``.npy``; return grid, mean, M2, count."""
+    from tqdm.auto import tqdm
+
+    first = _load_image(paths[0], factor, down_dir, name='image')
+    import SimpleITK as sitk
+    shape = sitk.GetArrayViewFromImage(first).shape
+    if expect is not None and tuple(shape) != tuple(expect):
+        raise DataError(f'"{paths[0]}" gives an array of shape {tuple(shape)} (z, y, x) after downsampling by '
+                        f'{factor:g}; the training images have {tuple(expect)}. Test images must be groomed onto '
+                        f'the same reference grid and use the same down_factor.')
+    ref_size = read_image(paths[0]).GetSize() if factor < 1 else first.GetSize()
+    header = np.lib.format.open_memmap(out, mode='w+', dtype=np.float32, shape=(len(paths), *shape))
+    offset = int(header.offset)
+    del header  # rows are written with plain file writes, so memory stays flat
+    mean, m2, count = 0.0, 0.0, 0
+    with open(out, 'r+b') as f:
+        f.seek(offset)
+        for i, path in enumerate(tqdm(paths, desc=desc, unit='image')):
+            img = first if i == 0 else _load_image(path, factor, down_dir, name='image')
+            vol = sitk.GetArrayViewFromImage(img)
+            if vol.shape != shape:
+                size = read_image(path).GetSize() if factor < 1 else img.GetSize()
+                raise DataError(f'"{path}" has size {size} (x, y, z) but "{paths[0]}" has {ref_size}; all images '
+                                f'of one set must share one grid (groom them onto the reference image first).')
+            v = np.ascontiguousarray(vol, dtype=np.float32)
+            f.write(v.tobytes())
+            n, m = v.size, float(v.mean(dtype=np.float64))
+            s2 = float(((v - m) ** 2).sum(dtype=np.float64))
+            delta, tot = m - mean, count + n
+            mean, m2, count = mean + delta * n / tot, m2 + s2 + delta ** 2 * count * n / tot, tot
+    return _grid(first), mean, m2, count
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class _NpyRows:
+    """Read single rows of a C-ordered ``.npy`` file with plain file reads (no array kept in memory)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        mm = np.load(self.path, mmap_mode='r')  # header only; the map is dropped at once
+        if not mm.flags.c_contiguous:
+            raise DataError(f'"{self.path}" is Fortran-ordered; expected a C-ordered array.')
+        self.shape, self.dtype, self.offset = tuple(mm.shape), mm.dtype, int(mm.offset)
+        del mm
+        self.row_shape = self.shape[1:]
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self._fh = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self._fh is None or self._pid != os.getpid():  # one handle per (worker) process
+            self._fh, self._pid = open(self.path, 'rb'), os.getpid()  # noqa: SIM115
+        out = np.empty(self.row_shape, dtype=self.dtype)
+        self._fh.seek(self.offset + int(i) * self.row_bytes)
+        if self._fh.readinto(memoryview(out).cast('B')) != self.row_bytes:
+            raise DataError(f'"{self.path}" is truncated at row {i}; delete it to rebuild the loaders.')
+        return out
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, '_fh': None, '_pid': None}
+
+    def memmap(self) -> np.memmap:
+        """The whole array as a read-only memory map (for plots)."""
+        return np.load(self.path, mmap_mode='r')
+
+
+class DeepSSMDataset(Dataset):
+    """One split stored in ``loader_dir`` (``<prefix>_images.npy`` and friends).
+
+    Items are dicts: ``image`` (1, D, H, W) float32 whitened, and for the
+    train/val splits ``scores`` (L,) float32 whitened and ``particles``
+    (M, 3) float32 world mm; plus ``name`` (str). Images are read from disk
+    per item; only the scores (S, L) live in memory.
+
+    Args:
+        loader_dir: The folder.
+        prefix: ``'train'``, ``'val'`` or ``'test'``.
+        normalization: The dict of ``normalization.json``.
+    """
+
+    def __init__(self, loader_dir: str | os.PathLike, prefix: str, normalization: dict[str, Any]):
+        folder = Path(loader_dir)
+        self.prefix = prefix
+        self.normalization = normalization
+        self.names = (folder / f'{prefix}_names.txt').read_text().split('\n')[:-1]
+        self.image_file = _NpyRows(folder / f'{prefix}_images.npy')
+        self.has_targets = (folder / f'{prefix}_scores.npy').is_file() and prefix != 'test'
+        if self.has_targets:
+            self.scores = np.load(folder / f'{prefix}_scores.npy')
+            self.particle_file = _NpyRows(folder / f'{prefix}_particles.npy')
+        if len(self.names) != len(self.image_file):
+            raise DataError(f'"{folder}": {len(self.names)} names but {len(self.image_file)} images in {prefix}; '
+                            f'delete loaders.json to rebuild.')
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        norm = self.normalization
+        image = self.image_file[i]
+        image -= np.float32(norm['image_mean'])
+        image /= np.float32(norm['image_std'])
+        item = {'image': torch.from_numpy(image[None]), 'name': self.names[i]}
+        if self.has_targets:
+            scores = (self.scores[i] - np.asarray(norm['score_mean'], np.float32)) / np.asarray(norm['score_std'],
+                                                                                                np.float32)
+            item['scores'] = torch.from_numpy(scores.astype(np.float32))
+            item['particles'] = torch.from_numpy(self.particle_file[i])
+        return item
+
+    @property
+    def images(self) -> np.memmap:
+        """(S, D, H, W) raw images as a read-only memory map."""
+        return self.image_file.memmap()
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _stamp(path: Path) -> list | None:
+    if not path.is_file():
+        return None
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def _seed(random_state: int | np.random.Generator) -> int:
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2 ** 31 - 1))
+    return int(check_in_range(random_state, name='random_state', low=0, integer=True))
+
+
+def _install(tmp: Path, loader_dir: Path, stamp_name: str, stamp: dict) -> None:
+    """Move finished files from ``tmp`` into place; write the stamp last."""
+    (loader_dir / stamp_name).unlink(missing_ok=True)
+    for f in tmp.iterdir():
+        os.replace(f, loader_dir / f.name)
+    write_json(loader_dir / stamp_name, stamp)
+
+
+def load_normalization(loader_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read ``normalization.json`` (training statistics) from ``loader_dir``.
+
+    Raises:
+        FileNotFoundError: The training loaders were never built there.
+    """
+    path = Path(loader_dir) / 'normalization.json'
+    if not path.is_file():
+        raise FileNotFoundError(f'Normalization file not found: "{path}". Build the training loaders first '
+                                f'(get_train_val_loaders or build_loaders) so images are whitened with training '
+                                f'statistics.')
+    return read_json(path)
+
+
+def _make_loaders(loader_dir: Path, batch_size: int, seed: int, num_workers: int) -> tuple[DataLoader, DataLoader]:
+    norm = load_normalization(loader_dir)
+    generator = torch.Generator().manual_seed(seed)
+    kw = {'num_workers': num_workers, 'persistent_workers': num_workers > 0, 'pin_memory': torch.cuda.is_available()}
+    train = DataLoader(DeepSSMDataset(loader_dir, 'train', norm), batch_size=batch_size, shuffle=True,
+                       generator=generator, **kw)
+    val = DataLoader(DeepSSMDataset(loader_dir, 'val', norm), batch_size=batch_size, shuffle=False, **kw)
+    return train, val
+
+
+def get_train_val_loaders(loader_dir: str | os.PathLike, data_aug_csv: str | os.PathLike, batch_size: int = 8,
+                          down_factor: float = 1.0, down_dir: str | os.PathLike | None = None, *,
+                          val_fraction: float = 0.2, random_state: int | np.random.Generator = 0,
+                          num_workers: int = 0) -> tuple[DataLoader, DataLoader]:
+    """Split the augmented data by subject and build the train and validation loaders.
+
+    Every row of ``TotalData.csv`` belongs to a base subject (read from
+    ``augmentation.json`` next to the CSV); whole subjects go to one side, so
+    a subject's augmented copies never appear on both. Image and score
+    whitening are fitted on the training rows only. Arrays are reused when
+    the CSV, ``down_factor``, ``val_fraction`` and seed are unchanged.
+
+    Args:
+        loader_dir: Output folder.
+        data_aug_csv: ``TotalData.csv`` (no header: ``image,particles,score_1..score_L``).
+        batch_size: Training (and validation) batch size.
+        down_factor: Image downsampling factor in (0, 1]; 1 means none.
+        down_dir: Optional folder to keep the downsampled images as ``.nrrd``
+            (in a subfolder per factor).
+        val_fraction: Fraction of subjects used for validation.
+        random_state: Seed of the split and of the shuffling.
+        num_workers: DataLoader worker processes.
+
+    Returns:
+        ``(train_loader, val_loader)``; ``train_loader.generator`` is the
+        ``torch.Generator`` of the shuffling (its state can be checkpointed).
+
+    Raises:
+        ConfigError: An argument out of range.
+        DataError: Bad CSV rows, images of different sizes, too few subjects.
+        FileNotFoundError: The CSV or a file it names is missing.
+    """
+    loader_dir = Path(loader_dir)
+    check_in_range(batch_size, name='batch_size', low=1, integer=True)
+    check_in_range(down_factor, name='down_factor', low=0.0, high=1.0, low_inclusive=False)
+    check_in_range(val_fraction, name='val_fraction', low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
+    check_in_range(num_workers, name='num_workers', low=0, integer=True)
+    seed = _seed(random_state)
+    csv = Path(data_aug_csv)
+    if not csv.is_file():
+        raise FileNotFoundError(f'Augmented data CSV not found: "{csv}". Run the augmentation stage first.')
+    stamp = {'version': _VERSION, 'csv': _stamp(csv), 'augmentation_json': _stamp(csv.parent / 'augmentation.json'),
+             'down_factor': float(down_factor), 'val_fraction': float(val_fraction), 'seed': seed}
+    old = read_json(loader_dir / 'loaders.json') if (loader_dir / 'loaders.json').is_file() else {}
+    if not (old and all(old.get(k) == v for k, v in stamp.items())):
+        _build_train_val(loader_dir, read_total_data(csv), stamp, down_factor,
+                         Path(down_dir) if down_dir is not None else None)
+    return _make_loaders(loader_dir, batch_size, seed, num_workers)
+
+
+def _build_train_val(loader_dir: Path, data: TotalData, stamp: dict, factor: float, down_dir: Path | None) -> None:
+    train_idx, val_idx = split_by_subject(data.bases, stamp['val_fraction'], random_state=stamp['seed'])
+    loader_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix='.build-', dir=loader_dir))
+    try:
+        stats = {}
+        for prefix, idx in (('train', train_idx), ('val', val_idx)):
+            paths = [data.images[i] for i in idx]
+            grid, mean, m2, count = _convert(paths, tmp / f'{prefix}_images.npy', factor=factor, down_dir=down_dir,
+                                             desc=f'{prefix} images',
+                                             expect=stats['shape'] if stats else None)
+            if not stats:
+                stats = {'grid': grid, 'mean': mean, 'std': float(np.sqrt(m2 / count)),
+                         'shape': np.load(tmp / 'train_images.npy', mmap_mode='r').shape[1:]}
+            np.save(tmp / f'{prefix}_scores.npy', data.scores[idx].astype(np.float32))
+            np.save(tmp / f'{prefix}_particles.npy', data.load_particles(idx).astype(np.float32))
+            (tmp / f'{prefix}_names.txt').write_text(''.join(f'{data.names[i]}\n' for i in idx))
+        scores = data.scores[train_idx]
+        score_std = scores.std(axis=0)
+        norm = {'image_mean': stats['mean'], 'image_std': stats['std'] if stats['std'] > 1e-12 else 1.0,
+                'score_mean': scores.mean(axis=0).tolist(),
+                'score_std': np.where(score_std > 1e-12, score_std, 1.0).tolist(),
+                'image_shape': [int(s) for s in stats['shape']], 'down_factor': stamp['down_factor'],
+                'grid': stats['grid'], 'num_latent': int(scores.shape[1]),
+                'num_correspondences': int(data.num_particles), 'num_train': len(train_idx), 'num_val': len(val_idx)}
+        write_json(tmp / 'normalization.json', norm)
+        bases = np.asarray(data.bases)
+        subjects, counts = np.unique(bases, return_counts=True)
+        stamp = {**stamp, 'train_subjects': sorted(set(bases[train_idx])), 'val_subjects': sorted(set(bases[val_idx])),
+                 'num_train': len(train_idx), 'num_val': len(val_idx),
+                 'rows_per_subject': {str(k): int(v) for k, v in zip(subjects, counts)}}
+        _install(tmp, loader_dir, 'loaders.json', stamp)
+        (loader_dir / 'test_loader.json').unlink(missing_ok=True)  # test arrays depend on the training grid
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def get_test_loader(loader_dir: str | os.PathLike, test_img_list: Sequence[str | os.PathLike],
+                    down_factor: float = 1.0, down_dir: str | os.PathLike | None = None, *,
+                    normalization: dict[str, Any] | None = None) -> DataLoader:
+    """A loader over new images (batch 1, in the given order), whitened with training statistics.
+
+    Args:
+        loader_dir: Folder of the training loaders (holds ``normalization.json``).
+        test_img_list: Image files, already on the training grid (groomed).
+            Names are the file names before the first dot.
+        down_factor: Must equal the factor the training loaders used.
+        down_dir: Optional folder to keep the downsampled images.
+        normalization: Statistics to use instead of ``normalization.json``.
+
+    Returns:
+        DataLoader yielding ``{'image': (1, 1, D, H, W), 'name': [str]}``.
+
+    Raises:
+        FileNotFoundError: No ``normalization.json`` (and none given), or a missing image.
+        DataError: Empty list, duplicate names, or images that do not match the training grid.
+        ConfigError: ``down_factor`` differs from the training loaders'.
+    """
+    from ._validation import ConfigError
+
+    loader_dir = Path(loader_dir)
+    norm = normalization if normalization is not None else load_normalization(loader_dir)
+    check_in_range(down_factor, name='down_factor', low=0.0, high=1.0, low_inclusive=False)
+    if abs(float(norm['down_factor']) - float(down_factor)) > 1e-12:
+        raise ConfigError(f'down_factor {down_factor:g} differs from the {norm["down_factor"]:g} used for the '
+                          f'training loaders in "{loader_dir}"; test images must be downsampled the same way.')
+    paths = [Path(p) for p in test_img_list]
+    if not paths:
+        raise DataError('test_img_list is empty; expected at least one image file.')
+    missing = [f'test image {i + 1} not found: "{p}"' for i, p in enumerate(paths) if not p.is_file()]
+    if missing:
+        raise DataError(missing) if len(missing) > 1 else FileNotFoundError(missing[0])
+    names = [p.name.split('.')[0] for p in paths]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f'test images must have distinct names (file name before the first dot); repeated: {dupes}.')
+    stamp = {'version': _VERSION, 'images': [_stamp(p) for p in paths], 'down_factor': float(down_factor),
+             'image_shape': list(norm['image_shape'])}
+    path = loader_dir / 'test_loader.json'
+    if not (path.is_file() and read_json(path) == stamp and (loader_dir / 'test_images.npy').is_file()):
+        loader_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix='.build-', dir=loader_dir))
+        try:
+            _convert(paths, tmp / 'test_images.npy', factor=float(down_factor),
+                     down_dir=Path(down_dir) if down_dir is not None else None, desc='test images',
+                     expect=tuple(norm['image_shape']))
+            (tmp / 'test_names.txt').write_text(''.join(f'{n}\n' for n in names))
+            _install(tmp, loader_dir, 'test_loader.json', stamp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return DataLoader(DeepSSMDataset(loader_dir, 'test', norm), batch_size=1, shuffle=False)
+
+
+def prepare_image(image, normalization: dict[str, Any], *, name: str = 'image') -> torch.Tensor:
+    """Downsample and whiten one groomed image exactly as the loaders do.
+
+    Args:
+        image: ``SimpleITK.Image`` on the training grid.
+        normalization: The dict of ``normalization.json``.
+        name: What the image is (named in errors).
+
+    Returns:
+        (1, 1, D, H, W) float32 tensor.
+
+    Raises:
+        DataError: The image does not match the training image shape.
+    """
+    import SimpleITK as sitk
+
+    img = downsample_image(image, float(normalization['down_factor']), name=name)
+    arr = sitk.GetArrayFromImage(img).astype(np.float32)
+    if list(arr.shape) != list(normalization['image_shape']):
+        raise DataError(f'{name} has shape {arr.shape} (z, y, x) after downsampling; the network expects '
+                        f'{tuple(normalization["image_shape"])}. Register it to the reference image first.')
+    arr = (arr - np.float32(normalization['image_mean'])) / np.float32(normalization['image_std'])
+    return torch.from_numpy(arr[None, None])
+
+
+# --------------------------------------------------------------------------- from a Config
+
+
+@dataclass
+class Loaders:
+    """The three loaders of a pipeline run and the training statistics."""
+
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader | None
+    normalization: dict[str, Any]
+    loader_dir: Path
+
+
+def build_loaders(cfg) -> Loaders:
+    """Build (or reuse) the train, validation and test loaders of a pipeline ``Config``.
+
+    Reads ``aug_dir/TotalData.csv`` and ``augmentation.json``, and the groomed
+    test images from ``deepssm_nb.groom.load_groomed(groom_dir)``.
+    """
+    paths = cfg.resolved_paths()
+    train, val = get_train_val_loaders(
+        paths['loader_dir'], paths['aug_dir'] / 'TotalData.csv', cfg.loader.batch_size, cfg.loader.down_factor,
+        val_fraction=cfg.loader.val_fraction, random_state=cfg.seed, num_workers=cfg.loader.num_workers)
+    from .groom import load_groomed
+
+    test_images = list(load_groomed(paths['groom_dir']).images('test'))
+    test = get_test_loader(paths['loader_dir'], test_images, cfg.loader.down_factor) if test_images else None
+    return Loaders(train, val, test, load_normalization(paths['loader_dir']), paths['loader_dir'])
+
+
+def load_train_val_loaders(cfg) -> tuple[DataLoader, DataLoader, dict[str, Any]]:
+    """Reopen the stored train/validation arrays of ``cfg`` (rebuilt only if stale).
+
+    Returns:
+        ``(train_loader, val_loader, normalization)``.
+    """
+    paths = cfg.resolved_paths()
+    loader_dir, csv = paths['loader_dir'], paths['aug_dir'] / 'TotalData.csv'
+    if not csv.is_file() and (loader_dir / 'loaders.json').is_file():
+        stamp = read_json(loader_dir / 'loaders.json')
+        warnings.warn(f'"{csv}" is gone; reusing the arrays stored in "{loader_dir}".', stacklevel=2)
+        train, val = _make_loaders(loader_dir, cfg.loader.batch_size, stamp['seed'], cfg.loader.num_workers)
+    else:
+        train, val = get_train_val_loaders(loader_dir, csv, cfg.loader.batch_size, cfg.loader.down_factor,
+                                           val_fraction=cfg.loader.val_fraction, random_state=cfg.seed,
+                                           num_workers=cfg.loader.num_workers)
+    return train, val, load_normalization(loader_dir)

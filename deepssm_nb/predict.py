@@ -1,0 +1,324 @@
+"""Predict correspondence particles for test images and for new image files.
+
+The network returns particles in the world (groomed) frame: its decoder holds
+the score un-whitening and the PCA reconstruction. Each prediction is written
+twice: ``world_predictions/<id>.particles`` (reference frame) and
+``local_predictions/<id>.particles`` (the image's own frame, mapped back with
+``inv(T)`` where ``p_world = T @ [p_orig, 1]`` is the image's registration).
+
+Example:
+    >>> cfg = get_profile('smoke', work_dir='out')             # doctest: +SKIP
+    >>> local_files = test_deepssm(cfg)                          # doctest: +SKIP
+    >>> particles = predict_image('new_scan.nrrd', cfg)          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._validation import DataError
+from .io import read_image, read_json, read_particles, write_json, write_particles
+
+__all__ = ['format_errors', 'predict_image', 'predict_loader', 'prediction_errors', 'test_deepssm']
+
+
+def _apply(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    T = np.asarray(T, dtype=float)
+    return points @ T[:3, :3].T + T[:3, 3]
+
+
+@torch.no_grad()
+def predict_loader(net: torch.nn.Module, loader, pred_dir: str | os.PathLike, *,
+                   transforms: Mapping[str, np.ndarray] | None = None, device: str | torch.device = 'cpu',
+                   verbose: bool = True) -> dict[str, dict[str, Any]]:
+    """Run a network over a test loader and write the predicted particles.
+
+    Args:
+        net: ``net(images (B, 1, D, H, W)) -> (latent (B, L), particles (B, M, 3))``, in eval mode.
+        loader: Yields ``{'image', 'name'}`` batches (e.g. :func:`deepssm_nb.loaders.get_test_loader`).
+        pred_dir: Output folder; gets ``world_predictions/`` and ``local_predictions/``.
+        transforms: ``{name: T (4, 4)}``, each image's original -> world matrix.
+            Names without one get no local prediction.
+        device: Where to run the network.
+        verbose: Print the seconds per image.
+
+    Returns:
+        ``{name: {'world': Path, 'local': Path | None, 'seconds': float}}`` in loader order.
+
+    Raises:
+        DataError: The network returned non-finite particles.
+    """
+    pred_dir = Path(pred_dir)
+    transforms = dict(transforms or {})
+    net.eval()
+    out: dict[str, dict[str, Any]] = {}
+    for batch in loader:
+        t0 = time.perf_counter()
+        _, particles = net(batch['image'].to(device))
+        particles = particles.float().cpu().numpy().astype(np.float64)
+        seconds = (time.perf_counter() - t0) / len(batch['name'])
+        for name, world in zip(batch['name'], particles):
+            if not np.all(np.isfinite(world)):
+                raise DataError(f'the network predicted NaN or infinite particles for "{name}".')
+            entry = {'world': write_particles(pred_dir / 'world_predictions' / f'{name}.particles', world),
+                     'local': None, 'seconds': seconds}
+            if name in transforms:
+                local = _apply(np.linalg.inv(transforms[name]), world)
+                entry['local'] = write_particles(pred_dir / 'local_predictions' / f'{name}.particles', local)
+            out[name] = entry
+            if verbose:
+                print(f'{name}: {world.shape[0]} particles in {seconds:.3f} s')
+    return out
+
+
+def _load_net(cfg, *, fine_tuned: bool | None = None, device: str | torch.device = 'cpu') -> torch.nn.Module:
+    """The trained network of ``cfg`` (the ``_ft`` files when fine tuning is enabled)."""
+    from .models import load_trained_model
+
+    if fine_tuned is None:
+        fine_tuned = bool(cfg.deepssm.fine_tune.enabled)
+    return load_trained_model(cfg.resolved_paths()['model_dir'], use_best=cfg.deepssm.use_best_model,
+                              fine_tuned=fine_tuned, device=device)
+
+
+def _normalization(net: torch.nn.Module, cfg) -> dict[str, Any]:
+    norm = getattr(net, 'normalization', None)
+    if norm:
+        return norm
+    from .loaders import load_normalization
+
+    return load_normalization(cfg.resolved_paths()['loader_dir'])
+
+
+def test_deepssm(cfg, *, overwrite: bool = False, verbose: bool = True) -> list[Path]:
+    """Predict the particles of every groomed test image of a pipeline run.
+
+    The test images are whitened with the TRAINING statistics saved with the
+    model. Outputs go to ``pred_dir``: ``world_predictions/<id>.particles``,
+    ``local_predictions/<id>.particles`` and ``predictions.json`` (model file,
+    seconds per image). A rerun with the same model and images reuses them.
+
+    Args:
+        cfg: The pipeline :class:`~deepssm_nb.config.Config`.
+        overwrite: Predict again even if the outputs are up to date.
+        verbose: Print the seconds per image.
+
+    Returns:
+        The ``local_predictions`` files, in test-subject order.
+
+    Raises:
+        FileNotFoundError: No trained model, grooming output or loaders.
+        DataError: No test subjects in the grooming output.
+    """
+    from .groom import load_groomed
+    from .loaders import get_test_loader
+
+    paths = cfg.resolved_paths()
+    pred_dir = paths['pred_dir']
+    groomed = load_groomed(paths['groom_dir'])
+    subjects = [s for s in groomed.subjects if s.split == 'test']
+    if not subjects:
+        raise DataError(f'"{paths["groom_dir"]}" holds no test subjects; nothing to predict.')
+    device = _device(cfg)
+    net = _load_net(cfg, device=device)
+    model_path = Path(net.model_info['path'])
+    record = {'model': str(model_path), 'model_mtime_ns': model_path.stat().st_mtime_ns,
+              'images': [[str(s.image), Path(s.image).stat().st_mtime_ns] for s in subjects]}
+    info_path = pred_dir / 'predictions.json'
+    local = [pred_dir / 'local_predictions' / f'{s.id}.particles' for s in subjects]
+    if not overwrite and info_path.is_file() and all(p.is_file() for p in local):
+        old = read_json(info_path)
+        if all(old.get(k) == v for k, v in record.items()):
+            if verbose:
+                print(f'Predictions up to date in "{pred_dir}" ({len(local)} test images).')
+            return local
+    norm = _normalization(net, cfg)
+    loader = get_test_loader(paths['loader_dir'], [s.image for s in subjects],
+                             float(norm.get('down_factor', cfg.loader.down_factor)), normalization=norm)
+    results = predict_loader(net, loader, pred_dir, transforms={s.id: s.transform for s in subjects},
+                             device=device, verbose=verbose)
+    seconds = {name: r['seconds'] for name, r in results.items()}
+    write_json(info_path, {**record, 'seconds': seconds, 'mean_seconds': float(np.mean(list(seconds.values())))})
+    if verbose:
+        print(f'{len(results)} test images, {np.mean(list(seconds.values())):.3f} s per image (network only).')
+    return [results[s.id]['local'] for s in subjects]
+
+
+test_deepssm.__test__ = False  # a pipeline stage, not a pytest test
+
+
+def _device(cfg) -> torch.device:
+    """The configured device; with 'auto', the CPU without a warning when no GPU is usable."""
+    from .device import cuda_usable, get_device
+
+    if cfg.deepssm.trainer.device == 'auto':
+        return torch.device('cuda' if cuda_usable()[0] else 'cpu')
+    return get_device(cfg.deepssm.trainer.device)
+
+
+_CACHE: dict[tuple, Any] = {}
+
+
+def _cached(key: tuple, make):
+    if key not in _CACHE:
+        if len(_CACHE) > 8:
+            _CACHE.clear()
+        _CACHE[key] = make()
+    return _CACHE[key]
+
+
+def predict_image(image_path: str | os.PathLike, cfg, *, out_dir: str | os.PathLike | None = None,
+                  net: torch.nn.Module | None = None, stages: tuple[str, ...] | None = ('similarity',),
+                  iterations: int | None = None, verbose: bool = True) -> np.ndarray:
+    """Predict the particles of one new image file, in that image's own frame.
+
+    The image is registered to the groomed reference image (as the test images
+    were), whitened with the training statistics, passed through the network,
+    and the world particles are mapped back through ``inv(T)``. The result is
+    written to ``<out_dir>/<stem>.particles``.
+
+    Args:
+        image_path: A 3D image (``.nrrd``, ``.nii.gz``, ...) of the same anatomy.
+        cfg: The pipeline config of a trained model.
+        out_dir: Output folder (default ``pred_dir/new_predictions``).
+        net: A network to use instead of the trained model of ``cfg``.
+        stages: Registration stages. The default, one similarity stage after
+            centring, reached the same transforms as grooming's three stages
+            on the femur cohort in a fraction of the time; if it fails, the
+            grooming stages are tried. ``None`` uses the grooming stages.
+        iterations: Optimizer iterations per stage (default: as grooming).
+        verbose: Print the seconds taken (registration included).
+
+    Returns:
+        (M, 3) particles in the image's physical frame (mm).
+
+    Raises:
+        FileNotFoundError: The image, the reference image or the model is missing.
+        DataError: Unreadable image or failed registration.
+    """
+    t0 = time.perf_counter()
+    image_path = Path(image_path)
+    paths = cfg.resolved_paths()
+    image = read_image(image_path, name='image')
+    if net is None:
+        from .models import model_file
+
+        fine = bool(cfg.deepssm.fine_tune.enabled)
+        mfile = model_file(paths['model_dir'], use_best=cfg.deepssm.use_best_model, fine_tuned=fine)
+        net = _cached(('net', str(mfile), mfile.stat().st_mtime_ns),
+                      lambda: _load_net(cfg, fine_tuned=fine, device=_device(cfg)))
+    norm = _normalization(net, cfg)
+    try:
+        registered, T = _register(image, cfg, name=f'"{image_path}"', stages=stages, iterations=iterations)
+    except DataError:
+        if stages is None:
+            raise
+        registered, T = _register(image, cfg, name=f'"{image_path}"', stages=None, iterations=iterations)
+    t_reg = time.perf_counter() - t0
+    from .loaders import prepare_image
+
+    x = prepare_image(registered, norm, name=f'"{image_path}"')
+    device = next(net.parameters()).device
+    with torch.no_grad():
+        _, particles = net.eval()(x.to(device))
+    world = particles[0].float().cpu().numpy().astype(np.float64)
+    local = _apply(np.linalg.inv(T), world)
+    out_dir = Path(out_dir) if out_dir is not None else paths['pred_dir'] / 'new_predictions'
+    write_particles(out_dir / f'{image_path.name.split(".")[0]}.particles', local)
+    if verbose:
+        total = time.perf_counter() - t0
+        print(f'{image_path.name}: {local.shape[0]} particles in {total:.2f} s (registration {t_reg:.2f} s)')
+    return local
+
+
+def _register(image, cfg, *, name: str, stages: tuple[str, ...] | None = None, iterations: int | None = None):
+    """Register ``image`` to the groomed reference as grooming did; return ``(registered, T)``.
+
+    For speed the registration runs on a copy of the image smoothed and
+    resampled to the reference spacing (a finer image adds voxels, not
+    accuracy, at that scale); the original image is then resampled once
+    through the resulting ``T``.
+    """
+    import SimpleITK as sitk
+
+    from .groom import load_groomed, register_image
+    from .loaders import downsample_image
+    from .registration import resample_to_reference
+
+    info_path = Path(cfg.resolved_paths()['groom_dir']) / 'groom.json'
+    stamp = info_path.stat().st_mtime_ns if info_path.is_file() else None
+    groomed = _cached(('groom', str(info_path), stamp), lambda: load_groomed(info_path.parent))
+    reference = _cached(('ref', str(groomed.reference_image), stamp),
+                        lambda: sitk.ReadImage(str(groomed.reference_image)))
+    mask = None
+    if groomed.reference_mask:
+        mask = _cached(('mask', str(groomed.reference_mask), stamp),
+                       lambda: sitk.ReadImage(str(groomed.reference_mask)))
+    factors = np.minimum(1.0, np.asarray(image.GetSpacing()) / np.asarray(reference.GetSpacing()))
+    coarse = image
+    if np.all(np.asarray(image.GetSize()) * factors >= 16) and np.any(factors < 0.9):
+        coarse = downsample_image(image, tuple(float(f) for f in factors), name=name)
+    info = groomed.info
+    stages = stages or info.get('stages')
+    kwargs = {'stages': tuple(stages)} if stages else {}
+    if iterations is None:
+        iterations = int(info.get('registration_iterations', cfg.groom.registration_iterations))
+    _, T = register_image(coarse, reference, iterations=iterations, random_state=cfg.seed, name=name, mask=mask,
+                          **kwargs)
+    return resample_to_reference(image, reference, T), T
+
+
+def prediction_errors(cfg) -> list[dict[str, Any]]:
+    """Per test subject: particle RMSE of the prediction against the true particles.
+
+    ``rmse_mm`` compares ``local_predictions`` with the true particles in the
+    image's own frame; ``rmse_world_mm`` compares ``world_predictions`` with
+    the true particles mapped to the world frame by the registration. RMSE is
+    ``sqrt(mean_i |p_i - q_i|^2)`` over the M particles.
+
+    Returns:
+        One dict per subject: ``id``, ``rmse_mm``, ``rmse_world_mm``,
+        ``max_mm`` (largest particle distance, own frame), ``registration_error_mm``.
+    """
+    from .groom import load_groomed
+
+    paths = cfg.resolved_paths()
+    rows = []
+    for s in load_groomed(paths['groom_dir']).subjects:
+        if s.split != 'test':
+            continue
+        true_world = read_particles(s.particles)
+        pred_world = read_particles(paths['pred_dir'] / 'world_predictions' / f'{s.id}.particles',
+                                    num_particles=true_world.shape[0])
+        pred_local = read_particles(paths['pred_dir'] / 'local_predictions' / f'{s.id}.particles',
+                                    num_particles=true_world.shape[0])
+        true_local = _apply(np.linalg.inv(s.transform), true_world)
+        d_local = np.linalg.norm(pred_local - true_local, axis=1)
+        d_world = np.linalg.norm(pred_world - true_world, axis=1)
+        rows.append({'id': s.id, 'rmse_mm': float(np.sqrt(np.mean(d_local ** 2))),
+                     'rmse_world_mm': float(np.sqrt(np.mean(d_world ** 2))), 'max_mm': float(d_local.max()),
+                     'registration_error_mm': s.registration_error_mm})
+    return rows
+
+
+def format_errors(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of :func:`prediction_errors` rows, with a mean row."""
+    cols = [('id', 'subject'), ('rmse_mm', 'RMSE (mm)'), ('max_mm', 'max (mm)'),
+            ('rmse_world_mm', 'RMSE world (mm)'), ('registration_error_mm', 'registration (mm)')]
+
+    def cell(v: Any) -> str:
+        return '-' if v is None else (f'{v:.2f}' if isinstance(v, float) else str(v))
+
+    mean = {k: float(np.mean([r[k] for r in rows])) for k, _ in cols[1:] if rows and
+            all(r.get(k) is not None for r in rows)}
+    table = [[h for _, h in cols]] + [[cell(r.get(k)) for k, _ in cols] for r in rows]
+    table.append(['mean'] + [cell(mean.get(k)) for k, _ in cols[1:]])
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    return '\n'.join('  '.join(c.rjust(w) for c, w in zip(row, widths)) for row in table)

@@ -1,0 +1,385 @@
+"""Training Base-DeepSSM and TL-DeepSSM.
+
+* :func:`fit` trains a built :class:`~deepssm_nb.models.DeepSSMNet` on two
+  loaders (the base stage, or fine tuning with ``stage='fine_tune'``).
+* :func:`fit_tl` trains a :class:`~deepssm_nb.models.TLDeepSSMNet` in its
+  three phases: the correspondence autoencoder; the image encoder (T-flank)
+  with the autoencoder frozen; both jointly with the latent loss weighted by
+  ``alpha``.
+* :func:`train_deepssm` wires it all from a :class:`~deepssm_nb.config.Config`.
+
+The loss is computed on particles (mm\\ :sup:`2`), through the frozen PCA
+decoder for the base network. Errors are logged as **RMSE in mm: the root of
+the mean squared per-particle Euclidean distance** (columns ``train_rmse_mm``
+and ``val_rmse_mm`` of ``train_log.csv``); the best model is the one with the
+lowest ``val_rmse_mm``. Every epoch writes ``checkpoint*.pt`` atomically; a
+rerun with the same settings resumes from it and ends with the same weights as
+an uninterrupted run (CPU, same seed), and a finished run returns at once.
+
+Files in ``model_dir``: ``best_model.torch``, ``final_model.torch`` (and
+``*_ft.torch`` after fine tuning, ``*_ae.torch`` / ``*_tf.torch`` for the
+first two TL phases), ``train_log.csv``, ``checkpoint*.pt``.
+
+Example:
+    >>> result = train_deepssm(cfg)                      # doctest: +SKIP
+    >>> net = load_trained_model(result.model_dir)       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._checkpoint import plain
+from ._train_loop import (LOG_COLUMNS, FitResult, StageSpec, load_checkpoint, read_train_log, resolve_precision,
+                          run_stage, stage_result)
+from ._validation import ConfigError, DataError
+from .config import Config, DecayLRConfig, TLNetConfig, TrainerConfig
+from .losses import get_loss
+from .models import DeepSSMNet, TLDeepSSMNet, build_model, init_pca_decoder, load_trained_model
+
+__all__ = [
+    'LOG_COLUMNS',
+    'FitResult',
+    'TrainResult',
+    'fine_tune',
+    'fit',
+    'fit_tl',
+    'load_trained_model',
+    'read_train_log',
+    'train_deepssm',
+]
+
+Callback = Callable[[dict], Any]
+
+
+# --------------------------------------------------------------------------- stage specifications
+
+
+def _settings(tc: TrainerConfig, **extra: Any) -> dict[str, Any]:
+    return {'epochs': tc.epochs, 'learning_rate': tc.learning_rate, 'decay_lr': dataclasses.asdict(tc.decay_lr),
+            'val_freq': tc.val_freq, 'weight_decay': tc.weight_decay, 'early_stopping': tc.early_stopping,
+            'seed': tc.seed, **extra}
+
+
+def _spec(name: str, suffix: str, tc: TrainerConfig, step, trainable, **extra: Any) -> StageSpec:
+    return StageSpec(name=name, suffix=suffix, epochs=tc.epochs, learning_rate=tc.learning_rate, step=step,
+                     trainable=trainable, decay=tc.decay_lr, val_freq=tc.val_freq, weight_decay=tc.weight_decay,
+                     early_stopping=tc.early_stopping, seed=tc.seed, settings=_settings(tc, **extra))
+
+
+def _base_spec(tc: TrainerConfig, stage: str, loss: str, focal_a: float, focal_c: float) -> StageSpec:
+    loss_fn = get_loss(loss, a=focal_a, c=focal_c)
+
+    def step(net, b):
+        target = b.particles
+        _, pred = net(b.images)
+        return loss_fn(pred, target), pred, target
+
+    if stage == 'base':
+        return _spec('base', '', tc, step, lambda net: [net.encoder], loss=loss, focal_a=focal_a, focal_c=focal_c)
+    if stage == 'fine_tune':
+        return _spec('fine_tune', '_ft', tc, step, lambda net: [net.encoder, net.decoder], loss=loss,
+                     focal_a=focal_a, focal_c=focal_c)
+    raise ConfigError(f"stage must be 'base' or 'fine_tune'; got {stage!r}.")
+
+
+def _tl_specs(tc: TrainerConfig, tl: TLNetConfig, loss: str) -> list[StageSpec]:
+    ae_loss = get_loss(loss, a=tl.a_ae, c=tl.c_ae)
+    lat_loss = get_loss(loss, a=tl.a_lat, c=tl.c_lat)
+
+    def ae_step(net, b):
+        target = b.particles
+        _, recon = net.autoencode(target)
+        return ae_loss(recon, target), recon, target
+
+    def tf_step(net, b):
+        target = b.particles
+        with torch.no_grad():
+            z_ae = net.encode_particles(target)
+        z_img = net.image_encoder(b.images)
+        with torch.no_grad():
+            pred = net.decode(z_img)
+        return lat_loss(z_img, z_ae), pred, target
+
+    def joint_step(net, b):
+        target = b.particles
+        z_ae, recon = net.autoencode(target)
+        z_img = net.image_encoder(b.images)
+        with torch.no_grad():
+            pred = net.decode(z_img)
+        return ae_loss(recon, target) + tl.alpha * lat_loss(z_img, z_ae), pred, target
+
+    extra = {'loss': loss, **dataclasses.asdict(tl)}
+    ae = lambda net: [net.ae_encoder, net.ae_decoder]  # noqa: E731
+    return [_spec('tl_ae', '_ae', dataclasses.replace(tc, epochs=tl.ae_epochs), ae_step, ae, **extra),
+            _spec('tl_tf', '_tf', dataclasses.replace(tc, epochs=tl.tf_epochs), tf_step,
+                  lambda net: [net.image_encoder], **extra),
+            _spec('tl_joint', '', dataclasses.replace(tc, epochs=tl.joint_epochs), joint_step,
+                  lambda net: [net.image_encoder, *ae(net)], **extra)]
+
+
+# --------------------------------------------------------------------------- public training functions
+
+
+def _device(trainer_cfg: TrainerConfig, device: str | torch.device | None) -> torch.device:
+    from .device import get_device
+
+    return torch.device(device) if device is not None else get_device(trainer_cfg.device)
+
+
+def fit(net: DeepSSMNet, train_loader: Any, val_loader: Any, *, trainer_cfg: TrainerConfig,
+        model_dir: str | os.PathLike, loss: str = 'MSE', focal_a: float = 1.32, focal_c: float = 10.0,
+        stage: str = 'base', normalization: dict | None = None, callback: Callback | None = None,
+        progress: bool = True, restart: bool = False, device: str | torch.device | None = None) -> FitResult:
+    """Train a Base-DeepSSM network on particles through its PCA decoder.
+
+    Args:
+        net: A :class:`DeepSSMNet` with its PCA decoder set (:func:`~deepssm_nb.models.init_pca_decoder`).
+        train_loader: Yields dicts with ``'image'`` ``(B, 1, D, H, W)`` and ``'particles'`` ``(B, M, 3)`` mm.
+        val_loader: The same, for validation (no shuffling needed).
+        trainer_cfg: Epochs, learning rate and its decay, ``val_freq``,
+            ``weight_decay``, ``early_stopping``, ``device``, ``precision``, ``seed``.
+        model_dir: Output folder (model files, log, checkpoint).
+        loss: ``'MSE'`` or ``'Focal'`` (with ``focal_a``, ``focal_c`` in mm).
+        stage: ``'base'`` (decoder frozen; files ``best_model.torch``...) or
+            ``'fine_tune'`` (decoder trained too; files ``*_ft.torch``).
+        normalization: The loaders' whitening statistics, stored in the model files.
+        callback: Called after every epoch with the log row (plus ``'epochs'``);
+            e.g. a :class:`deepssm_nb.viz.training.LivePlot`.
+        progress: Show progress bars.
+        restart: Ignore an existing checkpoint and train from scratch.
+        device: Overrides ``trainer_cfg.device``.
+
+    Returns:
+        A :class:`FitResult` (history, best epoch and RMSE, file paths).
+    """
+    if not isinstance(net, DeepSSMNet):
+        raise TypeError(f'fit trains a DeepSSMNet; got {type(net).__name__} (use fit_tl for TL-DeepSSM).')
+    dev = _device(trainer_cfg, device)
+    spec = _base_spec(trainer_cfg, stage, loss, focal_a, focal_c)
+    return run_stage(net, train_loader, val_loader, spec, model_dir=Path(model_dir), device=dev,
+                     precision=resolve_precision(trainer_cfg.precision, dev), normalization=normalization,
+                     callback=callback, progress=progress, restart=restart)
+
+
+def fine_tune_config(trainer_cfg: TrainerConfig, fine_tune_cfg: Any) -> TrainerConfig:
+    """The trainer settings of fine tuning: its own epochs, rate and cosine decay (over its epochs)."""
+    decay = DecayLRConfig(enabled=bool(fine_tune_cfg.decay_lr), type='CosineAnnealing',
+                          parameters={'T_max': 0, 'eta_min': 0.0})
+    return dataclasses.replace(trainer_cfg, epochs=fine_tune_cfg.epochs, learning_rate=fine_tune_cfg.learning_rate,
+                               decay_lr=decay, val_freq=fine_tune_cfg.val_freq, seed=trainer_cfg.seed + 1)
+
+
+def fine_tune(net: DeepSSMNet, train_loader: Any, val_loader: Any, *, trainer_cfg: TrainerConfig,
+              fine_tune_cfg: Any, model_dir: str | os.PathLike, **kwargs: Any) -> FitResult:
+    """Fine tuning: train encoder and (freed) PCA decoder with ``fine_tune_cfg``'s loss, epochs and rate.
+
+    Keyword arguments are passed to :func:`fit`; the files end in ``_ft``.
+    """
+    return fit(net, train_loader, val_loader, trainer_cfg=fine_tune_config(trainer_cfg, fine_tune_cfg),
+               model_dir=model_dir, loss=fine_tune_cfg.loss, stage='fine_tune', **kwargs)
+
+
+def fit_tl(net: TLDeepSSMNet, train_loader: Any, val_loader: Any, *, trainer_cfg: TrainerConfig,
+           tl_cfg: TLNetConfig, model_dir: str | os.PathLike, loss: str = 'MSE', normalization: dict | None = None,
+           callback: Callback | None = None, progress: bool = True, restart: bool = False,
+           device: str | torch.device | None = None) -> dict[str, FitResult]:
+    """Train TL-DeepSSM in three phases (each a stage with its own checkpoint and schedule).
+
+    1. ``tl_ae``: the correspondence autoencoder (``ae_epochs``); loss on the
+       reconstructed particles (Focal with ``a_ae``, ``c_ae`` when ``loss='Focal'``).
+    2. ``tl_tf``: the image encoder, autoencoder frozen (``tf_epochs``); loss
+       between its latent and the autoencoder's (Focal with ``a_lat``, ``c_lat``).
+    3. ``tl_joint``: everything (``joint_epochs``); autoencoder loss + ``alpha``
+       x latent loss. Its best and final models are ``best_model.torch`` and
+       ``final_model.torch``.
+
+    The logged RMSE is that of the autoencoder's reconstruction in phase 1
+    and of the image path (image -> latent -> decoder) in phases 2 and 3.
+
+    Returns:
+        ``{'tl_ae': FitResult, 'tl_tf': ..., 'tl_joint': ...}``.
+    """
+    if not isinstance(net, TLDeepSSMNet):
+        raise TypeError(f'fit_tl trains a TLDeepSSMNet; got {type(net).__name__}.')
+    dev = _device(trainer_cfg, device)
+    precision = resolve_precision(trainer_cfg.precision, dev)
+    results = {}
+    for spec in _tl_specs(trainer_cfg, tl_cfg, loss):
+        results[spec.name] = run_stage(net, train_loader, val_loader, spec, model_dir=Path(model_dir), device=dev,
+                                       precision=precision, normalization=normalization, callback=callback,
+                                       progress=progress, restart=restart)
+    return results
+
+
+# --------------------------------------------------------------------------- from a Config
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_deepssm` produced.
+
+    Attributes:
+        model_dir: The output folder.
+        kind: ``'base'`` or ``'tl'``.
+        stages: One :class:`FitResult` per stage, in training order.
+        history: All log rows (``train_log.csv``).
+        model_path: The model prediction should use (fine-tuned when fine
+            tuning ran; best or final by ``use_best_model``).
+    """
+
+    model_dir: Path
+    kind: str
+    stages: dict[str, FitResult]
+    history: list[dict[str, Any]]
+    model_path: Path
+
+    @property
+    def main(self) -> FitResult:
+        """The base (or TL joint) stage."""
+        return self.stages['base' if self.kind == 'base' else 'tl_joint']
+
+    def summary(self) -> str:
+        """One line per stage: epochs, best epoch and validation RMSE, time."""
+        lines = [f'{"stage":<10} {"epochs":>6} {"best epoch":>10} {"best val mm":>11} {"final val mm":>12} '
+                 f'{"minutes":>8}']
+        for name, r in self.stages.items():
+            lines.append(f'{name:<10} {len(r.history):>6} {r.best_epoch:>10} {r.best_val_rmse_mm:>11.3f} '
+                         f'{r.final_val_rmse_mm:>12.3f} {r.seconds / 60:>8.1f}')
+        return '\n'.join(lines)
+
+
+def _seed(cfg: Config, *extra: int) -> int:
+    return int(np.random.SeedSequence([cfg.seed, cfg.deepssm.trainer.seed, *extra]).generate_state(1)[0])
+
+
+def _plan(cfg: Config) -> tuple[str, TrainerConfig, list[StageSpec]]:
+    ds = cfg.deepssm
+    tc = dataclasses.replace(ds.trainer, seed=_seed(cfg))
+    if ds.tl_net.enabled:
+        return 'tl', tc, _tl_specs(tc, ds.tl_net, ds.loss.function)
+    specs = [_base_spec(tc, 'base', ds.loss.function, ds.loss.focal_a, ds.loss.focal_c)]
+    if ds.fine_tune.enabled:
+        specs.append(_base_spec(fine_tune_config(tc, ds.fine_tune), 'fine_tune', ds.fine_tune.loss,
+                                ds.loss.focal_a, ds.loss.focal_c))
+    return 'base', tc, specs
+
+
+def _model_path(model_dir: Path, cfg: Config, stages: dict[str, FitResult]) -> Path:
+    last = list(stages.values())[-1]
+    return last.best_path if cfg.deepssm.use_best_model and last.best_path.is_file() else last.final_path
+
+
+def _finished(cfg: Config, model_dir: Path, kind: str, specs: list[StageSpec], precision: str) -> TrainResult | None:
+    """The result of a finished run with these settings, without loading any data; else None."""
+    stages = {}
+    for spec in specs:
+        path = model_dir / f'checkpoint{spec.suffix}.pt'
+        if not path.is_file():
+            return None
+        ckpt = load_checkpoint(path)
+        fp = {'stage': spec.name, 'kind': kind, 'precision': precision, **plain(spec.settings)}
+        if not ckpt['state']['finished'] or any(ckpt['fingerprint'].get(k) != v for k, v in fp.items()):
+            return None
+        stages[spec.name] = stage_result(spec, ckpt['state'], model_dir, precision)
+    return TrainResult(model_dir, kind, stages, read_train_log(model_dir), _model_path(model_dir, cfg, stages))
+
+
+def train_deepssm(cfg: Config, *, callback: Callback | None = None, progress: bool = True,
+                  restart: bool = False) -> TrainResult:
+    """Train the network described by ``cfg.deepssm`` on the loaders in ``loader_dir``.
+
+    Reads the loaders with :func:`deepssm_nb.loaders.load_train_val_loaders`
+    and the PCA with :meth:`deepssm_nb.pca.ShapePCA.load` (from ``aug_dir``),
+    builds a Base-DeepSSM (or TL-DeepSSM when ``tl_net.enabled``), trains it
+    and, when ``fine_tune.enabled`` (base only), fine-tunes it starting from the
+    best or final model (``use_best_model``). Outputs go to
+    ``cfg.resolved_paths()['model_dir']``. A rerun resumes an interrupted run
+    and returns at once when the run is finished.
+
+    Args:
+        cfg: The pipeline configuration.
+        callback: Called after every epoch with the log row (e.g. a ``LivePlot``).
+        progress: Show progress bars.
+        restart: Train from scratch: first delete the checkpoints, model files
+            and log of an earlier run in the model folder.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ConfigError: ``num_latent_dim`` disagrees with the PCA, or a checkpoint
+            was written with other settings.
+        FileNotFoundError: The loaders or the PCA are missing.
+    """
+    cfg.validate()
+    ds = cfg.deepssm
+    paths = cfg.resolved_paths()
+    model_dir = Path(paths['model_dir'])
+    kind, tc, specs = _plan(cfg)
+    dev = _device(tc, None)
+    precision = resolve_precision(tc.precision, dev)
+    if restart:
+        _clear_run(model_dir)
+    else:
+        done = _finished(cfg, model_dir, kind, specs, precision.name)
+        if done is not None:
+            return done
+
+    train_loader, val_loader, norm, pca = _load_inputs(cfg, paths)
+    num_latent = int(pca.components_.shape[0])
+    if ds.num_latent_dim not in (0, num_latent):
+        raise ConfigError(f'config.deepssm.num_latent_dim: the PCA in "{paths["aug_dir"]}" keeps {num_latent} '
+                          f'modes; got num_latent_dim={ds.num_latent_dim}. Set it to 0 (use the PCA) or {num_latent}.')
+    first = train_loader.dataset[0]
+    in_shape = [1, *first['image'].shape[-3:]] if isinstance(first, dict) else [1, *norm['image_shape']]
+    kwargs = dict(in_shape=in_shape, num_latent=num_latent, num_correspondences=int(pca.mean_.shape[0]),
+                  channels=list(ds.encoder.channels), dropout=ds.encoder.dropout)
+    torch.manual_seed(tc.seed)
+    net = build_model(kind, **kwargs)
+    init_pca_decoder(net, pca.mean_, pca.components_, norm['score_mean'], norm['score_std'])
+    common = dict(model_dir=model_dir, device=dev, precision=precision, normalization=norm, callback=callback,
+                  progress=progress, restart=restart)
+    stages: dict[str, FitResult] = {}
+    for spec in specs:
+        if spec.name == 'fine_tune':
+            base = stages['base']
+            start = base.best_path if ds.use_best_model and base.best_path.is_file() else base.final_path
+            net.load_state_dict(torch.load(start, map_location='cpu', weights_only=True)['state_dict'])
+        stages[spec.name] = run_stage(net, train_loader, val_loader, spec, **common)
+    return TrainResult(model_dir, kind, stages, read_train_log(model_dir), _model_path(model_dir, cfg, stages))
+
+
+def _clear_run(model_dir: Path) -> None:
+    """Remove the files of an earlier run (checkpoints, model files, log) so none of them goes stale."""
+    if model_dir.is_dir():
+        for pattern in ('checkpoint*.pt', 'best_model*.torch', 'final_model*.torch', 'train_log.csv'):
+            for f in model_dir.glob(pattern):
+                f.unlink()
+
+
+def _load_inputs(cfg: Config, paths: dict[str, Path]) -> tuple[Any, Any, dict, Any]:
+    try:
+        from .loaders import load_train_val_loaders
+        from .pca import ShapePCA
+    except ImportError as e:
+        raise DataError(f'train_deepssm needs deepssm_nb.loaders and deepssm_nb.pca ({e}).') from None
+    train_loader, val_loader, norm = load_train_val_loaders(cfg)
+    aug_dir = Path(paths['aug_dir'])
+    if not aug_dir.is_dir():
+        raise FileNotFoundError(f'Augmentation folder not found: "{aug_dir}"; run the augmentation first.')
+    pca_dir = aug_dir / 'PCA_Particle_Info'
+    pca = ShapePCA.load(pca_dir if pca_dir.is_dir() else aug_dir)
+    for key in ('score_mean', 'score_std'):
+        if key not in norm:
+            raise DataError(f'The loaders\' normalization has no {key!r}; found {sorted(norm)}.')
+    return train_loader, val_loader, norm, pca
+
