@@ -12,7 +12,6 @@ TORCH_SPEC     ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 PROFILE ?= workshop
 
-export MPLBACKEND ?= Agg
 export VTK_DEFAULT_OPENGL_WINDOW ?= vtkEGLRenderWindow
 export PYVISTA_OFF_SCREEN ?= true
 

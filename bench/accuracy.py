@@ -56,7 +56,8 @@ def _pooled(rows: list[dict[str, Any]], method: str, stat: str) -> float:
 
 
 def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | None,
-        max_folds: int | None) -> dict[str, Any]:
+        max_folds: int | None, until: str = 'analyze', analyze_only: bool = False,
+        processes: int | None = None, only_fold: int | None = None) -> dict[str, Any] | None:
     t0 = time.perf_counter()
     cfg = deepssm_nb.get_profile(profile, work_dir=str(work_dir))
     cfg.data.data_dir = data_dir
@@ -66,15 +67,33 @@ def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | 
     folds = make_folds(ids, num_folds, random_state=cfg.seed)
     rows, per_fold = [], []
     for k, test_ids in enumerate(folds[:max_folds]):
+        if only_fold is not None and k != only_fold:
+            continue
         fold_cfg = deepssm_nb.get_profile(profile, work_dir=str(work_dir / f'fold_{k}'))
         fold_cfg.data.cohort = str(fold_cohort(cohort, test_ids, work_dir / f'fold_{k}' / 'cohort'))
         fold_cfg.data.data_dir = data_dir
+        if processes:
+            fold_cfg.groom.processes = fold_cfg.augment.processes = processes
         t = time.perf_counter()
-        result = pipeline.ensure(fold_cfg, 'analyze')
+        if until != 'analyze':
+            pipeline.ensure(fold_cfg, until)
+            print(f'fold {k}: {test_ids} -> {until} done in {time.perf_counter() - t:.1f} s', flush=True)
+            continue
+        if analyze_only:
+            # Predictions were made elsewhere (e.g. on a GPU machine): redo the cheap, deterministic grooming
+            # here for the baselines, then analyse the predictions as they are.
+            from deepssm_nb.analyze import run_analysis
+
+            pipeline.ensure(fold_cfg, 'groom', verbose=False)
+            result = run_analysis(fold_cfg)
+        else:
+            result = pipeline.ensure(fold_cfg, 'analyze')
         rows += result.rows
         per_fold.append({'fold': k, 'test_ids': test_ids, 'wall_s': round(time.perf_counter() - t, 1),
                          'mean_surface_distance_mm': result.summary['mean_surface_distance_mm']})
-        print(f'fold {k}: {test_ids} -> {result.summary["mean_surface_distance_mm"]:.3f} mm')
+        print(f'fold {k}: {test_ids} -> {result.summary["mean_surface_distance_mm"]:.3f} mm', flush=True)
+    if until != 'analyze':
+        return None
     dm, ms, pf = (_pooled(rows, m, 'mean') for m in ('deepssm', 'mean_shape', 'pca_floor'))
     return {
         'profile': profile,
@@ -107,10 +126,22 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument('--data-dir', default=None, help='cohort cache (default: $DEEPSSM_DATA_DIR or ~/.cache)')
     parser.add_argument('--folds', type=int, default=None, help='default: subjects / num_test, rounded up')
     parser.add_argument('--max-folds', type=int, default=None, help='run only the first K folds (a quick check)')
+    parser.add_argument('--until', default='analyze', choices=pipeline.STAGES[1:],
+                        help='stop every fold after this stage (e.g. predict on a machine without VTK)')
+    parser.add_argument('--analyze-only', action='store_true',
+                        help='analyse predictions already in the work folder (made with --until predict)')
+    parser.add_argument('--processes', type=int, default=None, help='worker processes for grooming/augmentation')
+    parser.add_argument('--only-fold', type=int, default=None, help='run just fold K (to run folds in parallel)')
+    parser.add_argument('--note', default=None, help='free text stored in the JSON (e.g. where training ran)')
     args = parser.parse_args(argv)
     work = Path(args.work_dir) / args.profile
     summary = run(args.profile, work_dir=work, data_dir=args.data_dir, num_folds=args.folds,
-                  max_folds=args.max_folds)
+                  max_folds=args.max_folds, until=args.until, analyze_only=args.analyze_only,
+                  processes=args.processes, only_fold=args.only_fold)
+    if summary is None:
+        return work
+    if args.note:
+        summary['note'] = args.note
     out = write_json(RESULTS / f'accuracy_{args.profile}.json', summary)
     print({k: v for k, v in summary.items() if k not in ('per_fold', 'per_subject', 'machine')})
     return out

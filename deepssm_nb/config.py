@@ -96,6 +96,7 @@ class GroomConfig:
     registration_iterations: int = _f(200, low=1, high=10000, doc='optimizer iterations per registration stage')
     mask_margin: float = _f(8.0, low=0.0, high=100.0,
                             doc='registration uses voxels this close to the reference femur, mm; 0 = whole box')
+    procrustes_scaling: bool = _f(True, doc='similarity (True) or rigid (False) Procrustes of the training shapes')
     processes: int = _f(2, low=1, high=64, doc='worker processes')
 
 

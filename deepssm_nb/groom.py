@@ -151,7 +151,7 @@ class GroomResult:
 def groom_cohort(cohort, *, spacing: float = 2.0, padding: float = 10.0, reference: str = 'medoid',
                  registration_iterations: int = 200, mask_margin: float = 8.0, processes: int = 1,
                  out_dir: str | os.PathLike, random_state: int | np.random.Generator = 0,
-                 stages: tuple[str, ...] = STAGES, progress: bool = True) -> GroomResult:
+                 stages: tuple[str, ...] = STAGES, scaling: bool = True, progress: bool = True) -> GroomResult:
     """Groom a cohort: align training shapes, resample their images, register the others.
 
     Args:
@@ -169,6 +169,8 @@ def groom_cohort(cohort, *, spacing: float = 2.0, padding: float = 10.0, referen
         out_dir: The groom folder.
         random_state: Seed of the registrations' voxel sampling.
         stages: Registration stages (see :func:`register_image`).
+        scaling: Procrustes with an isotropic scale per training shape (as the use case's optimisation), so
+            the training frame matches the similarity registration of new images; False: rigid only.
         progress: Show a progress bar.
 
     Returns:
@@ -195,7 +197,7 @@ def groom_cohort(cohort, *, spacing: float = 2.0, padding: float = 10.0, referen
 
     # 1. Procrustes of the training shapes, in the reference subject's frame; the grid around them
     shapes = np.stack([parts[s.id] for s in train])
-    tr, mean, ref_idx = _align_training(shapes, [s.id for s in train], reference)
+    tr, mean, ref_idx = _align_training(shapes, [s.id for s in train], reference, scaling=scaling)
     ref = train[ref_idx]
     ref_world = apply_transform(tr[ref_idx], parts[ref.id])
     meshes = _aligned_meshes(train, tr)
@@ -277,9 +279,10 @@ def _check_cohort(cohort) -> tuple[list, dict[str, np.ndarray]]:
     return subjects, parts
 
 
-def _align_training(shapes: np.ndarray, ids: list[str], reference: str) -> tuple[np.ndarray, np.ndarray, int]:
+def _align_training(shapes: np.ndarray, ids: list[str], reference: str,
+                    scaling: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
     """Procrustes transforms (N, 4, 4), mean (M, 3) and reference index; the frame is the reference's own."""
-    tr, mean = generalized_procrustes(shapes, reference=0)
+    tr, mean = generalized_procrustes(shapes, reference=0, scaling=scaling)
     if reference == 'medoid':
         aligned = np.stack([apply_transform(T, x) for T, x in zip(tr, shapes)])
         ref_idx = int(np.argmin(((aligned - mean) ** 2).sum(axis=2).mean(axis=1)))
@@ -411,7 +414,7 @@ def run_grooming(cfg, cohort=None, *, progress: bool = True) -> GroomResult:
     g = cfg.groom
     return groom_cohort(cohort, spacing=g.spacing, padding=g.padding, reference=g.reference,
                         registration_iterations=g.registration_iterations, mask_margin=g.mask_margin,
-                        processes=g.processes,
+                        processes=g.processes, scaling=g.procrustes_scaling,
                         out_dir=cfg.resolved_paths()['groom_dir'], random_state=cfg.seed, progress=progress)
 
 

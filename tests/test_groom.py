@@ -97,7 +97,8 @@ def _blob_cohort(folder, *, n: int = 6, n_test: int = 2, seed: int = 0) -> Cohor
 def blob_groomed(tmp_path_factory):
     root = tmp_path_factory.mktemp('blobs')
     cohort = _blob_cohort(root / 'cohort')
-    groomed = groom_cohort(cohort, spacing=3.0, padding=6.0, registration_iterations=60, out_dir=root / 'groomed',
+    groomed = groom_cohort(cohort, spacing=3.0, padding=6.0, registration_iterations=60, scaling=False,
+                           out_dir=root / 'groomed',
                            progress=False)
     return cohort, groomed
 
@@ -230,7 +231,8 @@ def test_grooming_registers_test_blobs_and_resumes(blob_groomed, tmp_path):
         assert np.corrcoef(sitk.GetArrayFromImage(sitk.ReadImage(str(path))).ravel(), ref)[0, 1] > 0.8
     # a rerun skips every subject (records untouched) and returns the same transforms
     records = {p.name: p.stat().st_mtime_ns for p in (groomed.root / 'records').iterdir()}
-    again = groom_cohort(cohort, spacing=3.0, padding=6.0, registration_iterations=60, out_dir=groomed.root,
+    again = groom_cohort(cohort, spacing=3.0, padding=6.0, registration_iterations=60, scaling=False,
+                         out_dir=groomed.root,
                          progress=False)
     assert records == {p.name: p.stat().st_mtime_ns for p in (groomed.root / 'records').iterdir()}
     assert np.array_equal(again.transforms(), groomed.transforms())
@@ -238,7 +240,8 @@ def test_grooming_registers_test_blobs_and_resumes(blob_groomed, tmp_path):
     copy = tmp_path / 'groomed'
     shutil.copytree(groomed.root, copy)
     before = {p.name: p.stat().st_mtime_ns for p in (copy / 'records').iterdir()}
-    groom_cohort(cohort, spacing=3.0, padding=6.0, registration_iterations=30, out_dir=copy, progress=False)
+    groom_cohort(cohort, spacing=3.0, padding=6.0, registration_iterations=30, scaling=False, out_dir=copy,
+                 progress=False)
     changed = sorted(p.name for p in (copy / 'records').iterdir() if p.stat().st_mtime_ns != before[p.name])
     assert changed == ['b04.json', 'b05.json']
     # a new image registered after the fact lands where grooming put it
@@ -277,6 +280,9 @@ def test_smoke_cohort_registration_error(smoke_cohort, tmp_path):
     cfg.work_dir = str(tmp_path / 'parallel')
     parallel = run_grooming(cfg, smoke_cohort, progress=False)
     assert np.array_equal(parallel.transforms(), groomed.transforms())
+    # similarity Procrustes (the default): training transforms carry a scale, so sizes are normalised
+    scales = np.cbrt(np.linalg.det(groomed.transforms('train')[:, :3, :3]))
+    assert scales.std() > 0.01 and np.all((scales > 0.7) & (scales < 1.4))
 
 
 # --------------------------------------------------------------------------- bad input

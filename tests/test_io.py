@@ -94,3 +94,14 @@ def test_bad_images(tmp_path):
         read_image(tmp_path / 'vec.nrrd')
     with pytest.raises(FileNotFoundError, match=r'Image file not found: ".*none\.nrrd"'):
         read_image(tmp_path / 'none.nrrd')
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    write_particles(tmp_path / 'a.particles', np.zeros((2, 3)))
+    mode = stat.S_IMODE((tmp_path / 'a.particles').stat().st_mode)
+    assert mode == 0o666 & ~mask

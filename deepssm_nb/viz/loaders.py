@@ -89,12 +89,13 @@ def plot_slices(image, particles: np.ndarray | Sequence[np.ndarray] | None = Non
     Returns:
         matplotlib Figure.
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     vol, grid = _volume(image, grid)
     sets = [] if particles is None else ([particles] if np.ndim(particles) == 2 else list(particles))
     labels = list(labels) if labels is not None else [f'set {i + 1}' for i in range(len(sets))]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), constrained_layout=True)
+    fig = Figure(figsize=(10, 3.6), layout='constrained')
+    axes = fig.subplots(1, 3)
     _draw_slices(axes, vol, grid, sets, labels, colors)
     if sets:
         axes[0].legend(loc='upper right', fontsize=8, markerscale=3)
@@ -114,10 +115,11 @@ def plot_batch(batch: Mapping[str, Any], normalization: Mapping[str, Any], *, ma
     Returns:
         matplotlib Figure with one row per sample.
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     n = min(max_samples, len(batch['name']))
-    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), constrained_layout=True, squeeze=False)
+    fig = Figure(figsize=(9, 3 * n), layout='constrained')
+    axes = fig.subplots(n, 3, squeeze=False)
     for i in range(n):
         vol = np.asarray(batch['image'][i, 0], dtype=float)
         pts = [np.asarray(batch['particles'][i], dtype=float)] if 'particles' in batch else []
@@ -133,7 +135,7 @@ def plot_intensity_histogram(loader, normalization: Mapping[str, Any], *, max_ba
     Returns:
         matplotlib Figure with two panels (raw, whitened).
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     values = []
     for i, batch in enumerate(loader):
@@ -142,7 +144,8 @@ def plot_intensity_histogram(loader, normalization: Mapping[str, Any], *, max_ba
         values.append(np.asarray(batch['image'], dtype=np.float32).ravel())
     white = np.concatenate(values)
     raw = white * float(normalization['image_std']) + float(normalization['image_mean'])
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    fig = Figure(figsize=(9, 3.2), layout='constrained')
+    (a, b) = fig.subplots(1, 2)
     a.hist(raw, bins=bins, color='tab:gray')
     a.set_title(f'raw (mean {normalization["image_mean"]:.1f}, std {normalization["image_std"]:.1f})', fontsize=10)
     b.hist(white, bins=bins, color='tab:blue')
@@ -163,7 +166,7 @@ def plot_split(loader_dir: str | os.PathLike):
     Returns:
         matplotlib Figure.
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from ..io import read_json
 
@@ -171,7 +174,8 @@ def plot_split(loader_dir: str | os.PathLike):
     counts = info['rows_per_subject']
     val = set(info['val_subjects'])
     subjects = sorted(counts, key=lambda s: (s in val, s))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(subjects)), 3.2), constrained_layout=True)
+    fig = Figure(figsize=(max(5.0, 0.35 * len(subjects)), 3.2), layout='constrained')
+    ax = fig.subplots()
     ax.bar(range(len(subjects)), [counts[s] for s in subjects],
            color=['tab:orange' if s in val else 'tab:blue' for s in subjects])
     ax.set_xticks(range(len(subjects)), subjects, rotation=90, fontsize=8)
@@ -187,9 +191,10 @@ def plot_prediction_errors(rows: Sequence[Mapping[str, Any]], *, key: str = 'rms
     Returns:
         matplotlib Figure.
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(rows)), 3.0), constrained_layout=True)
+    fig = Figure(figsize=(max(4.0, 0.6 * len(rows)), 3.0), layout='constrained')
+    ax = fig.subplots()
     ax.bar([str(r['id']) for r in rows], [float(r[key]) for r in rows], color='tab:red')
     ax.set_ylabel(key.replace('_mm', ' (mm)').replace('_', ' '))
     ax.set_title('Particle error per test subject', fontsize=10)

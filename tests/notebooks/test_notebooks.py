@@ -30,4 +30,8 @@ def test_notebook_runs_in_smoke_profile(path, nb_dirs):
     errors = [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', [])
               if o.get('output_type') == 'error']
     assert not errors
+    if path.stem != '00_setup':   # every later notebook shows at least one figure in the saved file
+        pngs = [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', [])
+                if 'image/png' in o.get('data', {})]
+        assert pngs, f'{path.name}: no figure was saved in the executed notebook'
     assert seconds < 300, f'{path.name} took {seconds:.0f} s in the smoke profile'

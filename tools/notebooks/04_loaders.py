@@ -62,7 +62,7 @@ train_loader, val_loader = loaders.get_train_val_loaders(
     paths['loader_dir'], paths['aug_dir'] / 'TotalData.csv', cfg.loader.batch_size, cfg.loader.down_factor,
     val_fraction=cfg.loader.val_fraction, random_state=cfg.seed)
 print(f'{len(train_loader.dataset)} training rows, {len(val_loader.dataset)} validation rows')
-viz.plot_split(paths['loader_dir']);
+viz.plot_split(paths['loader_dir'])
 """),
     md("""
 ## Whitening statistics
@@ -84,7 +84,7 @@ A batch is a dict: `image` (B, 1, D, H, W), whitened; `scores` (B, L), whitened;
     code("""
 batch = next(iter(train_loader))
 print({k: tuple(v.shape) if hasattr(v, 'shape') else v for k, v in batch.items()})
-viz.plot_batch(batch, norm, max_samples=3);
+viz.plot_batch(batch, norm, max_samples=3)
 """),
     md("""
 ## Intensities before and after whitening
@@ -92,7 +92,7 @@ After whitening the training voxels have mean 0 and standard deviation 1: the ne
 inputs of a sensible scale whatever the scanner's units.
 """),
     code("""
-viz.plot_intensity_histogram(train_loader, norm);
+viz.plot_intensity_histogram(train_loader, norm)
 """),
     md("""
 ## Images stay on disk
@@ -112,7 +112,7 @@ extent. The loaders record the factor: change it and the arrays are rebuilt, nev
 image = deepssm_nb.read_image(groomed.images('train')[0])
 half = loaders.downsample_image(image, 0.5)
 print(image.GetSize(), image.GetSpacing(), '->', half.GetSize(), half.GetSpacing())
-viz.plot_slices(half, title='downsampled by 0.5');
+viz.plot_slices(half, title='downsampled by 0.5')
 """),
     md("""
 ## The test loader

@@ -12,7 +12,7 @@ each image's own frame, and measure how far they are from the true particles.
 **You will learn**
 - how a prediction goes from image to PCA scores to particles in the reference frame, then to the image's frame;
 - how long one prediction takes, with and without the registration of a new image;
-- how to measure the particle error per test subject (RMSE in mm);
+- how to measure the particle error per test subject (RMSE in mm)
 - how to check a prediction by eye, against the true particles on the image.
 
 Prerequisites: [05 · Train Base-DeepSSM](05_train_base_deepssm.ipynb); [06 · TL-DeepSSM](06_tl_deepssm.ipynb) is
@@ -75,7 +75,7 @@ the error of the grooming registration alone, a floor that the network cannot be
     code("""
 rows = predict.prediction_errors(cfg)
 print(predict.format_errors(rows))
-viz.plot_prediction_errors(rows);
+viz.plot_prediction_errors(rows)
 """),
     md("""
 ## Predicted and true particles on the image
@@ -85,7 +85,7 @@ Red: predicted; green: true. Both are drawn on the three middle slices of the gr
 subject = groomed[groomed.ids('test')[0]]
 pred = deepssm_nb.read_particles(paths['pred_dir'] / 'world_predictions' / f'{subject.id}.particles')
 viz.plot_slices(subject.image, [pred, deepssm_nb.read_particles(subject.particles)],
-                labels=['predicted', 'true'], title=f'test subject {subject.id} (world frame)');
+                labels=['predicted', 'true'], title=f'test subject {subject.id} (world frame)')
 """),
     md("""
 ## Back in the image's own frame
@@ -94,7 +94,7 @@ The local prediction lies on the original, unregistered image. This is what a us
     code("""
 source = groomed.info['subjects'][groomed.ids().index(subject.id)]['source_image']
 local = deepssm_nb.read_particles(paths['pred_dir'] / 'local_predictions' / f'{subject.id}.particles')
-viz.plot_slices(source, local, labels=['predicted'], title=f'test subject {subject.id} (its own frame)');
+viz.plot_slices(source, local, labels=['predicted'], title=f'test subject {subject.id} (its own frame)')
 """),
     md("""
 ## A new image file

@@ -35,6 +35,8 @@ def params(text: str):
 def write(name: str, cells: list) -> Path:
     """Write ``notebooks/<name>.ipynb`` with a Python 3 kernel spec."""
     nb = new_notebook(cells=cells)
+    for i, cell in enumerate(nb.cells):   # stable ids: regenerating a notebook gives a minimal diff
+        cell['id'] = f'{name[:2]}-{i:02d}'
     nb.metadata['kernelspec'] = {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'}
     nb.metadata['language_info'] = {'name': 'python'}
     path = NOTEBOOK_DIR / f'{name}.ipynb'
