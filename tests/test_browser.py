@@ -176,7 +176,8 @@ def test_femur_data_slice_slider_changes_the_image(lab, browser, smoke_folders):
     _open_and_run_all(page, url, name)
     _wait_idle_after_run(page, 240_000)
     nb = page.locator('.jp-NotebookPanel:visible')
-    assert nb.locator('.jp-OutputArea-output:has-text("Traceback")').count() == 0
+    tracebacks = nb.locator('.jp-OutputArea-output:has-text("Traceback")')
+    assert tracebacks.count() == 0, tracebacks.first.text_content()[-3000:]
     slider = nb.locator('.widget-slider').first
     slider.scroll_into_view_if_needed()
     before = _viewer_image_src(nb)
@@ -208,7 +209,8 @@ def test_analysis_notebook_draws_the_3d_view(lab, browser, smoke_folders):
     _open_and_run_all(page, url, name)
     _wait_idle_after_run(page, 300_000)
     nb = page.locator('.jp-NotebookPanel:visible')
-    assert nb.locator('.jp-OutputArea-output:has-text("Traceback")').count() == 0
+    tracebacks = nb.locator('.jp-OutputArea-output:has-text("Traceback")')
+    assert tracebacks.count() == 0, tracebacks.first.text_content()[-3000:]
     views = nb.locator('.jp-OutputArea-output iframe, .jp-OutputArea-output img')
     views.first.wait_for(timeout=120_000)
     target = nb.locator('.jp-OutputArea-output iframe').first
