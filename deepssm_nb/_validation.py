@@ -19,6 +19,7 @@ __all__ = [
     'NotFittedError',
     'check_array',
     'check_in_range',
+    'find_by_id',
     'look_up_option',
     'nearest_spelling',
 ]
@@ -154,3 +155,19 @@ def check_array(x: Any, *, name: str, ndim: int | None = None, shape: tuple | No
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise DataError(f'{name}{where} contains {bad} NaN or infinite value(s); all values must be finite.')
     return arr
+
+
+def find_by_id(items: list, key: int | str, *, what: str = 'subject', where: str = ''):
+    """Item ``key`` of ``items``: by position (int) or by its ``id`` attribute (str).
+
+    Raises:
+        KeyError: No item has that id; the message suggests the nearest id.
+    """
+    if not isinstance(key, str):
+        return items[key]
+    for item in items:
+        if item.id == key:
+            return item
+    near = nearest_spelling(key, [item.id for item in items])
+    hint = f" Did you mean '{near}'?" if near else ''
+    raise KeyError(f'no {what} {key!r}{where}.{hint}')

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import ConfigError, DataError, check_in_range, nearest_spelling
+from ._validation import ConfigError, DataError, check_in_range, find_by_id, nearest_spelling
 from .io import read_image, read_json, read_particles, write_image, write_json, write_particles
 from .registration import (STAGES, apply_transform, generalized_procrustes, reference_grid, register_image,
                            registration_error, resample_to_reference, rigid_transform, surface_band)
@@ -135,14 +135,7 @@ class GroomResult:
         return len(self.subjects)
 
     def __getitem__(self, key: int | str) -> GroomedSubject:
-        if isinstance(key, str):
-            for s in self.subjects:
-                if s.id == key:
-                    return s
-            near = nearest_spelling(key, self.ids())
-            hint = f" Did you mean '{near}'?" if near else ''
-            raise KeyError(f'No groomed subject {key!r}.{hint}')
-        return self.subjects[key]
+        return find_by_id(self.subjects, key, what='groomed subject')
 
 
 # --------------------------------------------------------------------------- the grooming

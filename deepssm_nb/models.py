@@ -195,9 +195,7 @@ class DeepSSMNet(nn.Module):
                  channels: Sequence[int] = (12, 24, 48, 96, 192), dropout: float = 0.0, padding: str = 'auto'):
         super().__init__()
         _check_sizes(num_latent, num_correspondences)
-        self.model_kwargs = dict(in_shape=[1, *_check_in_shape(in_shape)], num_latent=int(num_latent),
-                                 num_correspondences=int(num_correspondences), channels=[int(c) for c in channels],
-                                 dropout=float(dropout), padding=padding)
+        self.model_kwargs = _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, padding)
         self.encoder = _ImageEncoder(in_shape, num_latent, channels, dropout, padding)
         self.decoder = _PCADecoder(num_latent, num_correspondences)
 
@@ -254,9 +252,7 @@ class TLDeepSSMNet(nn.Module):
                  channels: Sequence[int] = (12, 24, 48, 96, 192), dropout: float = 0.0, padding: str = 'auto'):
         super().__init__()
         _check_sizes(num_latent, num_correspondences)
-        self.model_kwargs = dict(in_shape=[1, *_check_in_shape(in_shape)], num_latent=int(num_latent),
-                                 num_correspondences=int(num_correspondences), channels=[int(c) for c in channels],
-                                 dropout=float(dropout), padding=padding)
+        self.model_kwargs = _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, padding)
         m3 = 3 * num_correspondences
         self.image_encoder = _ImageEncoder(in_shape, num_latent, channels, dropout, padding)
         self.ae_encoder = _mlp([m3, 1024, 512, num_latent])
@@ -288,6 +284,13 @@ class TLDeepSSMNet(nn.Module):
         """``images: (B, 1, D, H, W)`` -> ``(latent (B, L), particles (B, M, 3))``."""
         z = self.image_encoder(images)
         return z, self.decode(z)
+
+
+def _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, padding) -> dict:
+    """The numbers a net is built from, as plain JSON-ready values (saved with every model file)."""
+    return dict(in_shape=[1, *_check_in_shape(in_shape)], num_latent=int(num_latent),
+                num_correspondences=int(num_correspondences), channels=[int(c) for c in channels],
+                dropout=float(dropout), padding=padding)
 
 
 def _check_sizes(num_latent: int, num_correspondences: int) -> None:

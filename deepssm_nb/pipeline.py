@@ -111,13 +111,9 @@ def key_figures(cfg: Config) -> dict[str, Any]:
             return None
 
     groom = _json(paths['groom_dir'] / 'groom.json')
-    if groom:
-        errs = [s.get('registration_error_mm') for s in groom.get('subjects', {}).values()
-                if isinstance(s, dict) and s.get('registration_error_mm') is not None] \
-            if isinstance(groom.get('subjects'), dict) else \
-            [s.get('registration_error_mm') for s in groom.get('subjects', []) if s.get('registration_error_mm') is not None]
-        if errs:
-            figures['registration_error_mm (mean over test images)'] = round(sum(errs) / len(errs), 3)
+    reg = (groom or {}).get('registration_error') or {}
+    if reg.get('mean_mm') is not None:
+        figures['registration_error_mm (mean over test images)'] = round(reg['mean_mm'], 3)
     aug = _json(paths['aug_dir'] / 'augmentation.json')
     if aug:
         figures['pca_modes_kept'] = aug.get('num_dim') or aug.get('n_components')

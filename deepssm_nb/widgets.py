@@ -84,7 +84,8 @@ class ConfigPanel(W.VBox):
         tabs = []
         for section in names:
             if section not in DEFAULT_SECTIONS:
-                raise ConfigError(f'config_panel: unknown section {section!r}; expected one of {list(DEFAULT_SECTIONS)}.')
+                raise ConfigError(f'config_panel: unknown section {section!r}; '
+                                  f'expected one of {list(DEFAULT_SECTIONS)}.')
             tabs.append(self._section(section))
         accordion = W.Accordion(children=tabs, titles=tuple(names))
         super().__init__([self.profile, accordion, self.message])

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import DataError, look_up_option, nearest_spelling
+from .._validation import DataError, find_by_id, look_up_option
 from ..io import atomic_write_text, read_json, read_particles
 
 __all__ = ['Cohort', 'SPLITS', 'Subject', 'load_cohort', 'write_manifest']
@@ -114,14 +114,7 @@ class Cohort:
         return iter(self.subjects)
 
     def __getitem__(self, key: int | str) -> Subject:
-        if isinstance(key, str):
-            for s in self.subjects:
-                if s.id == key:
-                    return s
-            near = nearest_spelling(key, self.ids())
-            hint = f" Did you mean '{near}'?" if near else ''
-            raise KeyError(f'no subject {key!r} in "{self.root}".{hint}')
-        return self.subjects[key]
+        return find_by_id(self.subjects, key, where=f' in "{self.root}"')
 
     def __repr__(self) -> str:
         counts = Counter(s.split for s in self.subjects)

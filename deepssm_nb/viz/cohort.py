@@ -40,7 +40,10 @@ class _Volume:
     def slice(self, axis: str, k: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Image slice, segmentation slice and the particles within 2 mm of the slice, (K, 2) plot coordinates."""
         a = _ARRAY_AXIS[axis]
-        take = (lambda arr: None if arr is None else np.take(arr, k, axis=a))
+
+        def take(arr):
+            return None if arr is None else np.take(arr, k, axis=a)
+
         xyz_axis = 2 - a
         band = max(1.0, 2.0 / self.spacing[xyz_axis])
         near = np.abs(self.particles[:, xyz_axis] - k) <= band
