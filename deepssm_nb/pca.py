@@ -86,7 +86,8 @@ class ShapePCA:
         rank = min(n - 1, vt.shape[0])
         eig = s[:rank] ** 2 / (n - 1)
         total = eig.sum()
-        if not total > 0:
+        # variation at rounding level (a few ulps of the coordinates) is no variation
+        if not total > (1e-9 * max(1.0, float(np.abs(flat).max()))) ** 2:
             raise DataError(f'the {n} training shapes are identical; PCA needs shapes that vary.')
         keep = eig > total * 1e-12
         eig, vt = eig[keep], vt[:rank][keep]

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import matplotlib
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (a CI failure is then reproducible); set
+# HYPOTHESIS_PROFILE=explore locally to search new examples.
+settings.register_profile('ci', derandomize=True, deadline=None, print_blob=True)
+settings.register_profile('explore', deadline=None, print_blob=True)
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
 matplotlib.use('agg')               # this process only: notebook kernels started by tests keep their own backend
 
