@@ -105,3 +105,11 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
     write_particles(tmp_path / 'a.particles', np.zeros((2, 3)))
     mode = stat.S_IMODE((tmp_path / 'a.particles').stat().st_mode)
     assert mode == 0o666 & ~mask
+
+
+@pytest.mark.bad_input
+def test_4d_image_is_rejected(tmp_path):
+    four = sitk.JoinSeries([sitk.GetImageFromArray(np.zeros((3, 4, 5), np.float32))] * 2)
+    sitk.WriteImage(four, str(tmp_path / 'series.nrrd'))
+    with pytest.raises(DataError, match=r'series\.nrrd": scan must be 3D; got a 4D image of size \(5, 4, 3, 2\)'):
+        read_image(tmp_path / 'series.nrrd', name='scan')

@@ -32,8 +32,18 @@ def params(text: str):
     return cell
 
 
+COLAB_INSTALL = ('# On Colab, uncomment the next line first (torch is already installed there and is kept):\n'
+                 '# !pip install -q "deepssm-nb @ git+https://github.com/deepssm-nb/deepssm-nb"\n')
+
+
 def write(name: str, cells: list) -> Path:
-    """Write ``notebooks/<name>.ipynb`` with a Python 3 kernel spec."""
+    """Write ``notebooks/<name>.ipynb`` with a Python 3 kernel spec.
+
+    The first code cell (the setup cell) gets the Colab install line if it does not have one.
+    """
+    first = next(c for c in cells if c.cell_type == 'code')
+    if 'pip install' not in first.source:
+        first.source = COLAB_INSTALL + first.source
     nb = new_notebook(cells=cells)
     for i, cell in enumerate(nb.cells):   # stable ids: regenerating a notebook gives a minimal diff
         cell['id'] = f'{name[:2]}-{i:02d}'
