@@ -143,6 +143,20 @@ again = train.train_deepssm(cfg)
 print(f'rerun: {time.perf_counter() - t0:.2f} s, model used for prediction: {again.model_path.name}')
 """),
     md("""
+## Try other settings (optional)
+Change the training knobs below, then press **Train again**: it retrains from scratch into its own folder
+(`femur_deepssm_try`), so the model above stays as it is. Nothing runs until you press the button, and running the
+notebook top to bottom skips this step.
+"""),
+    code("""
+from deepssm_nb.widgets import config_panel, run_button
+
+trial = deepssm_nb.Config.from_dict(cfg.to_dict())
+trial.deepssm.model_name = 'femur_deepssm_try'
+display(config_panel(trial, sections=('deepssm.trainer', 'deepssm.loss', 'deepssm.fine_tune')))
+run_button('Train again', lambda: train.train_deepssm(trial, restart=True).summary())
+"""),
+    md("""
 ## Summary
 - Base-DeepSSM is a convolutional regressor of whitened PCA scores followed by a fixed linear PCA decoder.
 - It is built from the input size, L and M only; its loss and its error are on particles, in mm.
