@@ -38,3 +38,14 @@ def smoke_cohort(_smoke_cohort_build):
 def smoke_cohort_seconds(_smoke_cohort_build):
     """Seconds it took to build the smoke cohort from scratch (imports of the builder's modules included)."""
     return _smoke_cohort_build[1]
+
+
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """Tiny volumes gain nothing from threads, and spinning threads slow them down on a busy machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

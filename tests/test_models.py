@@ -14,13 +14,7 @@ from deepssm_nb.models import (ConvBackbone, DeepSSMNet, TLDeepSSMNet, build_mod
                                set_decoder_trainable, summary)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny volumes gain nothing from threads, and spinning threads slow them down on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 SMALL = (2, 3, 3, 4, 4)  # channels that keep the shape tests fast
 

@@ -23,13 +23,7 @@ from deepssm_nb.models import parameter_changes
 from deepssm_nb.viz.training import LivePlot, plot_focal_loss, plot_latent_agreement, plot_training_log
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny volumes gain nothing from threads, and spinning threads slow them down on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 SHAPE, M, L, CH = (10, 12, 14), 24, 3, (4, 4, 8, 8, 8)
 

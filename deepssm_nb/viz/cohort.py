@@ -222,11 +222,9 @@ def plot_subject_3d(cohort: Cohort, subject: int | str = 0, *, off_screen: bool 
 
 def _align_rigid(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """``source`` (M, 3) rigidly aligned to ``target`` (M, 3) (least squares, no scaling)."""
-    cs, ct = source.mean(axis=0), target.mean(axis=0)
-    u, _, vt = np.linalg.svd((source - cs).T @ (target - ct))
-    d = np.sign(np.linalg.det(u @ vt))
-    rot = u @ np.diag([1.0, 1.0, d]) @ vt
-    return (source - cs) @ rot + ct
+    from ..registration import apply_transform, rigid_transform
+
+    return apply_transform(rigid_transform(source, target), source)
 
 
 def aligned_particles(cohort: Cohort) -> np.ndarray:
