@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from ._validation import ConfigError, DataError
-from .io import atomic_path, atomic_write_text
+from .io import atomic_path, atomic_write_text, plain
 
-__all__ = ['LOG_COLUMNS', 'check_fingerprint', 'get_rng', 'load_checkpoint', 'plain', 'read_train_log',
+__all__ = ['LOG_COLUMNS', 'check_fingerprint', 'get_rng', 'load_checkpoint', 'read_train_log',
            'save_checkpoint', 'save_model_file', 'set_rng', 'write_log']
 
 LOG_COLUMNS = ('stage', 'epoch', 'train_loss', 'train_rmse_mm', 'val_rmse_mm', 'lr', 'seconds')
@@ -35,21 +35,6 @@ def save_model_file(path: Path, net: nn.Module, *, stage: str, epoch: int, val_r
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
-
-
-def plain(obj: Any) -> Any:
-    """numpy scalars/arrays and tuples -> plain Python, so ``weights_only`` loading accepts them."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def read_train_log(path: str | Path) -> list[dict[str, Any]]:

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checkpoint import (LOG_COLUMNS, check_fingerprint, load_checkpoint, plain, read_train_log, save_checkpoint,
+from ._checkpoint import (LOG_COLUMNS, check_fingerprint, load_checkpoint, read_train_log, save_checkpoint,
                           save_model_file, set_rng, write_log)
 from ._validation import ConfigError, DataError
+from .io import plain
 from .models import check_initialized
 
 __all__ = ['LOG_COLUMNS', 'FitResult', 'Precision', 'StageSpec', 'evaluate', 'load_checkpoint', 'make_scheduler',

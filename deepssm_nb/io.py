@@ -21,6 +21,7 @@ from ._validation import DataError
 __all__ = [
     'atomic_path',
     'atomic_write_text',
+    'plain',
     'read_image',
     'read_json',
     'read_particles',
@@ -79,7 +80,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + '\n')
+    return atomic_write_text(path, json.dumps(plain(obj), indent=2) + '\n')
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -93,14 +94,19 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DataError(f'"{path}" is not valid JSON: {e.msg} at line {e.lineno}.') from None
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f'Object of type {type(o).__name__} is not JSON serializable')
+def plain(obj: Any) -> Any:
+    """numpy scalars/arrays, tuples and paths -> plain Python (JSON, and ``torch.load(weights_only=True)``)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
 
 
 # --------------------------------------------------------------------------- particles

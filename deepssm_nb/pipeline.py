@@ -118,14 +118,12 @@ def key_figures(cfg: Config) -> dict[str, Any]:
     if aug:
         figures['pca_modes_kept'] = aug.get('num_dim') or aug.get('n_components')
         figures['generated_samples'] = aug.get('num_samples')
-    for name in ('train_log.csv',):
-        log = paths['model_dir'] / name
-        if log.is_file():
-            with log.open() as fh:
-                rows = [r for r in csv.DictReader(fh)]
-            vals = [float(r[k]) for r in rows for k in r if k and 'val' in k and 'mm' in k and r[k] not in ('', None)]
-            if vals:
-                figures['best_val_rmse_mm'] = round(min(vals), 3)
+    log = paths['model_dir'] / 'train_log.csv'
+    if log.is_file():
+        with log.open() as fh:
+            vals = [float(r['val_rmse_mm']) for r in csv.DictReader(fh) if r.get('val_rmse_mm')]
+        if vals:
+            figures['best_val_rmse_mm'] = round(min(vals), 3)
     summary = _json(paths['analysis_dir'] / 'summary.json')
     if summary:
         for key in ('mean_surface_distance_mm', 'hausdorff_mm', 'particle_rmse_mm', 'mean_shape_baseline_mm',

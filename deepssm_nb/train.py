@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checkpoint import plain
 from ._train_loop import (LOG_COLUMNS, FitResult, StageSpec, load_checkpoint, read_train_log, resolve_precision,
                           run_stage, stage_result)
 from ._validation import ConfigError, DataError
 from .config import Config, DecayLRConfig, TLNetConfig, TrainerConfig
+from .io import plain
 from .losses import get_loss
 from .models import DeepSSMNet, TLDeepSSMNet, build_model, init_pca_decoder, load_trained_model
 

@@ -117,6 +117,23 @@ def _wait_idle_after_run(page, timeout_ms: int) -> None:
         ".every(e => !e.innerText.includes('*'))", timeout=timeout_ms)
 
 
+def _run_in_lab(browser, lab, notebook: str, overrides: dict, *, timeout_ms: int, height: int = 1000):
+    """Open ``notebook`` (with ``overrides``) in JupyterLab, run all cells, wait, and check no cell raised.
+
+    Returns:
+        ``(page, notebook panel locator)``.
+    """
+    url, root = lab
+    name = _prepare(notebook, root, overrides)
+    page = browser.new_page(viewport={'width': 1280, 'height': height})
+    _open_and_run_all(page, url, name)
+    _wait_idle_after_run(page, timeout_ms)
+    nb = page.locator('.jp-NotebookPanel:visible')
+    tracebacks = nb.locator('.jp-OutputArea-output:has-text("Traceback")')
+    assert tracebacks.count() == 0, tracebacks.first.text_content()[-3000:]
+    return page, nb
+
+
 def _png_std(png: bytes) -> float:
     import io
 
@@ -134,15 +151,10 @@ def browser():
 
 
 def test_setup_notebook_widgets_edit_the_config(lab, browser):
-    url, root = lab
-    name = _prepare('00_setup.ipynb', root, {'profile': 'smoke', 'work_dir': str(root / 'work'),
-                                             'data_dir': str(root / 'data')})
-    page = browser.new_page(viewport={'width': 1280, 'height': 900})
-    _open_and_run_all(page, url, name)
-    _wait_idle_after_run(page, 120_000)
-    nb = page.locator('.jp-NotebookPanel:visible')
-    errors = nb.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]:has-text("Traceback")')
-    assert errors.count() == 0
+    root = lab[1]
+    page, nb = _run_in_lab(browser, lab, '00_setup.ipynb', {'profile': 'smoke', 'work_dir': str(root / 'work'),
+                                                           'data_dir': str(root / 'data')},
+                           timeout_ms=120_000, height=900)
     nb.locator('.widget-toggle-buttons').first.wait_for(timeout=60_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / 'browser_00_setup.png'), full_page=False)
@@ -170,14 +182,7 @@ def _viewer_image_src(nb) -> str:
 
 
 def test_femur_data_slice_slider_changes_the_image(lab, browser, smoke_folders):
-    url, root = lab
-    name = _prepare('01_femur_data.ipynb', root, smoke_folders)
-    page = browser.new_page(viewport={'width': 1280, 'height': 1000})
-    _open_and_run_all(page, url, name)
-    _wait_idle_after_run(page, 240_000)
-    nb = page.locator('.jp-NotebookPanel:visible')
-    tracebacks = nb.locator('.jp-OutputArea-output:has-text("Traceback")')
-    assert tracebacks.count() == 0, tracebacks.first.text_content()[-3000:]
+    page, nb = _run_in_lab(browser, lab, '01_femur_data.ipynb', smoke_folders, timeout_ms=240_000)
     slider = nb.locator('.widget-slider').first
     slider.scroll_into_view_if_needed()
     before = _viewer_image_src(nb)
@@ -203,14 +208,7 @@ def test_femur_data_slice_slider_changes_the_image(lab, browser, smoke_folders):
 
 
 def test_analysis_notebook_draws_the_3d_view(lab, browser, smoke_folders):
-    url, root = lab
-    name = _prepare('08_analyze_results.ipynb', root, smoke_folders)
-    page = browser.new_page(viewport={'width': 1280, 'height': 1000})
-    _open_and_run_all(page, url, name)
-    _wait_idle_after_run(page, 300_000)
-    nb = page.locator('.jp-NotebookPanel:visible')
-    tracebacks = nb.locator('.jp-OutputArea-output:has-text("Traceback")')
-    assert tracebacks.count() == 0, tracebacks.first.text_content()[-3000:]
+    page, nb = _run_in_lab(browser, lab, '08_analyze_results.ipynb', smoke_folders, timeout_ms=300_000)
     views = nb.locator('.jp-OutputArea-output iframe, .jp-OutputArea-output img')
     views.first.wait_for(timeout=120_000)
     target = nb.locator('.jp-OutputArea-output iframe').first
