@@ -97,6 +97,8 @@ class GroomConfig:
     mask_margin: float = _f(8.0, low=0.0, high=100.0,
                             doc='registration uses voxels this close to the reference femur, mm; 0 = whole box')
     procrustes_scaling: bool = _f(True, doc='similarity (True) or rigid (False) Procrustes of the training shapes')
+    train_alignment: str = _f('registration', options=('registration', 'procrustes'),
+                              doc='how training images are aligned: registered like new images, or by their particles')
     processes: int = _f(2, low=1, high=64, doc='worker processes')
 
 
@@ -215,6 +217,8 @@ class DeepSSMConfig:
     trainer: TrainerConfig = _f(factory=TrainerConfig)
     fine_tune: FineTuneConfig = _f(factory=FineTuneConfig)
     use_best_model: bool = _f(True)
+    calibrate: bool = _f(True, doc='shrink each predicted PCA score towards the mean by the factor that minimises '
+                                   'the validation error (Base-DeepSSM; see deepssm_nb.calibration)')
     tl_net: TLNetConfig = _f(factory=TLNetConfig)
 
 

@@ -85,7 +85,7 @@ def _load_net(cfg, *, fine_tuned: bool | None = None, device: str | torch.device
     if fine_tuned is None:
         fine_tuned = bool(cfg.deepssm.fine_tune.enabled)
     return load_trained_model(cfg.resolved_paths()['model_dir'], use_best=cfg.deepssm.use_best_model,
-                              fine_tuned=fine_tuned, device=device)
+                              fine_tuned=fine_tuned, calibrated=cfg.deepssm.calibrate, device=device)
 
 
 def _normalization(net: torch.nn.Module, cfg) -> dict[str, Any]:
@@ -103,7 +103,8 @@ def test_deepssm(cfg, *, overwrite: bool = False, verbose: bool = True) -> list[
     The test images are whitened with the TRAINING statistics saved with the
     model. Outputs go to ``pred_dir``: ``world_predictions/<id>.particles``,
     ``local_predictions/<id>.particles`` and ``predictions.json`` (model file,
-    seconds per image). A rerun with the same model and images reuses them.
+    calibration factors applied, seconds per image). A rerun with the same
+    model and images reuses them.
 
     Args:
         cfg: The pipeline :class:`~deepssm_nb.config.Config`.
@@ -130,6 +131,7 @@ def test_deepssm(cfg, *, overwrite: bool = False, verbose: bool = True) -> list[
     net = _load_net(cfg, device=device)
     model_path = Path(net.model_info['path'])
     record = {'model': str(model_path), 'model_mtime_ns': model_path.stat().st_mtime_ns,
+              'calibration': net.model_info.get('calibration'),
               'images': [[str(s.image), Path(s.image).stat().st_mtime_ns] for s in subjects]}
     info_path = pred_dir / 'predictions.json'
     local = [pred_dir / 'local_predictions' / f'{s.id}.particles' for s in subjects]
@@ -175,7 +177,7 @@ def _cached(key: tuple, make):
 
 
 def predict_image(image_path: str | os.PathLike, cfg, *, out_dir: str | os.PathLike | None = None,
-                  net: torch.nn.Module | None = None, stages: tuple[str, ...] | None = ('similarity',),
+                  net: torch.nn.Module | None = None, stages: tuple[str, ...] | str | None = 'fast',
                   iterations: int | None = None, verbose: bool = True) -> np.ndarray:
     """Predict the particles of one new image file, in that image's own frame.
 
@@ -189,10 +191,12 @@ def predict_image(image_path: str | os.PathLike, cfg, *, out_dir: str | os.PathL
         cfg: The pipeline config of a trained model.
         out_dir: Output folder (default ``pred_dir/new_predictions``).
         net: A network to use instead of the trained model of ``cfg``.
-        stages: Registration stages. The default, one similarity stage after
-            centring, reached the same transforms as grooming's three stages
-            on the femur cohort in a fraction of the time; if it fails, the
-            grooming stages are tried. ``None`` uses the grooming stages.
+        stages: Registration stages. The default ``'fast'`` runs only
+            grooming's last stage (similarity, or rigid when grooming was
+            rigid) after centring: on the femur cohort it reached the same
+            transforms as grooming's three stages in a fraction of the time;
+            if it fails, the grooming stages are tried. ``None`` uses the
+            grooming stages.
         iterations: Optimizer iterations per stage (default: as grooming).
         verbose: Print the seconds taken (registration included).
 
@@ -212,7 +216,9 @@ def predict_image(image_path: str | os.PathLike, cfg, *, out_dir: str | os.PathL
 
         fine = bool(cfg.deepssm.fine_tune.enabled)
         mfile = model_file(paths['model_dir'], use_best=cfg.deepssm.use_best_model, fine_tuned=fine)
-        net = _cached(('net', str(mfile), mfile.stat().st_mtime_ns),
+        calib = mfile.parent / 'calibration.json'
+        net = _cached(('net', str(mfile), mfile.stat().st_mtime_ns, bool(cfg.deepssm.calibrate),
+                       calib.stat().st_mtime_ns if calib.is_file() else None),
                       lambda: _load_net(cfg, fine_tuned=fine, device=_device(cfg)))
     norm = _normalization(net, cfg)
     try:
@@ -238,7 +244,8 @@ def predict_image(image_path: str | os.PathLike, cfg, *, out_dir: str | os.PathL
     return local
 
 
-def _register(image, cfg, *, name: str, stages: tuple[str, ...] | None = None, iterations: int | None = None):
+def _register(image, cfg, *, name: str, stages: tuple[str, ...] | str | None = None,
+              iterations: int | None = None):
     """Register ``image`` to the groomed reference as grooming did; return ``(registered, T)``.
 
     For speed the registration runs on a copy of the image smoothed and
@@ -266,6 +273,8 @@ def _register(image, cfg, *, name: str, stages: tuple[str, ...] | None = None, i
     if np.all(np.asarray(image.GetSize()) * factors >= 16) and np.any(factors < 0.9):
         coarse = downsample_image(image, tuple(float(f) for f in factors), name=name)
     info = groomed.info
+    if stages == 'fast':
+        stages = (info.get('stages') or ['similarity'])[-1:]
     stages = stages or info.get('stages')
     kwargs = {'stages': tuple(stages)} if stages else {}
     if iterations is None:

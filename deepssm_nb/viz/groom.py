@@ -104,7 +104,8 @@ def plot_registration_errors(groomed):
     """Bar chart of the per-subject registration error (mean over particles, with the maximum marked).
 
     Args:
-        groomed: A :class:`~deepssm_nb.groom.GroomResult` with registered (test) subjects.
+        groomed: A :class:`~deepssm_nb.groom.GroomResult` with registered subjects (test images, and training
+            images when they were registered too); test images are drawn in orange.
 
     Returns:
         ``matplotlib.figure.Figure``.
@@ -119,12 +120,17 @@ def plot_registration_errors(groomed):
         ax.set_axis_off()
         return fig
     x = np.arange(len(rows))
-    ax.bar(x, [r['mean_mm'] for r in rows], color='tab:blue', label='mean over particles')
+    test = np.array([r['split'] != 'train' for r in rows])
+    means = np.array([r['mean_mm'] for r in rows])
+    if (~test).any():
+        ax.bar(x[~test], means[~test], color='tab:blue', label='training image: mean over particles')
+    if test.any():
+        ax.bar(x[test], means[test], color='tab:orange', label='test image: mean over particles')
     ax.scatter(x, [r['max_mm'] for r in rows], marker='_', s=400, color='tab:red', label='largest particle')
     ax.axhline(groomed.spacing, color='gray', ls='--', lw=1, label=f'voxel size ({groomed.spacing:g} mm)')
     ax.set_xticks(x, [r['id'] for r in rows], rotation=30, ha='right', fontsize=8)
     ax.set_ylabel('registration error (mm)')
-    ax.set_title('Test images: registration versus the best shape alignment', fontsize=10)
+    ax.set_title('Registration versus the best shape alignment', fontsize=10)
     ax.legend(fontsize=8)
     _enable_figure_display()
     return fig

@@ -7,13 +7,14 @@ cells = [
 # 02 · Grooming: one reference grid for every image
 
 A network with fully connected layers needs every input image on the same voxel grid, with the femur in the same
-place. Grooming aligns the training shapes, resamples their images onto one reference grid, and registers the test
-images to the reference image, keeping each transform so that predictions can go back to the original image.
+place. Grooming aligns the training shapes to pick a reference image and grid, registers every other image to that
+reference, and keeps each transform so that predictions can go back to the original image.
 
 **You will learn**
-- how a rigid Procrustes fit aligns the training shapes, and which subject becomes the reference;
+- how a Procrustes fit aligns the training shapes, and which subject becomes the reference;
 - how the reference grid is chosen (spacing, union bounding box, padding) and why the fill value is air, not 0;
-- how a test image, which has no particles, is registered to the reference in three stages;
+- how an image is registered to the reference in three stages, and why training images go the same way as test
+  images;
 - what the 4x4 transform `T` means (`p_world = T @ p_original`) and how to go back with its inverse;
 - how accurate the registration is, measured against the true particles of the test subjects.
 
@@ -62,13 +63,13 @@ cohort = pipeline.ensure(cfg, 'cohort')
     md("""
 ## Align the training shapes
 Each subject's particles are in its own image's coordinates: the femurs sit in different places and poses. A
-generalised Procrustes fit finds, for every training shape, the rotation and translation (no scaling: size is part
-of the shape the network must predict) that bring it closest to the mean shape. The spread of the particles around
-the mean drops from the pose-driven centimetres to the millimetres of real shape variation.
+generalised Procrustes fit finds, for every training shape, the rotation, translation and one isotropic scale that
+bring it closest to the mean shape (`procrustes_scaling = False` leaves out the scale). The spread of the particles
+around the mean drops from the pose-driven centimetres to the millimetres of real shape variation.
 """),
     code("""
 particles = cohort.particles('train')                      # (N, M, 3), each in its own image frame
-transforms, mean = registration.generalized_procrustes(particles)
+transforms, mean = registration.generalized_procrustes(particles, scaling=cfg.groom.procrustes_scaling)
 aligned = np.stack([registration.apply_transform(T, x) for T, x in zip(transforms, particles)])
 rms = lambda x: np.sqrt(((x - x.mean(axis=0)) ** 2).sum(-1).mean())
 print(f'RMS distance to the mean shape: {rms(particles):.1f} mm before, {rms(aligned):.2f} mm after alignment')
@@ -77,9 +78,15 @@ print(f'RMS distance to the mean shape: {rms(particles):.1f} mm before, {rms(ali
 ## Groom the cohort
 `run_grooming` does the whole step: the Procrustes fit, the choice of the reference (the *medoid*, the training
 subject closest to the mean, unless `reference` names one), the reference grid (isotropic `spacing`, identity
-direction, the union bounding box of the aligned training meshes plus `padding`), the resampling of every training
-image through its transform, and the registration of every test image. Outside an image the grid is filled with the
-image's minimum (air, about -1000 HU), not 0, which in CT would be water.
+direction, the union bounding box of the aligned training meshes plus `padding`), and one transform per image.
+
+How should the training images be aligned? A new image has no particles, so it can only be registered by its
+intensities, and image registration does not land exactly where the particle-based Procrustes fit would (about a
+millimetre or two on these femurs). With `train_alignment = 'registration'` (the default) the training images are
+registered the same way, so the network trains in the frame it will meet at test time, and the small pose that
+registration leaves becomes part of what it predicts. `'procrustes'` resamples them through their Procrustes
+transforms instead: a cleaner frame, but one that new images never reach. Outside an image the grid is filled with
+the image's minimum (air, about -1000 HU), not 0, which in CT would be water.
 """),
     code("""
 t0 = time.perf_counter()
@@ -97,7 +104,7 @@ viz.plot_grooming(groomed)
 """),
     md("""
 ## Registering an image without particles
-A test image comes without particles, so it is aligned by its intensities: SimpleITK registers it to the reference
+A new image comes without particles, so it is aligned by its intensities: SimpleITK registers it to the reference
 image, first a translation (started by centring the two images), then a rigid transform, then a similarity (rotation,
 translation and one scale), each stage started from the previous one, each coarse to fine. The metric is Mattes
 mutual information, evaluated only within `mask_margin` mm of the reference femur's surface
@@ -105,13 +112,13 @@ mutual information, evaluated only within `mask_margin` mm of the reference femu
 """),
     md("""
 ## How accurate is the registration?
-The cohort's test subjects do have true particles, so we can check: map them with the registration's `T` and compare
+The cohort's subjects do have true particles, so we can check: map them with the registration's `T` and compare
 with where the best similarity fit of those particles onto the reference shape would put them. The difference is
-the registration error, in mm, per particle; its mean and maximum per subject are below.
+the registration error, in mm, per particle; its mean and maximum per subject are below (test images in orange).
 """),
     code("""
 for row in groomed.registration_table():
-    print(f"{row['id']}: mean {row['mean_mm']:.2f} mm, max {row['max_mm']:.2f} mm")
+    print(f"{row['id']} ({row['split']}): mean {row['mean_mm']:.2f} mm, max {row['max_mm']:.2f} mm")
 viz.plot_registration_errors(groomed)
 """),
     md("""
@@ -150,14 +157,16 @@ print(f'rerun: {time.perf_counter() - t0:.2f} s')
 """),
     md("""
 ## Summary
-- Training shapes are aligned by a rigid Procrustes fit of their particles; the medoid subject fixes the world frame.
+- A Procrustes fit of the training particles picks the medoid subject, whose frame is the world frame.
 - All images share one reference grid: isotropic spacing, the union bounding box plus padding, air outside.
-- Test images are registered to the reference image (translation, rigid, similarity) on a band around the femur.
+- Every other image, training or test, is registered to the reference image (translation, rigid, similarity) on a
+  band around the femur, so training and test images are aligned the same way.
 - Each subject's `T` maps original to world; `inv(T)` brings predictions back to the original image.
 - On this cohort the registration error is a millimetre or two, about the size of one groomed voxel.
 
 ## Exercises
 1. Set `mask_margin = 0` (the metric then uses the whole box) and rerun: how do the registration errors change?
+   (Set `cfg.groom.train_alignment = 'procrustes'` to see the training images resampled by their particles.)
 2. Pick another `reference` (a training id) and compare the grid size and the registration errors.
 3. Groom with `spacing = 1.0`: how much bigger are the images, and does the registration get more accurate?
 4. `registration.register_image` takes `stages`; register a test image with `('translation', 'rigid')` only and

@@ -70,7 +70,9 @@ print(f"{timing['mean_seconds']:.3f} s per image (network only), model {timing['
 ## Error per test subject
 The true particles of the test subjects are known in this cohort, so the error can be measured directly: the root
 mean square distance between predicted and true particles, in the image's own frame. The registration column is
-the error of the grooming registration alone, a floor that the network cannot beat.
+how far the image registration left each femur from its best shape alignment. The training images were registered
+the same way, so the network has learned to predict that pose along with the shape; a large registration error
+still makes its task harder.
 """),
     code("""
 rows = predict.prediction_errors(cfg)
@@ -112,7 +114,7 @@ print(f'{particles.shape[0]} particles; largest difference to the test-set predi
 - A prediction is image → whitened scores → PCA reconstruction (world frame) → `inv(T)` → the image's own frame.
 - The test images are whitened with the training statistics saved with the model, never their own.
 - The network needs well under a second per image on a CPU; a new image also needs a registration.
-- Errors per subject are RMSE over particles, in mm; the registration error is a floor.
+- Errors per subject are RMSE over particles, in mm, next to the registration error of each image.
 
 ## Exercises
 1. Set `use_best_model = False` and rerun: does the final model do better or worse on the test subjects?
