@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ['load_trained_model', 'model_file', 'parameter_changes', 'summary']
+__all__ = ['load_model_file', 'load_trained_model', 'model_file', 'parameter_changes', 'summary']
 
 
 def model_file(model_dir: str | os.PathLike, *, use_best: bool = True, fine_tuned: bool | None = None) -> Path:
@@ -37,20 +37,30 @@ def model_file(model_dir: str | os.PathLike, *, use_best: bool = True, fine_tune
 
 
 def load_trained_model(model_dir: str | os.PathLike, *, use_best: bool = True, fine_tuned: bool | None = None,
-                       device: str | torch.device = 'cpu') -> nn.Module:
+                       calibrated: bool = False, device: str | torch.device = 'cpu') -> nn.Module:
     """Load a trained network in eval mode.
 
     The returned module carries ``net.normalization`` (image and score
     whitening from the loaders) and ``net.model_info`` (``kind``, ``epoch``,
-    ``val_rmse_mm``, ``stage``, ``path``).
+    ``val_rmse_mm``, ``stage``, ``path``, ``calibration``).
 
     Args:
         model_dir: The training output folder (``cfg.resolved_paths()['model_dir']``).
         use_best: Load ``best_model*.torch`` rather than ``final_model*.torch``.
         fine_tuned: See :func:`model_file`.
+        calibrated: Apply the validation calibration fitted for this file
+            (:mod:`deepssm_nb.calibration`), when there is one;
+            ``model_info['calibration']`` holds the factors applied, or None.
         device: Where to put the network.
     """
-    path = model_file(model_dir, use_best=use_best, fine_tuned=fine_tuned)
+    return load_model_file(model_file(model_dir, use_best=use_best, fine_tuned=fine_tuned), calibrated=calibrated,
+                           device=device)
+
+
+def load_model_file(path: str | os.PathLike, *, calibrated: bool = False,
+                    device: str | torch.device = 'cpu') -> nn.Module:
+    """Load the network saved in ``path`` in eval mode (see :func:`load_trained_model`)."""
+    path = Path(path)
     payload = torch.load(path, map_location='cpu', weights_only=True)
     from .models import build_model
 
@@ -58,6 +68,14 @@ def load_trained_model(model_dir: str | os.PathLike, *, use_best: bool = True, f
     net.load_state_dict(payload['state_dict'])
     net.normalization = payload.get('normalization')
     net.model_info = {k: payload.get(k) for k in ('kind', 'epoch', 'val_rmse_mm', 'stage')} | {'path': str(path)}
+    net.model_info['calibration'] = None
+    if calibrated and payload['kind'] == 'base':
+        from .calibration import apply_calibration, load_calibration
+
+        alpha = load_calibration(path)
+        if alpha is not None:
+            apply_calibration(net, alpha)
+            net.model_info['calibration'] = alpha.tolist()
     return net.to(device).eval()
 
 

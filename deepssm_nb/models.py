@@ -46,6 +46,7 @@ __all__ = [
     'TLDeepSSMNet',
     'build_model',
     'init_pca_decoder',
+    'load_model_file',
     'load_trained_model',
     'model_file',
     'parameter_changes',
@@ -372,4 +373,4 @@ def build_model(kind: str, **model_kwargs: Any) -> nn.Module:
 
 
 # file access and inspection live in _model_tools; re-exported here
-from ._model_tools import load_trained_model, model_file, parameter_changes, summary  # noqa: E402
+from ._model_tools import load_model_file, load_trained_model, model_file, parameter_changes, summary  # noqa: E402

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from ._validation import look_up_option
@@ -124,6 +125,11 @@ def key_figures(cfg: Config) -> dict[str, Any]:
             vals = [float(r['val_rmse_mm']) for r in csv.DictReader(fh) if r.get('val_rmse_mm')]
         if vals:
             figures['best_val_rmse_mm'] = round(min(vals), 3)
+    calib = _json(paths['model_dir'] / 'calibration.json') or {}
+    used = _json(paths['pred_dir'] / 'predictions.json') or {}
+    record = calib.get(Path(used.get('model', '')).name) if used.get('calibration') else None
+    if record:
+        figures['calibrated_val_rmse_mm'] = round(record['val_rmse_mm_after'], 3)
     summary = _json(paths['analysis_dir'] / 'summary.json')
     if summary:
         for key in ('mean_surface_distance_mm', 'hausdorff_mm', 'particle_rmse_mm', 'mean_shape_baseline_mm',

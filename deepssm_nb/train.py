@@ -234,6 +234,10 @@ class TrainResult:
         history: All log rows (``train_log.csv``).
         model_path: The model prediction should use (fine-tuned when fine
             tuning ran; best or final by ``use_best_model``).
+        calibration: Its validation calibration record (``alpha``,
+            ``val_rmse_mm_before``, ``val_rmse_mm_after``; see
+            :mod:`deepssm_nb.calibration`), or None (TL-DeepSSM, or
+            ``deepssm.calibrate`` off).
     """
 
     model_dir: Path
@@ -241,6 +245,7 @@ class TrainResult:
     stages: dict[str, FitResult]
     history: list[dict[str, Any]]
     model_path: Path
+    calibration: dict[str, Any] | None = None
 
     @property
     def main(self) -> FitResult:
@@ -254,6 +259,10 @@ class TrainResult:
         for name, r in self.stages.items():
             lines.append(f'{name:<10} {len(r.history):>6} {r.best_epoch:>10} {r.best_val_rmse_mm:>11.3f} '
                          f'{r.final_val_rmse_mm:>12.3f} {r.seconds / 60:>8.1f}')
+        if self.calibration:
+            c = self.calibration
+            lines.append(f'calibration: validation RMSE {c["val_rmse_mm_before"]:.3f} -> {c["val_rmse_mm_after"]:.3f} '
+                         f'mm; factors per mode {" ".join(f"{a:.2f}" for a in c["alpha"])}')
         return '\n'.join(lines)
 
 
@@ -332,7 +341,7 @@ def train_deepssm(cfg: Config, *, callback: Callback | None = None, progress: bo
     else:
         done = _finished(cfg, model_dir, kind, specs, precision.name)
         if done is not None:
-            return done
+            return _calibrate(cfg, done, None, dev)
 
     train_loader, val_loader, norm, pca = _load_inputs(cfg, paths)
     num_latent = int(pca.components_.shape[0])
@@ -355,7 +364,25 @@ def train_deepssm(cfg: Config, *, callback: Callback | None = None, progress: bo
             start = base.best_path if ds.use_best_model and base.best_path.is_file() else base.final_path
             net.load_state_dict(torch.load(start, map_location='cpu', weights_only=True)['state_dict'])
         stages[spec.name] = run_stage(net, train_loader, val_loader, spec, **common)
-    return TrainResult(model_dir, kind, stages, read_train_log(model_dir), _model_path(model_dir, cfg, stages))
+    result = TrainResult(model_dir, kind, stages, read_train_log(model_dir), _model_path(model_dir, cfg, stages))
+    return _calibrate(cfg, result, val_loader, dev)
+
+
+def _calibrate(cfg: Config, result: TrainResult, val_loader: Any, device: torch.device) -> TrainResult:
+    """Fit (or reuse) the validation calibration of the model prediction uses (Base-DeepSSM, when enabled)."""
+    if result.kind != 'base' or not cfg.deepssm.calibrate:
+        return result
+    from ._model_tools import load_model_file
+    from .calibration import calibrate_model, calibration_record
+
+    record = calibration_record(result.model_path)
+    if record is None:
+        if val_loader is None:
+            _, val_loader, _, _ = _load_inputs(cfg, cfg.resolved_paths())
+        record = calibrate_model(load_model_file(result.model_path, device=device), result.model_path, val_loader,
+                                 device=device)
+    result.calibration = record
+    return result
 
 
 def _clear_run(model_dir: Path) -> None:
@@ -364,6 +391,7 @@ def _clear_run(model_dir: Path) -> None:
         for pattern in ('checkpoint*.pt', 'best_model*.torch', 'final_model*.torch', 'train_log.csv'):
             for f in model_dir.glob(pattern):
                 f.unlink()
+        (model_dir / 'calibration.json').unlink(missing_ok=True)
 
 
 def _load_inputs(cfg: Config, paths: dict[str, Path]) -> tuple[Any, Any, dict, Any]:

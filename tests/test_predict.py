@@ -11,6 +11,7 @@ import SimpleITK as sitk
 import torch
 
 from deepssm_nb import DataError, get_profile, read_particles
+from deepssm_nb.calibration import calibrate_model
 from deepssm_nb.loaders import get_test_loader
 from deepssm_nb.models import DeepSSMNet, init_pca_decoder
 from deepssm_nb.predict import predict_image, predict_loader, prediction_errors, test_deepssm
@@ -132,6 +133,29 @@ def test_test_deepssm_writes_one_file_per_test_image_and_reuses_them(run, capsys
     # true world particles are mean + (i + 1) on every coordinate: distance sqrt(3) (i + 1); rigid T keeps it
     np.testing.assert_allclose([r['rmse_world_mm'] for r in rows], [np.sqrt(3), 2 * np.sqrt(3)], rtol=1e-4)
     np.testing.assert_allclose([r['rmse_mm'] for r in rows], [np.sqrt(3), 2 * np.sqrt(3)], rtol=1e-4)
+
+
+def test_prediction_applies_the_calibration_of_its_model_file(run):
+    cfg, mean, norm = run
+    model = cfg.resolved_paths()['model_dir'] / 'best_model.torch'
+    net = _tiny_net(mean)
+    with torch.no_grad():
+        net.encoder.head.bias.fill_(2.0)          # every image: 2 (whitened) along each mode
+    _save(net, model, norm)
+    calibrate_model(net, model, [{'image': torch.zeros(2, 1, *SHAPE), 'scores': torch.ones(2, L),
+                                  'particles': torch.zeros(2, M, 3)}])   # the truth is half the prediction
+    world_file = cfg.resolved_paths()['pred_dir'] / 'world_predictions' / 'T1.particles'
+    test_deepssm(cfg, verbose=False)
+    with torch.no_grad():
+        expected = net.decoder(torch.ones(1, L))[0].numpy()
+    np.testing.assert_allclose(read_particles(world_file), expected, atol=1e-3)
+    info = json.loads((cfg.resolved_paths()['pred_dir'] / 'predictions.json').read_text())
+    assert np.allclose(info['calibration'], 0.5)
+    cfg.deepssm.calibrate = False                 # off: the raw network, and the predictions are redone
+    test_deepssm(cfg, verbose=False)
+    with torch.no_grad():
+        raw = net.decoder(torch.full((1, L), 2.0))[0].numpy()
+    np.testing.assert_allclose(read_particles(world_file), raw, atol=1e-3)
 
 
 def test_fine_tuned_model_is_used_when_fine_tuning_is_enabled(run):

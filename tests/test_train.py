@@ -274,12 +274,20 @@ def test_train_deepssm_wiring(tmp_path, monkeypatch):
     res = train_deepssm(cfg, progress=False)
     assert list(res.stages) == ['base', 'fine_tune'] and res.model_path.name == 'best_model_ft.torch'
     assert 'best val mm' in res.summary() and len(res.history) == 3
+    # the model prediction uses is calibrated on the validation split, once
+    assert len(res.calibration['alpha']) == L and 'calibration: validation RMSE' in res.summary()
+    assert res.calibration['val_rmse_mm_after'] <= res.calibration['val_rmse_mm_before'] + 1e-6
+    assert list((res.model_dir / 'calibration.json').read_text().split('"')[1:2]) == ['best_model_ft.torch']
     assert load_trained_model(res.model_dir).normalization['score_std'] == data.std.tolist()
-    again = train_deepssm(cfg, progress=False)  # finished: no data is loaded
-    assert len(calls) == 1 and again.history == res.history
+    again = train_deepssm(cfg, progress=False)  # finished and calibrated: no data is loaded
+    assert len(calls) == 1 and again.history == res.history and again.calibration == res.calibration
+    cfg.deepssm.calibrate = False
+    assert train_deepssm(cfg, progress=False).calibration is None
+    cfg.deepssm.calibrate = True
     cfg.deepssm.fine_tune.enabled = False
     fresh = train_deepssm(cfg, progress=False, restart=True)  # earlier files are removed, none goes stale
     assert list(fresh.stages) == ['base'] and not list(res.model_dir.glob('*_ft.*')) and len(fresh.history) == 2
+    assert 'best_model_ft.torch' not in (res.model_dir / 'calibration.json').read_text()
     assert load_trained_model(res.model_dir).model_info['stage'] == 'base'
     cfg.deepssm.num_latent_dim = L + 1
     with pytest.raises(ConfigError, match='num_latent_dim'):

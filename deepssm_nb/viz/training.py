@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ['LivePlot', 'plot_focal_loss', 'plot_latent_agreement', 'plot_training_log']
+__all__ = ['LivePlot', 'plot_calibration', 'plot_focal_loss', 'plot_latent_agreement', 'plot_training_log']
 
 _STAGE_LABELS = {'base': 'training', 'fine_tune': 'fine tuning', 'tl_ae': 'TL: autoencoder',
                  'tl_tf': 'TL: T-flank', 'tl_joint': 'TL: joint'}
@@ -182,6 +182,32 @@ def plot_focal_loss(a: float = 1.32, c: float = 10.0, *, max_error: float | None
     ax2.set_ylim(-0.03, 1.03)
     for ax in (ax1, ax2):
         ax.grid(True, alpha=0.3)
+    return fig
+
+
+def plot_calibration(record: dict[str, Any]):
+    """Bar chart of the validation calibration factors, one per PCA mode.
+
+    Args:
+        record: A calibration record (``TrainResult.calibration``, or an entry of ``calibration.json``) with
+            ``alpha`` (L,), ``val_rmse_mm_before`` and ``val_rmse_mm_after``.
+
+    Returns:
+        ``matplotlib.figure.Figure``: 1 means the mode is used as predicted, 0 that the mean is used instead.
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    alpha = np.asarray(record['alpha'], dtype=float)
+    fig = Figure(figsize=(max(4.0, 0.35 * len(alpha) + 2.0), 3.0), layout='constrained')
+    ax = fig.add_subplot(1, 1, 1)
+    ax.bar(np.arange(1, len(alpha) + 1), alpha, color=['C0' if a > 0.5 else 'C1' for a in alpha])
+    ax.axhline(1.0, color='0.6', ls=':')
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel('PCA mode')
+    ax.set_ylabel('factor (0: mean, 1: as predicted)')
+    ax.set_title(f'validation RMSE {record["val_rmse_mm_before"]:.2f} -> {record["val_rmse_mm_after"]:.2f} mm',
+                 fontsize=10)
     return fig
 
 

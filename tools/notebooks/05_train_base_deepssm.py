@@ -15,7 +15,8 @@ tuning.
   its size follows from the input size;
 - why the last layer holds the PCA basis and stays frozen, and what the loss on particles (mm²) measures;
 - how to train with one call, watch the curve live and read the training log (RMSE in mm per epoch);
-- the difference between the best and the final model, and what fine tuning changes;
+- the difference between the best and the final model, what fine tuning changes, and how the validation split
+  calibrates the predictions;
 - how a run resumes after an interruption and returns at once when it is finished.
 
 Prerequisites: [04 · Loaders](04_loaders.ipynb) (this notebook builds its outputs if they are missing).
@@ -32,7 +33,7 @@ import deepssm_nb
 from deepssm_nb import models, pipeline, train
 from deepssm_nb.loaders import load_train_val_loaders
 from deepssm_nb.pca import ShapePCA
-from deepssm_nb.viz.training import LivePlot, plot_training_log
+from deepssm_nb.viz.training import LivePlot, plot_calibration, plot_training_log
 
 deepssm_nb.print_config()
 """),
@@ -132,6 +133,20 @@ if 'fine_tune' in result.stages:
     print('relative weight change:', models.parameter_changes(best, ft))
 """),
     md("""
+## Calibration on the validation split
+With a few dozen real femurs, a network can learn to recognise each training subject instead of reading the shape
+from the image. The validation subjects, which it never trained on, show how far to trust each predicted PCA score:
+`train_deepssm` fits one factor per mode, the least-squares shrinkage of the predicted score towards the mean shape
+(0: always the mean, 1: as predicted), and prediction applies it (`cfg.deepssm.calibrate`; see
+`deepssm_nb.calibration`). A factor near 1 means the network reads that mode from the image; near 0, that it has not
+learned it yet. The validation split also picked the best epoch, so the error after calibration is a little
+optimistic; the test subjects of notebook 07 stay untouched.
+"""),
+    code("""
+if result.calibration:
+    display(plot_calibration(result.calibration))
+"""),
+    md("""
 ## Resuming and rerunning
 Calling `train_deepssm(cfg)` again with the same settings finds the finished checkpoints and returns at once. After
 an interruption (a closed laptop, a restarted kernel) the same call continues from the last finished epoch and ends
@@ -154,7 +169,7 @@ from deepssm_nb.widgets import config_panel, run_button
 trial = deepssm_nb.Config.from_dict(cfg.to_dict())
 trial.deepssm.model_name = 'femur_deepssm_try'
 display(config_panel(trial, sections=('deepssm.trainer', 'deepssm.loss', 'deepssm.fine_tune')))
-run_button('Train again', lambda: train.train_deepssm(trial, restart=True).summary())
+run_button('Train again', lambda: train.train_deepssm(trial, restart=True, callback=LivePlot()).summary())
 """),
     md("""
 ## Summary
@@ -162,10 +177,12 @@ run_button('Train again', lambda: train.train_deepssm(trial, restart=True).summa
 - It is built from the input size, L and M only; its loss and its error are on particles, in mm.
 - One call trains it, logs every epoch, keeps the best and the final model, and resumes after an interruption.
 - Fine tuning frees the decoder for a few more epochs at a lower learning rate.
+- One factor per PCA mode, fitted on the validation split, shrinks what the network has not learned towards the mean.
 
 ## Exercises
 1. Train with `precision = 'fp32'` and compare the seconds per epoch and the validation RMSE with `'auto'`.
-2. Double `max_epochs`: does the best epoch move, and how far apart are the best and final validation errors?
+2. Double `max_epochs`: does the best epoch move, how far apart are the best and final validation errors, and do
+   the calibration factors move towards 1?
 3. Set `cfg.deepssm.trainer.decay_lr.type = 'Step'` and look at the learning-rate panel of the training plot.
 4. Interrupt the training cell (stop the kernel) and run it again: from which epoch does it continue?
 
