@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import ipywidgets as W
+from IPython.display import display
 
 from ._validation import ConfigError
 from .config import PROFILES, Config, get_profile
@@ -160,7 +161,8 @@ def run_button(description: str, action: Callable[[], Any], *, output: W.Output 
 
     Args:
         description: Button label, e.g. ``'Train'``.
-        action: Called with no arguments; its return value is kept in ``box.result``.
+        action: Called with no arguments; its return value is kept in ``box.result`` and, unless None,
+            displayed below the button (a figure, a table, a summary string).
         output: Where prints and plots go (a new ``Output`` by default).
 
     Returns:
@@ -176,6 +178,8 @@ def run_button(description: str, action: Callable[[], Any], *, output: W.Output 
         try:
             with out:
                 box.result = action()
+                if box.result is not None:
+                    display(box.result)
         finally:
             button.disabled = False
 

@@ -44,3 +44,23 @@ def test_run_button_runs_only_on_click():
     box.button.click()
     box.button.click()
     assert box.result == 2
+
+
+def test_run_button_shows_what_the_action_returns(capsys):
+    box = run_button('Summarise', lambda: 'best epoch 7, 1.23 mm')
+    box.button.click()
+    assert box.result == 'best epoch 7, 1.23 mm'
+    assert 'best epoch 7, 1.23 mm' in capsys.readouterr().out
+    assert not box.button.disabled
+
+
+def test_run_button_is_usable_again_after_a_failing_action():
+    def boom():
+        raise ValueError('bad knob')
+
+    box = run_button('Run', boom)
+    try:
+        box.button.click()
+    except ValueError:
+        pass
+    assert not box.button.disabled

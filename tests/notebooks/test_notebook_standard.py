@@ -84,3 +84,13 @@ def test_next_links_to_the_following_notebook(path):
     later = [p for p in NOTEBOOKS if p.name > path.name]
     if later:
         assert f'({later[0].name})' in text, f'{path.name}: "## Next" must link to {later[0].name}'
+
+
+@pytest.mark.parametrize('stem', ['03_data_augmentation', '05_train_base_deepssm', '06_tl_deepssm'])
+def test_expensive_steps_can_be_rerun_from_a_button(stem):
+    """The notebooks with the long steps offer a config panel over a copy of the config plus a Run button."""
+    nb = _load(NB_DIR / f'{stem}.ipynb')
+    cells = [c.source for c in nb.cells if c.cell_type == 'code' and 'run_button(' in c.source]
+    assert len(cells) == 1, f'{stem}: expected one cell with a run_button, found {len(cells)}'
+    assert 'config_panel(trial' in cells[0] and 'Config.from_dict(cfg.to_dict())' in cells[0], \
+        f'{stem}: the Run button must act on a copy of the config, edited by a config panel'

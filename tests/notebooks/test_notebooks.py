@@ -35,3 +35,7 @@ def test_notebook_runs_in_smoke_profile(path, nb_dirs):
                 if 'image/png' in o.get('data', {})]
         assert pngs, f'{path.name}: no figure was saved in the executed notebook'
     assert seconds < 300, f'{path.name} took {seconds:.0f} s in the smoke profile'
+    # an optional retry sits behind a Run button: running top to bottom must not start it
+    work = Path(nb_dirs['work_dir'])
+    assert not (work / 'augmentation_try').exists() and not list(work.glob('model/*_try')), \
+        f'{path.name}: a "try other settings" step ran without its button being pressed'

@@ -167,6 +167,27 @@ outline, because the image was warped onto them.
 viz.plot_generated_gallery(paths['aug_dir'], num=6)
 """),
     md("""
+## Try other settings (optional)
+Change the augmentation knobs below, then press **Generate again**: it writes a second augmented set into its own
+folder (`augmentation_try`), so the set above, which the next notebooks use, stays as it is. Nothing runs until you
+press the button, and running the notebook top to bottom skips this step.
+"""),
+    code("""
+from deepssm_nb.widgets import config_panel, run_button
+
+trial = deepssm_nb.Config.from_dict(cfg.to_dict())
+trial.deepssm.paths.aug_dir = str(paths['work_dir'] / 'augmentation_try')
+display(config_panel(trial, sections=('augment',)))
+
+
+def generate_again():
+    augment.run_augmentation(trial, groomed)
+    return viz.plot_score_scatter_matrix(trial.resolved_paths()['aug_dir'] / 'TotalData.csv', max_modes=4)
+
+
+run_button('Generate again', generate_again)
+"""),
+    md("""
 ## Summary
 - A PCA fitted on the training shapes only turns each shape into L scores; `percent_variability` sets L.
 - New scores come from a KDE (bandwidth used as a variance), a Gaussian or a Gaussian mixture, each seeded.

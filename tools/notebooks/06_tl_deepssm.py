@@ -117,6 +117,20 @@ tl_net = models.load_trained_model(paths['model_dir'])
 plot_latent_agreement(tl_net, val_loader, max_dims=4)
 """),
     md("""
+## Try other settings (optional)
+Change the TL-DeepSSM knobs below (the phase epochs, `alpha`, the loss), then press **Train again**: it retrains from
+scratch into its own folder (`femur_tl_deepssm_try`), so the model above stays as it is. Nothing runs until you press
+the button, and running the notebook top to bottom skips this step.
+"""),
+    code("""
+from deepssm_nb.widgets import config_panel, run_button
+
+trial = deepssm_nb.Config.from_dict(cfg.to_dict())
+trial.deepssm.model_name = f'{model_name}_try'
+display(config_panel(trial, sections=('deepssm.tl_net', 'deepssm.loss', 'deepssm.trainer')))
+run_button('Train again', lambda: train.train_deepssm(trial, restart=True, callback=LivePlot()).summary())
+"""),
+    md("""
 ## Summary
 - TL-DeepSSM learns its shape space with an autoencoder instead of taking it from PCA.
 - Training runs in three phases: autoencoder; T-flank with the autoencoder frozen; both together, weighted by `alpha`.
