@@ -11,12 +11,17 @@ Usage::
 
     python bench/accuracy.py --profile workshop                 # every fold
     python bench/accuracy.py --profile smoke --max-folds 1      # a quick check
+    python bench/accuracy.py --only-fold 3 --set groom.train_alignment=procrustes   # one fold, another design
+
+A run of every fold writes ``bench/results/accuracy_<profile>.json``; a partial run writes
+``<work-dir>/<profile>/accuracy.json`` (or ``--output``), so the committed result is never replaced by a part.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import platform
 import shutil
@@ -51,13 +56,36 @@ def fold_cohort(cohort: Any, test_ids: list[str], folder: Path) -> Path:
     return folder
 
 
+def _set(cfg: Any, key: str, value: Any) -> None:
+    """Set the dotted config field ``key`` (e.g. ``groom.train_alignment``) to ``value``."""
+    *parents, leaf = key.split('.')
+    obj = cfg
+    for part in parents:
+        obj = getattr(obj, part)
+    if not hasattr(obj, leaf):
+        raise SystemExit(f'--set: unknown config key {key!r}')
+    setattr(obj, leaf, value)
+
+
+def _parse_setting(text: str) -> tuple[str, Any]:
+    """``'key=value'`` with a JSON value (a bare word is a string)."""
+    key, sep, raw = text.partition('=')
+    if not sep:
+        raise argparse.ArgumentTypeError(f'expected key=value, got {text!r}')
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
 def _pooled(rows: list[dict[str, Any]], method: str, stat: str) -> float:
     return float(np.mean([r[stat] for r in rows if r['method'] == method]))
 
 
 def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | None,
         max_folds: int | None, until: str = 'analyze', analyze_only: bool = False,
-        processes: int | None = None, only_fold: int | None = None) -> dict[str, Any] | None:
+        processes: int | None = None, only_fold: int | None = None,
+        settings: dict[str, Any] | None = None) -> dict[str, Any] | None:
     t0 = time.perf_counter()
     cfg = deepssm_nb.get_profile(profile, work_dir=str(work_dir))
     cfg.data.data_dir = data_dir
@@ -72,6 +100,9 @@ def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | 
         fold_cfg = deepssm_nb.get_profile(profile, work_dir=str(work_dir / f'fold_{k}'))
         fold_cfg.data.cohort = str(fold_cohort(cohort, test_ids, work_dir / f'fold_{k}' / 'cohort'))
         fold_cfg.data.data_dir = data_dir
+        for key, value in (settings or {}).items():
+            _set(fold_cfg, key, value)
+        fold_cfg.validate()
         if processes:
             fold_cfg.groom.processes = fold_cfg.augment.processes = processes
         t = time.perf_counter()
@@ -109,6 +140,7 @@ def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | 
         'ratio_to_mean_shape': dm / ms,
         'ratio_to_pca_floor': dm / pf,
         'wall_s': round(time.perf_counter() - t0, 1),
+        'settings': settings or {},
         'per_fold': per_fold,
         'per_subject': [{k: r[k] for k in ('id', 'method', 'mean', 'p95', 'hausdorff', 'particle_rmse')}
                         for r in rows],
@@ -133,16 +165,25 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument('--processes', type=int, default=None, help='worker processes for grooming/augmentation')
     parser.add_argument('--only-fold', type=int, default=None, help='run just fold K (to run folds in parallel)')
     parser.add_argument('--note', default=None, help='free text stored in the JSON (e.g. where training ran)')
+    parser.add_argument('--set', dest='settings', action='append', type=_parse_setting, default=[],
+                        metavar='KEY=VALUE', help='change a config field of every fold, e.g. '
+                        'groom.train_alignment=procrustes (repeatable; stored in the JSON)')
+    parser.add_argument('--output', default=None,
+                        help='JSON file to write (default: bench/results/accuracy_<profile>.json for a run of '
+                             'every fold; <work-dir>/<profile>/accuracy.json for a partial run)')
     args = parser.parse_args(argv)
     work = Path(args.work_dir) / args.profile
     summary = run(args.profile, work_dir=work, data_dir=args.data_dir, num_folds=args.folds,
                   max_folds=args.max_folds, until=args.until, analyze_only=args.analyze_only,
-                  processes=args.processes, only_fold=args.only_fold)
+                  processes=args.processes, only_fold=args.only_fold, settings=dict(args.settings))
     if summary is None:
         return work
     if args.note:
         summary['note'] = args.note
-    out = write_json(RESULTS / f'accuracy_{args.profile}.json', summary)
+    partial = summary['folds_run'] < summary['folds']
+    default = work / 'accuracy.json' if partial else RESULTS / f'accuracy_{args.profile}.json'
+    out = write_json(Path(args.output) if args.output else default, summary)
+    print(f'written: {out}')
     print({k: v for k, v in summary.items() if k not in ('per_fold', 'per_subject', 'machine')})
     return out
 
