@@ -36,11 +36,15 @@ def cuda_usable() -> tuple[bool, str]:
         return False, f'a test kernel failed on the GPU: {str(e).splitlines()[0]}'
 
 
+_CPU_WARNING_SHOWN = False
+
+
 def get_device(requested: str = 'auto'):
     """Pick the torch device.
 
     Args:
-        requested: ``'auto'`` (CUDA when usable, else CPU), ``'cpu'`` or ``'cuda'``.
+        requested: ``'auto'`` (CUDA when usable, else CPU, with a RuntimeWarning the
+            first time in a process), ``'cpu'`` or ``'cuda'``.
 
     Returns:
         ``torch.device``.
@@ -59,7 +63,11 @@ def get_device(requested: str = 'auto'):
         return torch.device('cuda')
     if requested == 'cuda':
         raise ConfigError(f"device: 'cuda' was requested but {reason}. Set the device to 'auto' or 'cpu'.")
-    warnings.warn(f'Using the CPU ({reason}); training will be slower than on a GPU.', RuntimeWarning, stacklevel=2)
+    global _CPU_WARNING_SHOWN
+    if not _CPU_WARNING_SHOWN:   # once per process: a notebook calls this in many cells
+        _CPU_WARNING_SHOWN = True
+        warnings.warn(f'Using the CPU ({reason}); training will be slower than on a GPU.', RuntimeWarning,
+                      stacklevel=2)
     return torch.device('cpu')
 
 

@@ -14,8 +14,16 @@ def test_cpu_is_always_available():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is present')
-def test_auto_falls_back_to_cpu_with_a_warning():
+def test_auto_falls_back_to_cpu_with_a_warning_once(monkeypatch):
+    import warnings
+
+    from deepssm_nb import device
+
+    monkeypatch.setattr(device, '_CPU_WARNING_SHOWN', False)
     with pytest.warns(RuntimeWarning, match='Using the CPU'):
+        assert get_device('auto') == torch.device('cpu')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')           # a second call in the same process stays quiet
         assert get_device('auto') == torch.device('cpu')
     ok, reason = cuda_usable()
     assert not ok and 'CUDA' in reason
