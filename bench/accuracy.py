@@ -33,6 +33,7 @@ import numpy as np
 
 import deepssm_nb
 from deepssm_nb import pipeline
+from deepssm_nb.config import get_field
 from deepssm_nb.data.cohort import write_manifest
 from deepssm_nb.io import write_json
 
@@ -58,10 +59,8 @@ def fold_cohort(cohort: Any, test_ids: list[str], folder: Path) -> Path:
 
 def _set(cfg: Any, key: str, value: Any) -> None:
     """Set the dotted config field ``key`` (e.g. ``groom.train_alignment``) to ``value``."""
-    *parents, leaf = key.split('.')
-    obj = cfg
-    for part in parents:
-        obj = getattr(obj, part)
+    parent, _, leaf = key.rpartition('.')
+    obj = get_field(cfg, parent) if parent else cfg
     if not hasattr(obj, leaf):
         raise SystemExit(f'--set: unknown config key {key!r}')
     setattr(obj, leaf, value)

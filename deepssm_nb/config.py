@@ -48,6 +48,7 @@ __all__ = [
     'PROFILES',
     'TLNetConfig',
     'TrainerConfig',
+    'get_field',
     'get_profile',
     'load_config',
     'profile_table',
@@ -527,6 +528,14 @@ def _check_tree(obj: Any, path: str, problems: list[str]) -> None:
                 problems.append(f'{where}: expected a value in {left}, {right}; got {value!r}.')
 
 
+def get_field(config: Any, dotted: str) -> Any:
+    """The field at a dotted path of a config tree, e.g. ``get_field(cfg, 'deepssm.trainer.epochs')``."""
+    obj = config
+    for part in dotted.split('.'):
+        obj = getattr(obj, part)
+    return obj
+
+
 def profile_table(keys: tuple[str, ...] = ('data.num_subjects', 'data.num_particles', 'data.spacing',
                                            'groom.spacing', 'augment.num_samples', 'loader.batch_size',
                                            'deepssm.trainer.epochs', 'deepssm.fine_tune.epochs')) -> dict:
@@ -540,10 +549,7 @@ def profile_table(keys: tuple[str, ...] = ('data.num_subjects', 'data.num_partic
     for key in keys:
         row = {}
         for p, cfg in profiles.items():
-            obj: Any = cfg
-            for part in key.split('.'):
-                obj = getattr(obj, part)
-            row[p] = obj
+            row[p] = get_field(cfg, key)
         table[key] = row
     width = max(len(k) for k in keys)
     print(f'{"":{width}}  ' + ''.join(f'{p:>10}' for p in PROFILES))

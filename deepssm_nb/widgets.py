@@ -24,7 +24,7 @@ import ipywidgets as W
 from IPython.display import display
 
 from ._validation import ConfigError
-from .config import PROFILES, Config, get_profile
+from .config import PROFILES, Config, get_field, get_profile
 
 __all__ = ['ConfigPanel', 'config_panel', 'run_button']
 
@@ -39,12 +39,6 @@ DEFAULT_SECTIONS: dict[str, tuple[str, ...]] = {
     'deepssm.fine_tune': ('enabled', 'epochs', 'learning_rate'),
     'deepssm.tl_net': ('enabled', 'ae_epochs', 'tf_epochs', 'joint_epochs', 'alpha'),
 }
-
-
-def _get(obj: Any, dotted: str) -> Any:
-    for part in dotted.split('.'):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _widget_for(f: dataclasses.Field, tp: Any, value: Any, description: str) -> W.Widget:
@@ -92,7 +86,7 @@ class ConfigPanel(W.VBox):
         super().__init__([self.profile, accordion, self.message])
 
     def _section(self, section: str) -> W.Widget:
-        obj = _get(self.config, section)
+        obj = get_field(self.config, section)
         hints = typing.get_type_hints(type(obj))
         fields = {f.name: f for f in dataclasses.fields(obj)}
         rows = []
@@ -108,7 +102,7 @@ class ConfigPanel(W.VBox):
         if self._updating:
             return
         section, name = key.rsplit('.', 1)
-        obj = _get(self.config, section)
+        obj = get_field(self.config, section)
         old = getattr(obj, name)
         setattr(obj, name, change['new'])
         try:
@@ -136,7 +130,7 @@ class ConfigPanel(W.VBox):
         self._updating = True
         try:
             for key, w in self.field_widgets.items():
-                w.value = _get(self.config, key)
+                w.value = get_field(self.config, key)
         finally:
             self._updating = False
         self.message.value = ''
