@@ -224,7 +224,7 @@ def groom_cohort(cohort, *, spacing: float = 2.0, padding: float = 10.0, referen
         else:
             seed = int(np.random.SeedSequence([seed_base, zlib.crc32(s.id.encode())]).generate_state(1)[0])
             jobs.append(_job('register', s, out, {'reference': ref_key, 'iterations': int(registration_iterations),
-                                              'stages': list(stages), 'seed': seed}))
+                                                  'stages': list(stages), 'seed': seed}))
     done = {j['id']: r for j in jobs if (r := _job_record(j)) is not None}
     ref_ok = (out / 'reference_image.nrrd').is_file() and _read_record(out / 'records' / '_reference.json') == ref_key
     if len(done) < len(jobs) or not ref_ok:
@@ -241,14 +241,14 @@ def groom_cohort(cohort, *, spacing: float = 2.0, padding: float = 10.0, referen
                         progress=progress)
 
     # 3. World particles, registration errors, groom.json
-    world = {s.id: apply_transform(np.asarray(records[s.id]['transform'], dtype=float), parts[s.id])
-             for s in subjects}
+    transforms = {s.id: np.asarray(records[s.id]['transform'], dtype=float) for s in subjects}
+    world = {s.id: apply_transform(transforms[s.id], parts[s.id]) for s in subjects}
     if train_alignment == 'registration':
         mean = np.mean([world[s.id] for s in train], axis=0)
     write_particles(out / 'mean.particles', mean)
     rows = []
     for s in subjects:
-        T = np.asarray(records[s.id]['transform'], dtype=float)
+        T = transforms[s.id]
         write_particles(out / 'particles' / f'{s.id}.particles', world[s.id])
         row = {'id': s.id, 'split': s.split, 'image': f'images/{s.id}.nrrd', 'particles': f'particles/{s.id}.particles',
                'source_image': str(s.image), 'transform': T.tolist(), 'registration_error_mm': None,
