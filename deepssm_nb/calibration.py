@@ -73,9 +73,9 @@ def fit_calibration(net: torch.nn.Module, loader: Any, *,
     pred, true, parts = [], [], []
     for batch in loader:
         z, _ = net(batch['image'].to(device))
-        pred.append(z.float().cpu())
-        true.append(batch['scores'].float())
-        parts.append(batch['particles'].float())
+        pred.append(z.float())
+        true.append(batch['scores'].to(device).float())
+        parts.append(batch['particles'].to(device).float())
     if not pred:
         raise DataError('calibration needs validation samples; the loader is empty.')
     z, y, p = torch.cat(pred), torch.cat(true), torch.cat(parts)
@@ -83,11 +83,9 @@ def fit_calibration(net: torch.nn.Module, loader: Any, *,
         raise DataError(f'the loader\'s scores have shape {tuple(y.shape)}; the network predicts {tuple(z.shape)}.')
     denom = (z * z).sum(0)
     alpha = torch.where(denom > 0, (z * y).sum(0) / denom.clamp_min(1e-12), torch.zeros_like(denom)).clamp(0.0, 1.0)
-    decoder = net.decoder.cpu()
-    rmse = lambda q: float(((decoder(q) - p) ** 2).sum(-1).mean().sqrt())  # noqa: E731
+    rmse = lambda q: float(((net.decoder(q) - p) ** 2).sum(-1).mean().sqrt())  # noqa: E731
     report = {'val_rmse_mm_before': rmse(z), 'val_rmse_mm_after': rmse(z * alpha), 'num_samples': int(len(z))}
-    net.to(device)
-    return alpha.numpy().astype(np.float64), report
+    return alpha.cpu().numpy().astype(np.float64), report
 
 
 @torch.no_grad()
