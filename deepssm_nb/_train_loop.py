@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ._checkpoint import (LOG_COLUMNS, check_fingerprint, load_checkpoint, read_train_log, save_checkpoint,
-                          save_model_file, set_rng, write_log)
+                          loader_generators, save_model_file, set_rng, write_log)
 from ._validation import ConfigError, DataError
 from .io import plain
 from .models import check_initialized
@@ -136,7 +136,10 @@ class StageSpec:
     ``step(net, batch)`` returns ``(loss, predicted particles (B, M, 3), true
     particles (B, M, 3))``; it runs under autocast, with gradients in training
     and under ``torch.no_grad()`` in validation. ``trainable(net)`` lists the
-    modules that learn in this stage (the rest are frozen).
+    modules that learn in this stage (the rest are frozen). With ``keep_start``
+    the incoming model is validated first and counts as epoch 0: the stage's
+    best model is then never worse on validation than the model it started
+    from (used by fine tuning, which can drift away from a good base model).
     """
 
     name: str
@@ -151,6 +154,7 @@ class StageSpec:
     early_stopping: int = 0
     seed: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
+    keep_start: bool = False
 
 
 @dataclass
@@ -160,7 +164,7 @@ class FitResult:
     Attributes:
         stage: Stage name (``'base'``, ``'fine_tune'``, ``'tl_ae'``, ``'tl_tf'``, ``'tl_joint'``).
         history: One dict per epoch with the :data:`LOG_COLUMNS`.
-        best_epoch: Epoch of the lowest validation RMSE (mm).
+        best_epoch: Epoch of the lowest validation RMSE (mm); 0 is the starting model (``keep_start``).
         best_val_rmse_mm: That RMSE.
         final_val_rmse_mm: Validation RMSE after the last epoch.
         stopped_early: Whether early stopping ended the stage.
@@ -247,9 +251,17 @@ def run_stage(net: nn.Module, train_loader: Any, val_loader: Any, spec: StageSpe
             scaler.load_state_dict(ckpt['scaler'])
         set_rng(ckpt['rng'], train_loader)
     else:
+        if spec.keep_start:  # the incoming model is epoch 0: the stage keeps it unless an epoch validates better
+            val0 = evaluate(net, val_loader, spec.step, device=device, precision=precision)
+            state.update(best_val=val0, best_epoch=0)
+            save_model_file(best_path, net, stage=spec.name, epoch=0, val_rmse_mm=val0, normalization=normalization)
+        # Every random stream of the stage, the loader's shuffling included, starts from the stage's seed, so a
+        # stage run in a fresh process (after the one before it finished elsewhere) repeats an uninterrupted run.
         torch.manual_seed(spec.seed)
         np.random.seed(spec.seed)
         random.seed(spec.seed)
+        for generator in loader_generators(train_loader):
+            generator.manual_seed(spec.seed)
 
     bar = tqdm(total=spec.epochs, initial=state['epoch'], desc=spec.name, unit='epoch', disable=not progress)
     val_every = max(int(spec.val_freq), 1)

@@ -179,7 +179,7 @@ class TrainerConfig:
     device: str = _f('auto', options=('auto', 'cpu', 'cuda'))
     precision: str = _f('auto', options=('auto', 'fp32', 'bf16', 'fp16'),
                         doc='auto: mixed precision on GPU, bf16 + channels-last on CPU where it helps')
-    seed: int = _f(0, low=0)
+    seed: int = _f(0, low=0, doc='seed of the weights and of the batch order (every stage starts from it)')
 
 
 @dataclass

@@ -86,8 +86,9 @@ def _base_spec(tc: TrainerConfig, stage: str, loss: str, focal_a: float, focal_c
     if stage == 'base':
         return _spec('base', '', tc, step, lambda net: [net.encoder], loss=loss, focal_a=focal_a, focal_c=focal_c)
     if stage == 'fine_tune':
-        return _spec('fine_tune', '_ft', tc, step, lambda net: [net.encoder, net.decoder], loss=loss,
+        spec = _spec('fine_tune', '_ft', tc, step, lambda net: [net.encoder, net.decoder], loss=loss,
                      focal_a=focal_a, focal_c=focal_c)
+        return dataclasses.replace(spec, keep_start=True)
     raise ConfigError(f"stage must be 'base' or 'fine_tune'; got {stage!r}.")
 
 
@@ -183,6 +184,9 @@ def fine_tune(net: DeepSSMNet, train_loader: Any, val_loader: Any, *, trainer_cf
     """Fine tuning: train encoder and (freed) PCA decoder with ``fine_tune_cfg``'s loss, epochs and rate.
 
     Keyword arguments are passed to :func:`fit`; the files end in ``_ft``.
+    The incoming model is validated first and counts as epoch 0, so
+    ``best_model_ft.torch`` is that model when no fine-tuning epoch validates
+    better (``best_epoch == 0``).
     """
     return fit(net, train_loader, val_loader, trainer_cfg=fine_tune_config(trainer_cfg, fine_tune_cfg),
                model_dir=model_dir, loss=fine_tune_cfg.loss, stage='fine_tune', **kwargs)

@@ -164,6 +164,18 @@ def test_training_killed_and_rerun_gives_identical_weights(reference_run, tmp_pa
     assert len(rows) == 1 + cfg.deepssm.trainer.epochs + cfg.deepssm.fine_tune.epochs
 
 
+def test_fine_tuning_in_a_new_process_after_the_base_stage_repeats_the_uninterrupted_run(reference_run, tmp_path):
+    """A run stopped between the stages: fine tuning starts from its own seed, not from where shuffling stopped."""
+    cfg, _ = _fresh_copy_until(reference_run, tmp_path, ('groom_dir', 'aug_dir', 'loader_dir', 'model_dir'))
+    model_dir = cfg.resolved_paths()['model_dir']
+    for pattern in ('*_ft.*', 'calibration.json'):
+        for f in model_dir.glob(pattern):
+            f.unlink()
+    ensure(cfg, 'train', verbose=False)
+    assert _state_digest(model_dir / 'final_model.torch') == reference_run['model']
+    assert _state_digest(model_dir / 'final_model_ft.torch') == reference_run['model_ft']
+
+
 def test_same_seed_gives_identical_augmentation_weights_and_predictions(reference_run, tmp_path):
     """A second run from the same cohort reproduces every byte (CPU, fixed seed)."""
     cfg = _cfg(tmp_path / 'work', Path(reference_run['cfg'].data.data_dir))

@@ -236,6 +236,33 @@ def test_early_stopping_stops(tmp_path):
     assert net.grad_in_val and not any(net.grad_in_val)  # validation under torch.no_grad()
 
 
+@pytest.mark.parametrize('script, best_epoch, best_val', [([1.0, 2.0, 1.5], 0, 1.0), ([1.0, 2.0, 0.5], 2, 0.5)])
+def test_keep_start_counts_the_incoming_model_as_epoch_0(tmp_path, script, best_epoch, best_val):
+    net = _Scripted(script)  # the first validation is the incoming model's
+    spec = StageSpec('fine_tune', '_ft', epochs=2, learning_rate=0.1, step=net.step, trainable=lambda n: [n],
+                     keep_start=True)
+    val = DataLoader(ToyData(2, 1), batch_size=2)
+    res = run_stage(net, val, val, spec, model_dir=tmp_path, device=torch.device('cpu'),
+                    precision=resolve_precision('fp32', torch.device('cpu')), progress=False)
+    assert net.val_calls == 3 and len(res.history) == 2  # the start is validated but not logged as an epoch
+    assert res.best_epoch == best_epoch and res.best_val_rmse_mm == pytest.approx(best_val, rel=1e-5)
+    best = torch.load(tmp_path / 'best_model_ft.torch', weights_only=True)
+    assert best['epoch'] == best_epoch and best['val_rmse_mm'] == pytest.approx(best_val, rel=1e-5)
+
+
+def test_fine_tuning_never_selects_a_model_worse_than_its_start(tmp_path):
+    net = _net()
+    train, val = _loaders()
+    base = fit(net, train, val, trainer_cfg=_tc(epochs=2), model_dir=tmp_path, progress=False)
+    net.load_state_dict(torch.load(base.best_path, weights_only=True)['state_dict'])
+    ft = fine_tune(net, train, val, trainer_cfg=_tc(), model_dir=tmp_path, progress=False,  # a rate that diverges
+                   fine_tune_cfg=FineTuneConfig(enabled=True, epochs=2, learning_rate=1.0, decay_lr=False))
+    assert ft.final_val_rmse_mm > base.best_val_rmse_mm
+    assert ft.best_epoch == 0 and ft.best_val_rmse_mm == pytest.approx(base.best_val_rmse_mm, rel=1e-4)
+    chosen = load_trained_model(tmp_path)
+    assert chosen.model_info['stage'] == 'fine_tune' and chosen.model_info['epoch'] == 0
+
+
 def test_live_plot_collects_rows_headless(tmp_path):
     live = LivePlot()
     fit(_net(), *_loaders(), trainer_cfg=_tc(epochs=2), model_dir=tmp_path, callback=live, progress=False)
