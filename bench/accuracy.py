@@ -6,6 +6,9 @@ subjects as ``test`` and points at the same files) and its own work folder,
 then runs cohort -> groom -> augment -> loaders -> train -> predict -> analyze.
 Surface distances are pooled over all test subjects of all folds and written,
 with both baselines and the ratios, to ``bench/results/accuracy_<profile>.json``.
+For context it also scores the PCA floor with every mode of the training shapes
+(``pca_floor_all_modes_mm``): no prediction in their span can beat it, so its
+ratio to the mean shape (``best_ratio_to_mean_shape``) is the best reachable.
 
 Usage::
 
@@ -77,6 +80,43 @@ def _parse_setting(text: str) -> tuple[str, Any]:
         return key, raw
 
 
+def all_modes_floor(fold_cfg: Any) -> list[dict[str, Any]]:
+    """The PCA floor with every mode of the fold's training shapes, scored like the other methods.
+
+    The kept-mode floor bounds a perfect network that predicts the kept modes; this one bounds any prediction
+    that stays in the span of the training shapes, so ``pca_floor_all_modes_mm / mean_shape_baseline_mm`` is the
+    best ratio to the mean shape that a linear shape model of these femurs allows. Its files go to
+    ``<analysis_dir>_all_modes`` (the fold's own analysis is left as it is).
+
+    Returns:
+        One row per test subject (``method='pca_floor_all_modes'``), as in ``AnalysisResult.rows``.
+    """
+    from deepssm_nb.analyze import analyze_results
+    from deepssm_nb.groom import load_groomed
+    from deepssm_nb.io import read_particles, write_particles
+    from deepssm_nb.pca import ShapePCA
+    from deepssm_nb.registration import apply_transform
+
+    paths = fold_cfg.resolved_paths()
+    cohort = pipeline.get_cohort(fold_cfg)
+    test_ids = cohort.ids('test')
+    groomed = load_groomed(paths['groom_dir'])
+    shapes = {s.id: read_particles(s.particles) for s in groomed.subjects}
+    train = np.stack([x for sid, x in shapes.items() if sid not in test_ids])
+    pca = ShapePCA(len(train) - 1).fit(train)
+    out = Path(f'{paths["analysis_dir"]}_all_modes')
+    for s in groomed.subjects:
+        if s.id in test_ids:
+            floor = pca.inverse_transform(pca.transform(shapes[s.id][None]))[0]
+            to_image = np.linalg.inv(np.asarray(s.transform, dtype=float))
+            write_particles(out / 'pca_floor_all_modes' / f'{s.id}.particles', apply_transform(to_image, floor))
+    truth_dir = Path(cohort[test_ids[0]].segmentation).parent
+    result = analyze_results(out / 'analysis', truth_dir, out / 'pca_floor_all_modes',
+                             (cohort.mean_mesh, cohort.mean_particles), subject_ids=test_ids, progress=False,
+                             particles_dir=Path(cohort[test_ids[0]].particles).parent)
+    return [dict(r, method='pca_floor_all_modes') for r in result.rows if r['method'] == 'deepssm']
+
+
 def _pooled(rows: list[dict[str, Any]], method: str, stat: str) -> float:
     return float(np.mean([r[stat] for r in rows if r['method'] == method]))
 
@@ -84,7 +124,7 @@ def _pooled(rows: list[dict[str, Any]], method: str, stat: str) -> float:
 def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | None,
         max_folds: int | None, until: str = 'analyze', analyze_only: bool = False,
         processes: int | None = None, only_fold: int | None = None,
-        settings: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        settings: dict[str, Any] | None = None, prior_wall_s: float = 0.0) -> dict[str, Any] | None:
     t0 = time.perf_counter()
     cfg = deepssm_nb.get_profile(profile, work_dir=str(work_dir))
     cfg.data.data_dir = data_dir
@@ -118,9 +158,12 @@ def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | 
             result = run_analysis(fold_cfg)
         else:
             result = pipeline.ensure(fold_cfg, 'analyze')
-        rows += result.rows
+        rows += result.rows + all_modes_floor(fold_cfg)
+        figures = pipeline.key_figures(fold_cfg)
         per_fold.append({'fold': k, 'test_ids': test_ids, 'wall_s': round(time.perf_counter() - t, 1),
-                         'mean_surface_distance_mm': result.summary['mean_surface_distance_mm']})
+                         'mean_surface_distance_mm': result.summary['mean_surface_distance_mm'],
+                         **{key: figures[key] for key in ('best_val_rmse_mm', 'calibrated_val_rmse_mm',
+                                                          'pca_modes_kept') if key in figures}})
         print(f'fold {k}: {test_ids} -> {result.summary["mean_surface_distance_mm"]:.3f} mm', flush=True)
     if until != 'analyze':
         return None
@@ -138,7 +181,10 @@ def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | 
         'pca_floor_mm': pf,
         'ratio_to_mean_shape': dm / ms,
         'ratio_to_pca_floor': dm / pf,
-        'wall_s': round(time.perf_counter() - t0, 1),
+        'pca_floor_all_modes_mm': _pooled(rows, 'pca_floor_all_modes', 'mean'),
+        'best_ratio_to_mean_shape': _pooled(rows, 'pca_floor_all_modes', 'mean') / ms,
+        'wall_s': round(prior_wall_s + time.perf_counter() - t0, 1),
+        **({'prior_wall_s': prior_wall_s} if prior_wall_s else {}),
         'settings': settings or {},
         'per_fold': per_fold,
         'per_subject': [{k: r[k] for k in ('id', 'method', 'mean', 'p95', 'hausdorff', 'particle_rmse')}
@@ -170,11 +216,15 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument('--output', default=None,
                         help='JSON file to write (default: bench/results/accuracy_<profile>.json for a run of '
                              'every fold; <work-dir>/<profile>/accuracy.json for a partial run)')
+    parser.add_argument('--prior-wall-s', type=float, default=0.0,
+                        help='seconds the folds took before this run (e.g. up to predict on a GPU machine, with '
+                             '--analyze-only); added to wall_s')
     args = parser.parse_args(argv)
     work = Path(args.work_dir) / args.profile
     summary = run(args.profile, work_dir=work, data_dir=args.data_dir, num_folds=args.folds,
                   max_folds=args.max_folds, until=args.until, analyze_only=args.analyze_only,
-                  processes=args.processes, only_fold=args.only_fold, settings=dict(args.settings))
+                  processes=args.processes, only_fold=args.only_fold, settings=dict(args.settings),
+                  prior_wall_s=args.prior_wall_s)
     if summary is None:
         return work
     if args.note:
