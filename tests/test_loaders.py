@@ -311,3 +311,29 @@ def test_plots_return_figures(tmp_path, data):
     fig = viz.plot_slices(data.parent / 'images' / 'S0.nrrd', [pts, pts + 1], labels=['a', 'b'], title='t')
     assert len(fig.axes) == 3
     plt.close('all')
+
+
+@pytest.mark.parametrize('workers', [1, 3])
+def test_images_are_read_ahead_in_parallel_but_yielded_in_order(monkeypatch, workers):
+    import random
+    import threading
+    import time
+
+    from deepssm_nb import loaders
+
+    threads, rng = set(), random.Random(0)
+    delays = {i: rng.uniform(0.005, 0.02) for i in range(12)}
+
+    def slow_load(path, factor, down_dir, *, name):
+        threads.add(threading.get_ident())
+        time.sleep(delays[int(path.stem)])   # later files often finish first
+        if path.stem == '11':
+            raise DataError(f'"{path}" is not an image')
+        return path
+
+    monkeypatch.setattr(loaders, '_load_image', slow_load)
+    paths = [Path(f'{i}.nrrd') for i in range(11)]
+    assert list(loaders._images_in_order(paths, 1.0, None, workers=workers)) == paths
+    assert len(threads) == workers
+    with pytest.raises(DataError, match='11.nrrd'):
+        list(loaders._images_in_order([*paths, Path('11.nrrd')], 1.0, None, workers=workers))
