@@ -7,8 +7,9 @@ then runs cohort -> groom -> augment -> loaders -> train -> predict -> analyze.
 Surface distances are pooled over all test subjects of all folds and written,
 with both baselines and the ratios, to ``bench/results/accuracy_<profile>.json``.
 For context it also scores the PCA floor with every mode of the training shapes
-(``pca_floor_all_modes_mm``): no prediction in their span can beat it, so its
-ratio to the mean shape (``best_ratio_to_mean_shape``) is the best reachable.
+(``pca_floor_all_modes_mm``): the closest shape in their span, in the least-squares
+sense on the particles, so its ratio to the mean shape (``best_ratio_to_mean_shape``)
+is about the best a model built from these training shapes can reach.
 
 Usage::
 
@@ -83,10 +84,12 @@ def _parse_setting(text: str) -> tuple[str, Any]:
 def all_modes_floor(fold_cfg: Any) -> list[dict[str, Any]]:
     """The PCA floor with every mode of the fold's training shapes, scored like the other methods.
 
-    The kept-mode floor bounds a perfect network that predicts the kept modes; this one bounds any prediction
-    that stays in the span of the training shapes, so ``pca_floor_all_modes_mm / mean_shape_baseline_mm`` is the
-    best ratio to the mean shape that a linear shape model of these femurs allows. Its files go to
-    ``<analysis_dir>_all_modes`` (the fold's own analysis is left as it is).
+    The kept-mode floor is what a perfect network that predicts the kept modes would reach; this one is the
+    least-squares projection onto the span of all training shapes, whose particle error no prediction in that
+    span can beat. Its surface distance is close to (not strictly) the best such a prediction can reach, so
+    ``pca_floor_all_modes_mm / mean_shape_baseline_mm`` shows about how far below the mean shape a linear shape
+    model of these femurs can go. Its files go to ``<analysis_dir>_all_modes`` (the fold's own analysis is left
+    as it is).
 
     Returns:
         One row per test subject (``method='pca_floor_all_modes'``), as in ``AnalysisResult.rows``.

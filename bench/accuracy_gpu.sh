@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs folds of the accuracy benchmark up to prediction on a GPU machine without VTK, then packs the
 # small outputs the analysis needs into $OUT/folds.tgz. The analysis then runs where PyVista/VTK is:
-#   python bench/accuracy.py --profile P --work-dir /tmp/dsb/work --data-dir /tmp/dsb/data --analyze-only
+#   python bench/accuracy.py --profile P --work-dir /tmp/dsb/work --data-dir /tmp/dsb/data --analyze-only \
+#       [--max-folds K] [--set ...as on the GPU] --prior-wall-s <seconds the GPU part took>
+# (the folds.tgz unpacked into /tmp/dsb/work/P first).
 #
 # Usage: bench/accuracy_gpu.sh PROFILE NUM_FOLDS [FOLD ...]
 #   no FOLD given: every fold, all in parallel (2 worker processes each);
