@@ -94,25 +94,20 @@ def all_modes_floor(fold_cfg: Any) -> list[dict[str, Any]]:
     Returns:
         One row per test subject (``method='pca_floor_all_modes'``), as in ``AnalysisResult.rows``.
     """
-    from deepssm_nb.analyze import analyze_results
+    from deepssm_nb.analyze import analyze_results, baseline_particles
     from deepssm_nb.groom import load_groomed
-    from deepssm_nb.io import read_particles, write_particles
+    from deepssm_nb.io import write_particles
     from deepssm_nb.pca import ShapePCA
-    from deepssm_nb.registration import apply_transform
 
     paths = fold_cfg.resolved_paths()
     cohort = pipeline.get_cohort(fold_cfg)
     test_ids = cohort.ids('test')
     groomed = load_groomed(paths['groom_dir'])
-    shapes = {s.id: read_particles(s.particles) for s in groomed.subjects}
-    train = np.stack([x for sid, x in shapes.items() if sid not in test_ids])
+    train = groomed.particles('train')
     pca = ShapePCA(len(train) - 1).fit(train)
     out = Path(f'{paths["analysis_dir"]}_all_modes')
-    for s in groomed.subjects:
-        if s.id in test_ids:
-            floor = pca.inverse_transform(pca.transform(shapes[s.id][None]))[0]
-            to_image = np.linalg.inv(np.asarray(s.transform, dtype=float))
-            write_particles(out / 'pca_floor_all_modes' / f'{s.id}.particles', apply_transform(to_image, floor))
+    for sid, points in baseline_particles(groomed, pca, test_ids)['pca_floor'].items():
+        write_particles(out / 'pca_floor_all_modes' / f'{sid}.particles', points)
     truth_dir = Path(cohort[test_ids[0]].segmentation).parent
     result = analyze_results(out / 'analysis', truth_dir, out / 'pca_floor_all_modes',
                              (cohort.mean_mesh, cohort.mean_particles), subject_ids=test_ids, progress=False,

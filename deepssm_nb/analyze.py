@@ -39,7 +39,8 @@ from .io import atomic_write_text, read_json, read_particles, write_json, write_
 from .surface import (IMAGE_SUFFIXES, MESH_SUFFIXES, particle_error_map, read_surface, save_mesh,
                       symmetric_surface_distance, warp_mesh)
 
-__all__ = ['AnalysisResult', 'analyze_results', 'format_report', 'load_analysis', 'run_analysis']
+__all__ = ['AnalysisResult', 'analyze_results', 'baseline_particles', 'format_report', 'load_analysis',
+           'run_analysis']
 
 PRIMARY = 'deepssm'
 STATS = ('mean', 'rms', 'p95', 'hausdorff')
@@ -381,6 +382,34 @@ def load_analysis(folder: str | os.PathLike) -> AnalysisResult:
 # --------------------------------------------------------------------------- wiring from a Config
 
 
+def baseline_particles(groomed: Any, pca: Any, subject_ids: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """The two baselines of each subject, in its own image frame.
+
+    ``'mean_shape'``: the PCA mean; ``'pca_floor'``: the subject's true groomed
+    particles projected onto the PCA's modes. Both are mapped from the groomed
+    (world) frame to the subject's image by the inverse of its grooming
+    transform, i.e. placed by the same registration as the predictions.
+
+    Args:
+        groomed: A :class:`~deepssm_nb.groom.GroomResult`.
+        pca: A fitted :class:`~deepssm_nb.pca.ShapePCA` of world-frame particles (M, 3).
+        subject_ids: Subjects of ``groomed``.
+
+    Returns:
+        ``{'mean_shape': {id: (M, 3)}, 'pca_floor': {id: (M, 3)}}``, in mm.
+    """
+    from .registration import apply_transform
+
+    out: dict[str, dict[str, np.ndarray]] = {'mean_shape': {}, 'pca_floor': {}}
+    for sid in subject_ids:
+        subject = groomed[sid]
+        to_image = np.linalg.inv(np.asarray(subject.transform, dtype=float))
+        world = read_particles(subject.particles)
+        out['mean_shape'][sid] = apply_transform(to_image, pca.mean_)
+        out['pca_floor'][sid] = apply_transform(to_image, pca.inverse_transform(pca.transform(world[None]))[0])
+    return out
+
+
 def run_analysis(cfg: Any, *, truth: str = 'segmentation', progress: bool = True) -> AnalysisResult:
     """Analyse the test predictions of a pipeline run, with both baselines.
 
@@ -401,7 +430,6 @@ def run_analysis(cfg: Any, *, truth: str = 'segmentation', progress: bool = True
     from .groom import load_groomed
     from .pca import ShapePCA
     from .pipeline import get_cohort
-    from .registration import apply_transform
 
     truth = look_up_option(truth, ('segmentation', 'mesh'), name='truth')
     paths = cfg.resolved_paths()
@@ -419,16 +447,10 @@ def run_analysis(cfg: Any, *, truth: str = 'segmentation', progress: bool = True
         previous = load_analysis(out)
         if previous.summary.get('truth_dir') == str(truth_dir.resolve()) and previous.ids == ids:
             return previous
-    groomed = load_groomed(paths['groom_dir'])
-    transforms = {s.id: np.asarray(s.transform, dtype=float) for s in groomed.subjects}
-    world_files = {s.id: s.particles for s in groomed.subjects}
     pca = ShapePCA.load(paths['aug_dir'] / 'PCA_Particle_Info')
-    for sid in ids:
-        inv_t = np.linalg.inv(transforms[sid])
-        world = read_particles(world_files[sid])
-        floor = pca.inverse_transform(pca.transform(world[None]))[0]
-        write_particles(out / 'baselines' / 'mean_shape' / f'{sid}.particles', apply_transform(inv_t, pca.mean_))
-        write_particles(out / 'baselines' / 'pca_floor' / f'{sid}.particles', apply_transform(inv_t, floor))
+    for name, shapes in baseline_particles(load_groomed(paths['groom_dir']), pca, ids).items():
+        for sid, points in shapes.items():
+            write_particles(out / 'baselines' / name / f'{sid}.particles', points)
     if cohort.mean_mesh is None or cohort.mean_particles is None:
         raise DataError(f'the cohort in "{cohort.root}" has no mean.vtk / mean.particles to warp.')
     return analyze_results(
