@@ -119,10 +119,31 @@ def _pooled(rows: list[dict[str, Any]], method: str, stat: str) -> float:
     return float(np.mean([r[stat] for r in rows if r['method'] == method]))
 
 
+def skill(deepssm_mm: float, mean_shape_mm: float, pca_floor_mm: float) -> float:
+    """The fraction of the gap from the mean shape down to the kept-mode PCA floor that DeepSSM closes.
+
+    1 is a perfect prediction of the kept PCA scores, 0 is no better than the registered mean shape, and a
+    negative value is worse than it.
+    """
+    return (mean_shape_mm - deepssm_mm) / (mean_shape_mm - pca_floor_mm)
+
+
+def seed_figures(rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    """The pooled figures of one training seed: surface distance, both baselines, skill and per-femur wins."""
+    dm, ms, pf = (_pooled(rows, m, 'mean') for m in ('deepssm', 'mean_shape', 'pca_floor'))
+    by = {(r['id'], r['method']): r['mean'] for r in rows}
+    ids = sorted({r['id'] for r in rows})
+    wins = sum(by[(i, 'deepssm')] < by[(i, 'mean_shape')] for i in ids)
+    return {'seed': seed, 'mean_surface_distance_mm': dm, 'mean_shape_baseline_mm': ms, 'pca_floor_mm': pf,
+            'skill': skill(dm, ms, pf), 'wins_vs_mean_shape': int(wins), 'n_test_subjects': len(ids)}
+
+
 def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | None,
         max_folds: int | None, until: str = 'analyze', analyze_only: bool = False,
         processes: int | None = None, only_fold: int | None = None,
-        settings: dict[str, Any] | None = None, prior_wall_s: float = 0.0) -> dict[str, Any] | None:
+        settings: dict[str, Any] | None = None, prior_wall_s: float = 0.0,
+        seeds: list[int] | None = None) -> dict[str, Any] | None:
+    seeds = list(seeds or [0])
     t0 = time.perf_counter()
     cfg = deepssm_nb.get_profile(profile, work_dir=str(work_dir))
     cfg.data.data_dir = data_dir
@@ -142,36 +163,50 @@ def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | 
         fold_cfg.validate()
         if processes:
             fold_cfg.groom.processes = fold_cfg.augment.processes = processes
-        t = time.perf_counter()
-        if until != 'analyze':
-            pipeline.ensure(fold_cfg, until)
-            print(f'fold {k}: {test_ids} -> {until} done in {time.perf_counter() - t:.1f} s', flush=True)
-            continue
-        if analyze_only:
-            # Predictions were made elsewhere (e.g. on a GPU machine): redo the cheap, deterministic grooming
-            # here for the baselines, then analyse the predictions as they are.
-            from deepssm_nb.analyze import run_analysis
+        model_name = fold_cfg.deepssm.model_name
+        for seed in seeds:
+            # Every seed shares the fold's grooming, augmentation and loaders; only the training differs.
+            fold_cfg.deepssm.trainer.seed = seed
+            fold_cfg.deepssm.model_name = model_name if seeds == [0] else f'{model_name}_seed{seed}'
+            t = time.perf_counter()
+            if until != 'analyze':
+                pipeline.ensure(fold_cfg, until)
+                print(f'fold {k}: {test_ids} -> {until} done in {time.perf_counter() - t:.1f} s', flush=True)
+                continue
+            if analyze_only:
+                # Predictions were made elsewhere (e.g. on a GPU machine): redo the cheap, deterministic grooming
+                # here for the baselines, then analyse the predictions as they are.
+                from deepssm_nb.analyze import run_analysis
 
-            pipeline.ensure(fold_cfg, 'groom', verbose=False)
-            result = run_analysis(fold_cfg)
-        else:
-            result = pipeline.ensure(fold_cfg, 'analyze')
-        rows += result.rows + all_modes_floor(fold_cfg)
-        figures = pipeline.key_figures(fold_cfg)
-        per_fold.append({'fold': k, 'test_ids': test_ids, 'wall_s': round(time.perf_counter() - t, 1),
-                         'mean_surface_distance_mm': result.summary['mean_surface_distance_mm'],
-                         **{key: figures[key] for key in ('best_val_rmse_mm', 'calibrated_val_rmse_mm',
-                                                          'pca_modes_kept') if key in figures}})
-        print(f'fold {k}: {test_ids} -> {result.summary["mean_surface_distance_mm"]:.3f} mm', flush=True)
+                pipeline.ensure(fold_cfg, 'groom', verbose=False)
+                result = run_analysis(fold_cfg)
+            else:
+                result = pipeline.ensure(fold_cfg, 'analyze')
+            rows += [dict(r, seed=seed) for r in result.rows + all_modes_floor(fold_cfg)]
+            figures = pipeline.key_figures(fold_cfg)
+            per_fold.append({'fold': k, 'seed': seed, 'test_ids': test_ids,
+                             'wall_s': round(time.perf_counter() - t, 1),
+                             'mean_surface_distance_mm': result.summary['mean_surface_distance_mm'],
+                             **{key: figures[key] for key in ('best_val_rmse_mm', 'calibrated_val_rmse_mm',
+                                                              'pca_modes_kept') if key in figures}})
+            print(f'fold {k} seed {seed}: {test_ids} -> {result.summary["mean_surface_distance_mm"]:.3f} mm',
+                  flush=True)
     if until != 'analyze':
         return None
     dm, ms, pf = (_pooled(rows, m, 'mean') for m in ('deepssm', 'mean_shape', 'pca_floor'))
+    per_seed = [seed_figures([r for r in rows if r['seed'] == seed], seed) for seed in seeds]
+    pooled = [p['mean_surface_distance_mm'] for p in per_seed]
     return {
         'profile': profile,
         'folds': num_folds,
-        'folds_run': len(per_fold),
+        'folds_run': len({p['fold'] for p in per_fold}),
+        'seeds': list(seeds),
         'n_test_subjects': len({r['id'] for r in rows}),
         'mean_surface_distance_mm': dm,
+        'skill': skill(dm, ms, pf),
+        'wins_vs_mean_shape': min(p['wins_vs_mean_shape'] for p in per_seed),
+        'seed_spread_mm': max(pooled) - min(pooled),
+        'per_seed': per_seed,
         'hausdorff_mm': _pooled(rows, 'deepssm', 'hausdorff'),
         'p95_mm': _pooled(rows, 'deepssm', 'p95'),
         'particle_rmse_mm': _pooled(rows, 'deepssm', 'particle_rmse'),
@@ -185,7 +220,7 @@ def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | 
         **({'prior_wall_s': prior_wall_s} if prior_wall_s else {}),
         'settings': settings or {},
         'per_fold': per_fold,
-        'per_subject': [{k: r[k] for k in ('id', 'method', 'mean', 'p95', 'hausdorff', 'particle_rmse')}
+        'per_subject': [{k: r[k] for k in ('id', 'seed', 'method', 'mean', 'p95', 'hausdorff', 'particle_rmse')}
                         for r in rows],
         'machine': {'python': platform.python_version(), 'platform': platform.platform(),
                     'processor': platform.processor() or platform.machine()},
@@ -207,6 +242,8 @@ def main(argv: list[str] | None = None) -> Path:
                         help='analyse predictions already in the work folder (made with --until predict)')
     parser.add_argument('--processes', type=int, default=None, help='worker processes for grooming/augmentation')
     parser.add_argument('--only-fold', type=int, default=None, help='run just fold K (to run folds in parallel)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0],
+                        help='training seeds (deepssm.trainer.seed); every figure is given per seed too')
     parser.add_argument('--note', default=None, help='free text stored in the JSON (e.g. where training ran)')
     parser.add_argument('--set', dest='settings', action='append', type=_parse_setting, default=[],
                         metavar='KEY=VALUE', help='change a config field of every fold, e.g. '
@@ -222,12 +259,12 @@ def main(argv: list[str] | None = None) -> Path:
     summary = run(args.profile, work_dir=work, data_dir=args.data_dir, num_folds=args.folds,
                   max_folds=args.max_folds, until=args.until, analyze_only=args.analyze_only,
                   processes=args.processes, only_fold=args.only_fold, settings=dict(args.settings),
-                  prior_wall_s=args.prior_wall_s)
+                  prior_wall_s=args.prior_wall_s, seeds=args.seeds)
     if summary is None:
         return work
     if args.note:
         summary['note'] = args.note
-    partial = summary['folds_run'] < summary['folds']
+    partial = summary['folds_run'] < summary['folds'] or len(summary['seeds']) < 2
     default = work / 'accuracy.json' if partial else RESULTS / f'accuracy_{args.profile}.json'
     out = write_json(Path(args.output) if args.output else default, summary)
     print(f'written: {out}')

@@ -41,7 +41,7 @@ from ._validation import DataError, check_in_range, look_up_option
 from .io import atomic_write_text, read_image, read_json, read_particles, write_image, write_json, write_particles
 from .pca import ShapePCA
 from .samplers import SAMPLERS, get_sampler
-from .tps import INTERPOLATIONS, ImageGrid, _cast_like, warp_array
+from .tps import INTERPOLATIONS, ImageGrid, _cast_like
 
 __all__ = ['read_total_data', 'regenerate_sample', 'run_augmentation', 'run_data_augmentation', 'sample_name',
            'sample_seed']
@@ -111,16 +111,39 @@ def _as_seed(random_state) -> int:
     return int(random_state)
 
 
-def _fingerprint(params: dict, images: list[Path], points: list[Path], shapes: np.ndarray) -> str:
-    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in images]
+def _read_sources(sources, images: list[Path]) -> list[dict | None]:
+    """Each input's original scan and grooming transform, checked; ``[None] * N`` without sources."""
+    if sources is None:
+        return [None] * len(images)
+    sources = list(sources)
+    if len(sources) != len(images):
+        raise DataError(f'sources has {len(sources)} entries but img_list has {len(images)}; expected one '
+                        '(original scan, transform) pair per image.')
+    out = []
+    for i, (path, T) in enumerate(sources):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f'Original scan of input {i + 1} not found: "{path}"')
+        T = np.asarray(T, dtype=float)
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise DataError(f'sources[{i}]: the transform of "{path}" must be a finite (4, 4) matrix; got shape '
+                            f'{T.shape}.')
+        out.append({'source': str(path.resolve()), 'to_world': T.tolist()})
+    return out
+
+
+def _fingerprint(params: dict, images: list[Path], points: list[Path], shapes: np.ndarray,
+                 sources: list[dict | None]) -> str:
+    files = images + [Path(s['source']) for s in sources if s]
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     key = {k: v for k, v in params.items() if k != 'num_samples'}
-    text = json.dumps([key, stats, [str(p) for p in points]], sort_keys=True)
+    text = json.dumps([key, stats, [str(p) for p in points], [s and s['to_world'] for s in sources]], sort_keys=True)
     return hashlib.sha256(text.encode() + np.ascontiguousarray(shapes).tobytes()).hexdigest()
 
 
 # --------------------------------------------------------------------------- workers
 
-_BASE: dict = {}  # the last base image of this process: {'path', 'array', 'grid', 'dtype'}
+_BASE: dict = {}  # the last warp source of this process: {'key', 'synth'}
 
 
 def _init_worker() -> None:
@@ -129,15 +152,18 @@ def _init_worker() -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
-def _base_image(path: str) -> tuple[np.ndarray, ImageGrid, np.dtype]:
-    if _BASE.get('path') != path:
-        import SimpleITK as sitk
+def _synthesizer(base: dict, warp: dict):
+    """A one-base :class:`~deepssm_nb.synthesis.SampleSynthesizer` for ``base`` (cached: tasks come sorted by base)."""
+    key = (base['image'], base.get('source'), str(base.get('to_world')), tuple(sorted(warp.items())))
+    if _BASE.get('key') != key:
+        from .synthesis import SampleSynthesizer, base_scan
 
         _BASE.clear()
-        img = read_image(path, name='base image')
-        arr = sitk.GetArrayFromImage(img)
-        _BASE.update(path=path, array=arr.astype(np.float32), grid=ImageGrid.from_image(img), dtype=arr.dtype)
-    return _BASE['array'], _BASE['grid'], _BASE['dtype']
+        grid = ImageGrid.from_image(read_image(base['image'], name='groomed base image'))
+        scan = base_scan(base['id'], base['particles'], grid, groomed_image=base['image'], source=base.get('source'),
+                         to_world=base.get('to_world'))
+        _BASE.update(key=key, synth=SampleSynthesizer([scan], grid, **warp))
+    return _BASE['synth']
 
 
 def _generate(task: dict) -> str:
@@ -147,9 +173,10 @@ def _generate(task: dict) -> str:
 
     with threadpool_limits(1):
         write_particles(task['particles_out'], task['particles'])
-        array, grid, dtype = _base_image(task['base_image'])
-        warped = warp_array(array, grid, task['base_particles'], task['particles'], **task['warp'])
-        img = sitk.GetImageFromArray(_cast_like(warped, dtype))
+        synth = _synthesizer(task['base'], task['warp'])
+        warped = synth.warp(0, task['particles'])
+        grid = synth.grid
+        img = sitk.GetImageFromArray(_cast_like(warped, synth.bases[0].dtype))
         img.SetOrigin(tuple(grid.origin))
         img.SetSpacing(tuple(grid.spacing))
         img.SetDirection(tuple(grid.direction.ravel()))
@@ -200,7 +227,7 @@ def run_data_augmentation(out_dir, img_list, world_point_list, num_samples: int 
                           percent_variability: float = 0.95, sampler: str = 'kde', mixture_num: int = 0,
                           processes: int = 1, random_state=0, *, landmark_step: int = 2, grid_step: float = 4.0,
                           interpolation: str = 'cubic', kink_radius: float = 2.0, names=None,
-                          progress: bool = True) -> int:
+                          sources=None, progress: bool = True) -> int:
     """Generate ``num_samples`` shapes and images from the training set (resumable).
 
     Args:
@@ -219,6 +246,9 @@ def run_data_augmentation(out_dir, img_list, world_point_list, num_samples: int 
         interpolation: ``'cubic'`` or ``'linear'`` interpolation of the coarse warp.
         kink_radius: Exact kernel correction around each control point, in cells.
         names: Subject ids of the N inputs (default: image file names).
+        sources: Optional N pairs ``(original scan file, (4, 4) grooming transform original -> world)``. With
+            them each warp reads the base's original scan, interpolated once as the real groomed images are
+            (:mod:`deepssm_nb.synthesis`); without, it reads the groomed image (interpolated twice).
         progress: Show a progress bar.
 
     Returns:
@@ -239,9 +269,10 @@ def run_data_augmentation(out_dir, img_list, world_point_list, num_samples: int 
                   random_state=_as_seed(random_state), landmark_step=int(landmark_step),
                   grid_step=float(grid_step), interpolation=look_up_option(interpolation, INTERPOLATIONS,
                                                                            name='interpolation'),
-                  kink_radius=float(kink_radius))
+                  kink_radius=float(kink_radius), warp_from='groomed' if sources is None else 'original')
     images, points, names, shapes = _read_inputs(img_list, world_point_list, names)
-    fingerprint = _fingerprint(params, images, points, shapes)
+    src = _read_sources(sources, images)
+    fingerprint = _fingerprint(params, images, points, shapes, src)
     old = _previous(out)
     resume = old.get('fingerprint') == fingerprint
     if resume and _finished(out, old, params['num_samples']):
@@ -262,8 +293,8 @@ def run_data_augmentation(out_dir, img_list, world_point_list, num_samples: int 
              for name, seed, _, b in plan]
     info = {'format': _FORMAT, 'complete': False, 'fingerprint': fingerprint, 'num_samples': params['num_samples'],
             'num_dim': params['num_dim'], 'n_components': pca.n_components_, 'parameters': params,
-            'sampler': smp.params(), 'inputs': [{'id': n, 'image': str(p), 'particles': str(q)}
-                                                for p, q, n in zip(images, points, names)], 'rows': rows}
+            'sampler': smp.params(), 'inputs': [{'id': n, 'image': str(p), 'particles': str(q), **(x or {})}
+                                                for p, q, n, x in zip(images, points, names, src)], 'rows': rows}
     write_json(out / JSON_NAME, info)
     warp = dict(landmark_step=params['landmark_step'], grid_step=params['grid_step'],
                 interpolation=params['interpolation'], kink_radius=params['kink_radius'])
@@ -272,8 +303,8 @@ def run_data_augmentation(out_dir, img_list, world_point_list, num_samples: int 
         if Path(row['image']).is_file() and Path(row['particles']).is_file():
             continue
         tasks.append({'name': name, 'image_out': row['image'], 'particles_out': row['particles'],
-                      'particles': pca.inverse_transform(scores), 'base_image': str(images[b]),
-                      'base_particles': shapes[b], 'warp': warp})
+                      'particles': pca.inverse_transform(scores),
+                      'base': _task_base(names[b], images[b], shapes[b], src[b]), 'warp': warp})
     _run_tasks(tasks, int(processes), progress)
     scores_all = np.concatenate([pca.scores_, np.array([p[2] for p in plan]).reshape(-1, pca.n_components_)])
     lines = [','.join([r['image'], r['particles']] + [repr(float(v)) for v in s]) for r, s in zip(rows, scores_all)]
@@ -281,6 +312,10 @@ def run_data_augmentation(out_dir, img_list, world_point_list, num_samples: int 
     info['complete'] = True
     write_json(out / JSON_NAME, info)
     return pca.n_components_
+
+
+def _task_base(name: str, image: Path, particles: np.ndarray, source: dict | None) -> dict:
+    return {'id': name, 'image': str(image), 'particles': particles, **(source or {})}
 
 
 def _previous(out: Path) -> dict:
@@ -322,11 +357,19 @@ def run_augmentation(cfg, groomed, *, progress: bool = True) -> int:
         The number of PCA modes kept.
     """
     a = cfg.augment
+    sources = None
+    if a.warp_from == 'original':
+        train = [groomed[i] for i in groomed.ids('train')]
+        missing = [s.id for s in train if s.source is None]
+        if missing:
+            raise DataError(f'"{groomed.root / "groom.json"}" names no original scan for {missing[:5]}; rerun '
+                            "grooming, or set augment.warp_from = 'groomed'.")
+        sources = [(s.source, s.transform) for s in train]
     return run_data_augmentation(
         cfg.resolved_paths()['aug_dir'], groomed.images('train'), groomed.particle_files('train'),
         num_samples=a.num_samples, num_dim=a.num_dim, percent_variability=a.percent_variability, sampler=a.sampler,
         mixture_num=a.mixture_num, processes=a.processes, random_state=cfg.seed, landmark_step=a.landmark_step,
-        grid_step=a.grid_step, names=groomed.ids('train'), progress=progress)
+        grid_step=a.grid_step, names=groomed.ids('train'), sources=sources, progress=progress)
 
 
 def regenerate_sample(aug_dir, index: int, out_dir) -> tuple[Path, Path]:
@@ -345,11 +388,13 @@ def regenerate_sample(aug_dir, index: int, out_dir) -> tuple[Path, Path]:
     images, points, names, shapes = _read_inputs([d['image'] for d in info['inputs']],
                                                  [d['particles'] for d in info['inputs']],
                                                  [d['id'] for d in info['inputs']])
+    src = _read_sources([(d['source'], d['to_world']) for d in info['inputs']]
+                        if params.get('warp_from') == 'original' else None, images)
     pca, smp = _model(shapes, params, [str(p) for p in points])
     scores, b = _draw(smp, sample_seed(params['random_state'], index))
     name, out = sample_name(index), Path(out_dir)
     task = {'name': name, 'image_out': out / f'{name}.nrrd', 'particles_out': out / f'{name}.particles',
-            'particles': pca.inverse_transform(scores), 'base_image': str(images[b]), 'base_particles': shapes[b],
+            'particles': pca.inverse_transform(scores), 'base': _task_base(names[b], images[b], shapes[b], src[b]),
             'warp': {k: params[k] for k in ('landmark_step', 'grid_step', 'interpolation', 'kink_radius')}}
     _generate(task)
     return task['image_out'], task['particles_out']

@@ -42,6 +42,7 @@ __all__ = [
     'EncoderConfig',
     'FineTuneConfig',
     'GroomConfig',
+    'IntensityConfig',
     'LoaderConfig',
     'LossConfig',
     'PathsConfig',
@@ -104,6 +105,23 @@ class GroomConfig:
 
 
 @dataclass
+class IntensityConfig:
+    """Random intensity changes of every training image, drawn anew each time an image is used.
+
+    Amounts are in units of the whitened image (the training set's intensity standard deviation), except ``blur_mm``.
+    All zero (or ``enabled`` false) leaves the images as they are. See :mod:`deepssm_nb.intensity`.
+    """
+
+    enabled: bool = _f(False, doc='apply the random intensity changes to training images')
+    scale: float = _f(0.15, low=0.0, high=0.9, doc='contrast factor drawn log-uniformly in [1 / (1 + s), 1 + s]')
+    shift: float = _f(0.2, low=0.0, high=5.0, doc='offset drawn uniformly in [-s, s]')
+    gamma: float = _f(0.3, low=0.0, high=2.0, doc='gamma exponent exp(U(-g, g)) on the image rescaled to [0, 1]')
+    noise: float = _f(0.15, low=0.0, high=2.0, doc='Gaussian noise with a standard deviation drawn in [0, n]')
+    blur_mm: float = _f(1.0, low=0.0, high=10.0, doc='Gaussian blur with a sigma drawn in [0, b] mm')
+    bias: float = _f(0.2, low=0.0, high=2.0, doc='smooth additive field with an amplitude drawn in [0, b]')
+
+
+@dataclass
 class AugmentConfig:
     """Shape PCA, sampling and image generation."""
 
@@ -114,6 +132,16 @@ class AugmentConfig:
     mixture_num: int = _f(0, low=0, doc='mixture components; 0 means choose by BIC/AIC')
     landmark_step: int = _f(2, low=1, doc='every k-th particle defines the thin-plate spline')
     grid_step: float = _f(4.0, gt=0.0, high=50.0, doc='spacing of the coarse warp grid, voxels')
+    warp_from: str = _f('original', options=('original', 'groomed'),
+                        doc="warp each base subject's original scan through its grooming transform (one "
+                            "interpolation, as real groomed images), or its groomed image (two)")
+    fresh_samples: int = _f(0, low=0, doc='new samples drawn and warped for every training epoch (in the loader), '
+                                          'in place of the stored ones; 0 replays the stored samples')
+    pose_jitter_mm: float = _f(0.0, low=0.0, high=20.0,
+                               doc='random translation of each fresh sample (image and particles), std per axis, mm')
+    pose_jitter_deg: float = _f(0.0, low=0.0, high=20.0,
+                                doc='random rotation of each fresh sample about its centroid, std of the angle, deg')
+    intensity: IntensityConfig = _f(factory=IntensityConfig)
     processes: int = _f(2, low=1, high=64, doc='worker processes')
 
 
@@ -290,6 +318,10 @@ class Config:
             if not (self.deepssm.decoder.deterministic and self.deepssm.decoder.linear):
                 problems.append('config.deepssm.decoder: only a deterministic linear decoder is implemented; '
                                 'expected deterministic=true and linear=true.')
+            a = self.augment
+            if (a.pose_jitter_mm or a.pose_jitter_deg) and not a.fresh_samples:
+                problems.append('config.augment.pose_jitter_mm / pose_jitter_deg: the pose jitter is applied to fresh '
+                                f'samples; expected augment.fresh_samples > 0, got {a.fresh_samples}.')
             if len(self.deepssm.encoder.channels) != 5 or any(
                     isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in self.deepssm.encoder.channels):
                 problems.append('config.deepssm.encoder.channels: expected a list of 5 positive integers; '
@@ -327,7 +359,7 @@ class Config:
             'out_dir': out,
             'model_dir': model_dir,
             'pred_dir': model_dir / 'test_predictions',
-            'analysis_dir': work / 'analysis',
+            'analysis_dir': model_dir / 'analysis',
         }
 
     def deepssm_json(self) -> dict[str, Any]:

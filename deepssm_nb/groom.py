@@ -71,6 +71,7 @@ class GroomedSubject:
         registration_error_mm: Mean registration error of a registered image
             (None for an image resampled through its Procrustes transform), mm.
         registration_error_max_mm: Largest particle error of a registered image, mm.
+        source: The subject's original image file (what ``transform`` maps from), or None if unknown.
     """
 
     id: str
@@ -80,6 +81,7 @@ class GroomedSubject:
     transform: np.ndarray
     registration_error_mm: float | None = None
     registration_error_max_mm: float | None = None
+    source: Path | None = None
 
 
 @dataclass
@@ -446,7 +448,9 @@ def load_groomed(groom_dir: str | os.PathLike) -> GroomResult:
     try:
         subjects = [GroomedSubject(d['id'], d['split'], root / d['image'], root / d['particles'],
                                    np.asarray(d['transform'], dtype=float), d.get('registration_error_mm'),
-                                   d.get('registration_error_max_mm')) for d in info['subjects']]
+                                   d.get('registration_error_max_mm'),
+                                   Path(d['source_image']) if d.get('source_image') else None)
+                    for d in info['subjects']]
         mask = info.get('reference_mask')
         result = GroomResult(root, root / info['reference_image'], float(info['spacing']), subjects,
                              info['reference'], np.asarray(info['bbox'], dtype=float),

@@ -473,7 +473,10 @@ def _make_loaders(loader_dir: Path, batch_size: int, seed: int, num_workers: int
     kw = {'num_workers': num_workers, 'persistent_workers': num_workers > 0, 'pin_memory': torch.cuda.is_available()}
     train = DataLoader(DeepSSMDataset(loader_dir, 'train', norm), batch_size=batch_size, shuffle=True,
                        generator=generator, **kw)
-    val = DataLoader(DeepSSMDataset(loader_dir, 'val', norm), batch_size=batch_size, shuffle=False, **kw)
+    # The validation loader draws its worker seed from a generator of its own, not from the global torch stream:
+    # persistent workers draw it once, a loader without workers at every evaluation, and dropout must not notice.
+    val = DataLoader(DeepSSMDataset(loader_dir, 'val', norm), batch_size=batch_size, shuffle=False,
+                     generator=torch.Generator().manual_seed(seed), **kw)
     return train, val
 
 
@@ -673,7 +676,29 @@ def build_loaders(cfg) -> Loaders:
 
     test_images = list(load_groomed(paths['groom_dir']).images('test'))
     test = get_test_loader(paths['loader_dir'], test_images, cfg.loader.down_factor) if test_images else None
-    return Loaders(train, val, test, load_normalization(paths['loader_dir']), paths['loader_dir'])
+    norm = load_normalization(paths['loader_dir'])
+    return Loaders(_augmented(cfg, train, norm), val, test, norm, paths['loader_dir'])
+
+
+def _augmented(cfg, train: DataLoader, norm: dict[str, Any]) -> DataLoader:
+    """The training loader of ``cfg``: ``train`` itself, or one with fresh samples and intensity changes.
+
+    See :mod:`deepssm_nb.training_set`; used when ``augment.fresh_samples`` > 0 or ``augment.intensity`` is enabled.
+    """
+    from .intensity import RandomIntensity
+    from .training_set import build_training_loader
+
+    a = cfg.augment
+    intensity = RandomIntensity.from_config(a.intensity)
+    if not a.fresh_samples and intensity is None:
+        return train
+    paths = cfg.resolved_paths()
+    stamp = read_json(paths['loader_dir'] / 'loaders.json')
+    return build_training_loader(train.dataset, aug_dir=paths['aug_dir'], train_subjects=stamp['train_subjects'],
+                                 normalization=norm, batch_size=cfg.loader.batch_size, seed=stamp['seed'],
+                                 fresh_samples=a.fresh_samples, intensity=intensity,
+                                 pose_jitter_mm=a.pose_jitter_mm, pose_jitter_deg=a.pose_jitter_deg,
+                                 num_workers=cfg.loader.num_workers)
 
 
 def load_train_val_loaders(cfg) -> tuple[DataLoader, DataLoader, dict[str, Any]]:
@@ -692,4 +717,5 @@ def load_train_val_loaders(cfg) -> tuple[DataLoader, DataLoader, dict[str, Any]]
         train, val = get_train_val_loaders(loader_dir, csv, cfg.loader.batch_size, cfg.loader.down_factor,
                                            val_fraction=cfg.loader.val_fraction, random_state=cfg.seed,
                                            num_workers=cfg.loader.num_workers)
-    return train, val, load_normalization(loader_dir)
+    norm = load_normalization(loader_dir)
+    return _augmented(cfg, train, norm), val, norm

@@ -274,16 +274,30 @@ def _seed(cfg: Config, *extra: int) -> int:
     return int(np.random.SeedSequence([cfg.seed, cfg.deepssm.trainer.seed, *extra]).generate_state(1)[0])
 
 
+def _training_data(cfg: Config) -> dict[str, Any]:
+    """The training-time augmentation settings (part of every stage's fingerprint, so a change retrains)."""
+    a = cfg.augment
+    if not a.fresh_samples and not a.intensity.enabled:
+        return {}
+    return {'fresh_samples': a.fresh_samples, 'pose_jitter_mm': a.pose_jitter_mm,
+            'pose_jitter_deg': a.pose_jitter_deg, 'warp_from': a.warp_from,
+            'intensity': dataclasses.asdict(a.intensity) if a.intensity.enabled else None}
+
+
 def _plan(cfg: Config) -> tuple[str, TrainerConfig, list[StageSpec]]:
     ds = cfg.deepssm
     tc = dataclasses.replace(ds.trainer, seed=_seed(cfg))
     if ds.tl_net.enabled:
-        return 'tl', tc, _tl_specs(tc, ds.tl_net, ds.loss.function)
-    specs = [_base_spec(tc, 'base', ds.loss.function, ds.loss.focal_a, ds.loss.focal_c)]
-    if ds.fine_tune.enabled:
-        specs.append(_base_spec(fine_tune_config(tc, ds.fine_tune), 'fine_tune', ds.fine_tune.loss,
-                                ds.loss.focal_a, ds.loss.focal_c))
-    return 'base', tc, specs
+        kind, specs = 'tl', _tl_specs(tc, ds.tl_net, ds.loss.function)
+    else:
+        kind, specs = 'base', [_base_spec(tc, 'base', ds.loss.function, ds.loss.focal_a, ds.loss.focal_c)]
+        if ds.fine_tune.enabled:
+            specs.append(_base_spec(fine_tune_config(tc, ds.fine_tune), 'fine_tune', ds.fine_tune.loss,
+                                    ds.loss.focal_a, ds.loss.focal_c))
+    data = _training_data(cfg)
+    if data:
+        specs = [dataclasses.replace(s, settings={**s.settings, 'training_data': data}) for s in specs]
+    return kind, tc, specs
 
 
 def _model_path(model_dir: Path, cfg: Config, stages: dict[str, FitResult]) -> Path:

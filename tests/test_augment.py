@@ -177,6 +177,7 @@ def test_run_augmentation_reads_a_groomed_cohort(cohort, tmp_path):
                               ids=lambda split: [f'subject{i}' for i in range(len(images))])
     cfg = get_profile('smoke', work_dir=str(tmp_path))
     cfg.augment.num_samples, cfg.augment.processes = 2, 1
+    cfg.augment.warp_from = 'groomed'  # this stand-in for a groomed cohort has no original scans
     modes = run_augmentation(cfg, groomed, progress=False)
     aug_dir = cfg.resolved_paths()['aug_dir']
     assert modes == json.loads((aug_dir / 'augmentation.json').read_text())['n_components']
