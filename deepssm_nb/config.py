@@ -132,7 +132,7 @@ class AugmentConfig:
     mixture_num: int = _f(0, low=0, doc='mixture components; 0 means choose by BIC/AIC')
     landmark_step: int = _f(2, low=1, doc='every k-th particle defines the thin-plate spline')
     grid_step: float = _f(4.0, gt=0.0, high=50.0, doc='spacing of the coarse warp grid, voxels')
-    warp_from: str = _f('original', options=('original', 'groomed'),
+    warp_from: str = _f('groomed', options=('groomed', 'original'),
                         doc="warp each base subject's original scan through its grooming transform (one "
                             "interpolation, as real groomed images), or its groomed image (two)")
     fresh_samples: int = _f(0, low=0, doc='new samples drawn and warped for every training epoch (in the loader), '

@@ -88,7 +88,7 @@ def test_pose_jitter_without_fresh_samples_and_an_unknown_warp_source_are_refuse
         cfg.validate()
     cfg.augment.pose_jitter_mm = 0.0
     cfg.augment.warp_from = 'mesh'
-    with pytest.raises(ConfigError, match=r"augment.warp_from: expected one of \['original', 'groomed'\]; got 'mesh'"):
+    with pytest.raises(ConfigError, match=r"augment.warp_from: expected one of \['groomed', 'original'\]; got 'mesh'"):
         cfg.validate()
 
 
@@ -167,6 +167,7 @@ def _fresh_cfg(root, data_dir, **loader):
     cfg = get_profile('smoke', work_dir=str(root))
     cfg.data.data_dir = str(data_dir)
     cfg.augment.processes = 1
+    cfg.augment.warp_from = 'original'
     cfg.augment.fresh_samples = 12
     cfg.augment.pose_jitter_mm = 1.0
     cfg.augment.pose_jitter_deg = 1.0
