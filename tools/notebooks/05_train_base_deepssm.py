@@ -94,6 +94,18 @@ print('decoder trains:', any(p.requires_grad for p in net.decoder.parameters()))
 decay. The loss is on the particles (mm², through the frozen decoder); the log reports the **RMSE in mm: the root of
 the mean squared distance between predicted and true particles**. The best model is the one with the lowest
 validation RMSE. Every epoch writes a checkpoint, so an interrupted run continues where it stopped.
+
+**Augmentation while training** (off in the shipped profiles until the full benchmark has measured it; switch it on
+in the config). The stored samples of notebook 03 are warps of the same ~20 scans, replayed every epoch, so the
+network can learn each scan's look by heart. Three settings take that shortcut away, each drawn anew from a seed per
+image (any training image can be rebuilt from its seed):
+- `cfg.augment.fresh_samples = N`: each epoch holds the real training images and N *new* thin-plate-spline samples,
+  warped in the loader (set `cfg.loader.num_workers = 1` to warp them while the network trains);
+  `cfg.augment.warp_from = 'original'` warps the original scan through its grooming transform, one interpolation as
+  for the real images;
+- `cfg.augment.pose_jitter_mm` / `pose_jitter_deg`: a small rigid move of image and particles together, of the size of
+  the registration error, so the network learns to read the pose that registration leaves;
+- `cfg.augment.intensity.enabled = True`: random contrast, gamma, noise, blur and a smooth bias field.
 """),
     code("""
 live = LivePlot()
