@@ -137,6 +137,9 @@ for name, m in (('best', best), ('final', final)):
 Fine tuning starts from the best (or final) model, frees the decoder and trains everything with its own loss,
 epochs and learning rate (`cfg.deepssm.fine_tune`). The decoder is then no longer the PCA basis: it can bend the
 shape space slightly towards the images. Its files end in `_ft`, and prediction uses them when they exist.
+The model it starts from is validated first and counts as its epoch 0: if no fine-tuning epoch validates better,
+`best_model_ft.torch` is that model (best epoch 0), so fine tuning never hands prediction a model that is worse on
+the validation split.
 """),
     code("""
 if 'fine_tune' in result.stages:
