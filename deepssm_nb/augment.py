@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ._validation import DataError, check_in_range, look_up_option
-from .io import atomic_write_text, read_image, read_json, read_particles, write_image, write_json, write_particles
+from .io import atomic_write_text, read_json, read_particles, write_image, write_json, write_particles
 from .pca import ShapePCA
 from .samplers import SAMPLERS, get_sampler
 from .tps import INTERPOLATIONS, ImageGrid, _cast_like
@@ -159,7 +159,7 @@ def _synthesizer(base: dict, warp: dict):
         from .synthesis import SampleSynthesizer, base_scan
 
         _BASE.clear()
-        grid = ImageGrid.from_image(read_image(base['image'], name='groomed base image'))
+        grid = ImageGrid.from_file(base['image'], name='groomed base image')
         scan = base_scan(base['id'], base['particles'], grid, groomed_image=base['image'], source=base.get('source'),
                          to_world=base.get('to_world'))
         _BASE.update(key=key, synth=SampleSynthesizer([scan], grid, **warp))

@@ -6,11 +6,11 @@ it: the scan of a real training subject (its *base*, with particles ``p``) warpe
 
 Where the warp reads the base (``AugmentConfig.warp_from``):
 
-* ``'original'`` (default): output voxel ``x`` of the reference grid reads the base's **original** scan at
+* ``'original'``: output voxel ``x`` of the reference grid reads the base's **original** scan at
   ``inv(T) f(x)``, with ``T`` the base's grooming transform (original -> world). This is the chain that made the
   real groomed images (one linear interpolation of the original scan), with the spline inserted, so a generated
   image is as sharp and as noisy as a real one.
-* ``'groomed'``: ``x`` reads the base's groomed image at ``f(x)``, as ShapeWorks does. The groomed image was
+* ``'groomed'`` (default): ``x`` reads the base's groomed image at ``f(x)``, as ShapeWorks does. The groomed image was
   already interpolated once, so the sample is interpolated twice: measurably smoother than the real images
   (about 30 % less high-frequency energy on the workshop femurs), which a network can learn to tell apart.
 
@@ -21,8 +21,10 @@ network to read the pose that image registration leaves behind (about 1.4 mm on 
 mean pose.
 
 Example:
-    >>> bases = load_base_scans(groomed, groomed.ids('train'))                # doctest: +SKIP
-    >>> synth = SampleSynthesizer(bases, ImageGrid.from_image(reference))    # doctest: +SKIP
+    >>> grid = ImageGrid.from_file(groomed.reference_image)                                  # doctest: +SKIP
+    >>> bases = [base_scan(s.id, read_particles(s.particles), grid, source=s.source, to_world=s.transform)
+    ...          for s in train_subjects]                                                       # doctest: +SKIP
+    >>> synth = SampleSynthesizer(bases, grid)                                                 # doctest: +SKIP
     >>> image = synth.warp(0, new_particles)                                  # doctest: +SKIP
 """
 
@@ -31,7 +33,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -39,9 +40,7 @@ from scipy import ndimage
 from ._validation import DataError, check_array, check_in_range, look_up_option
 from .tps import INTERPOLATIONS, ImageGrid, ThinPlateSpline, warp_field
 
-__all__ = ['WARP_SOURCES', 'BaseScan', 'SampleSynthesizer', 'base_scan', 'load_base_scans', 'random_pose']
-
-WARP_SOURCES = ('original', 'groomed')
+__all__ = ['BaseScan', 'SampleSynthesizer', 'base_scan', 'random_pose']
 _CROP_MARGIN_MM = 16.0  # how far outside the reference box (preimage) a warp may read the original scan
 
 
@@ -121,36 +120,6 @@ def _crop(array: np.ndarray, grid: ImageGrid, to_world: np.ndarray, reference: I
     return crop, ImageGrid(tuple(int(s) for s in crop.shape), origin, grid.spacing, grid.direction)
 
 
-def load_base_scans(groomed: Any, ids: Sequence[str], *, source: str = 'original') -> list[BaseScan]:
-    """The warp sources of some groomed subjects (see :func:`base_scan`).
-
-    Args:
-        groomed: A :class:`~deepssm_nb.groom.GroomResult`.
-        ids: Subject ids (training subjects).
-        source: ``'original'`` (each subject's original scan) or ``'groomed'`` (its image on the reference grid).
-
-    Returns:
-        One :class:`BaseScan` per id, in order.
-
-    Raises:
-        DataError: A subject without an original scan in ``groom.json`` (``source='original'``).
-        FileNotFoundError: A scan file is missing.
-    """
-    from .io import read_image, read_particles
-
-    source = look_up_option(source, WARP_SOURCES, name='warp_from')
-    reference = ImageGrid.from_image(read_image(groomed.reference_image, name='reference image'))
-    bases = []
-    for sid in ids:
-        subject = groomed[sid]
-        if source == 'original' and subject.source is None:
-            raise DataError(f'"{groomed.root / "groom.json"}" names no original scan for subject {sid!r}; rerun '
-                            "grooming, or use warp_from='groomed'.")
-        bases.append(base_scan(sid, read_particles(subject.particles), reference, groomed_image=subject.image,
-                               source=subject.source if source == 'original' else None, to_world=subject.transform))
-    return bases
-
-
 def random_pose(rng: np.random.Generator, *, translation_mm: float, rotation_deg: float,
                 center: np.ndarray) -> np.ndarray:
     """A random rigid map: rotation about ``center`` (random axis, angle ~ N(0, rotation_deg)) and translation.
@@ -180,7 +149,7 @@ class SampleSynthesizer:
     """Warps base scans onto new shapes, on the reference grid (see the module notes).
 
     Args:
-        bases: The warp sources (:func:`load_base_scans`).
+        bases: The warp sources (:func:`base_scan`).
         grid: The reference grid (the output geometry).
         landmark_step: Every k-th particle is a control point of the spline.
         grid_step, interpolation, kink_radius: How the spline is evaluated (:func:`deepssm_nb.tps.warp_field`).

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import linalg, ndimage
@@ -71,6 +72,24 @@ class ImageGrid:
         size = image.GetSize()
         return cls((size[2], size[1], size[0]), np.array(image.GetOrigin(), float),
                    np.array(image.GetSpacing(), float), np.array(image.GetDirection(), float).reshape(3, 3))
+
+    @classmethod
+    def from_file(cls, path, *, name: str = 'image') -> ImageGrid:
+        """The grid of an image file, read from its header only (no voxels are loaded).
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist (the message names it as ``name``).
+        """
+        import SimpleITK as sitk
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f'{name.capitalize()} not found: "{path}"')
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        size = reader.GetSize()
+        return cls((size[2], size[1], size[0]), np.array(reader.GetOrigin(), float),
+                   np.array(reader.GetSpacing(), float), np.array(reader.GetDirection(), float).reshape(3, 3))
 
     @property
     def matrix(self) -> np.ndarray:

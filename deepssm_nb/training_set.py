@@ -210,14 +210,7 @@ def build_training_loader(rows: Any, *, aug_dir: Any, train_subjects: Sequence[s
         if not inputs:
             raise DataError(f'"{aug_dir / "augmentation.json"}" lists none of the training subjects '
                             f'{sorted(train_subjects)[:5]}; rerun the augmentation stage.')
-        import SimpleITK as sitk
-
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(inputs[0][1]['image']))
-        reader.ReadImageInformation()
-        size = reader.GetSize()
-        grid = ImageGrid((size[2], size[1], size[0]), np.array(reader.GetOrigin(), float),
-                         np.array(reader.GetSpacing(), float), np.array(reader.GetDirection(), float).reshape(3, 3))
+        grid = ImageGrid.from_file(inputs[0][1]['image'], name='groomed base image')
         bases = [base_scan(d['id'], read_particles(d['particles']), grid, groomed_image=d['image'],
                            source=d.get('source'), to_world=d.get('to_world')) for _, d in inputs]
         p = info['parameters']

@@ -61,6 +61,22 @@ def test_image_grid_matches_simpleitk_and_numpy_order():
     np.testing.assert_allclose(grid.physical_to_index(grid.index_to_physical(zyx)), zyx, atol=1e-12)
 
 
+def test_image_grid_from_a_file_header_equals_the_grid_of_the_read_image(tmp_path):
+    rot = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    img = sitk.Image(9, 7, 5, sitk.sitkInt16)
+    img.SetOrigin((1.5, -2.0, 30.0))
+    img.SetSpacing((1.0, 2.0, 3.0))
+    img.SetDirection(tuple(rot.ravel()))
+    path = tmp_path / 'scan.nrrd'
+    sitk.WriteImage(img, str(path))
+    a, b = ImageGrid.from_file(path), ImageGrid.from_image(sitk.ReadImage(str(path)))
+    assert a.shape == b.shape == (5, 7, 9)
+    for key in ('origin', 'spacing', 'direction'):
+        assert np.array_equal(getattr(a, key), getattr(b, key))
+    with pytest.raises(FileNotFoundError, match='Base scan not found: ".*missing.nrrd"'):
+        ImageGrid.from_file(tmp_path / 'missing.nrrd', name='base scan')
+
+
 def _noisy_pair(grid):
     center = grid.index_to_physical(np.array([20.0, 18.0, 22.0]))
     base = _ellipsoid((14, 11, 16), center)
