@@ -252,12 +252,12 @@ def analyze_results(out_dir: str | os.PathLike, DT_dir: str | os.PathLike,  # no
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    truths = _files_by_id(Path(DT_dir), IMAGE_SUFFIXES + MESH_SUFFIXES, 'DT_dir')
+    truths = _files_by_id(DT_dir, IMAGE_SUFFIXES + MESH_SUFFIXES, 'DT_dir')
     methods = {PRIMARY: _files_by_id(Path(prediction_dir), ('.particles',), 'prediction_dir')}
     for name, folder in (baselines or {}).items():
         methods[name] = _files_by_id(Path(folder), ('.particles',), f'baseline {name!r}')
     ids = _pair(truths, methods, subject_ids)
-    true_parts = _files_by_id(Path(particles_dir), ('.particles',), 'particles_dir') if particles_dir else None
+    true_parts = _files_by_id(particles_dir, ('.particles',), 'particles_dir') if particles_dir else None
     if true_parts is not None and set(ids) - set(true_parts):
         raise DataError(f'particles_dir "{particles_dir}": no true particles for {sorted(set(ids) - set(true_parts))}')
     mean_mesh_path, mean_parts_path = _resolve_mean(mean_prefix)

@@ -252,7 +252,7 @@ def _image_header(path: Path, what: str, problems: list[str]) -> tuple[int, ...]
                         'components per voxel.')
         return None
     if reader.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):     # only float voxels can be NaN
-        arr = sitk.GetArrayViewFromImage(reader.Execute())
+        arr = sitk.GetArrayFromImage(reader.Execute())     # a copy: a view would outlive its image
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         if bad:
             problems.append(f'"{path}": {what} holds {bad} NaN or infinite voxel(s) of {arr.size}; every voxel '

@@ -18,8 +18,9 @@ the cohort folders this package writes.
 A **ShapeWorks-named folder** holds, anywhere in the folder or one level down, files such as
 ``<id>_L_femur.nrrd`` (or ``.nii.gz``, ``.mha``), ``<id>_L_femur.vtk`` and ``<id>_L_femur_world.particles`` /
 ``<id>_L_femur_local.particles``. A particle file pairs with the image and mesh whose name (without extension) it
-starts with, up to an ``_``; the subject id is that common prefix. World particles win over local ones when both
-exist.
+starts with, up to an ``_``; the subject id is that common prefix, cut before its side token (``m07`` for
+``m07_L_femur``; the whole prefix when two subjects would share the id). World particles win over local ones when both
+exist. Subjects whose files are in a folder named ``test`` are test subjects; the others are training subjects.
 
 The side of a subject is the ``side`` column, else the ``_L`` / ``_R`` (or ``left`` / ``right``) part of its
 file names.
@@ -340,13 +341,28 @@ def shapeworks_entries(root: Path, problems: list[str]) -> tuple[list[dict[str, 
         claimed[img[0]] = part
         names = [base, images[img[0]]] + ([meshes[msh[0]]] if msh else [])
         sid = min(names, key=len)
+        split = 'test' if any(p.parent.name.lower() == 'test' for p in [part, img[0], *msh]) else 'train'
         entries.append({'id': sid, 'image': img[0], 'particles': part, 'mesh': msh[0] if msh else None,
-                        'segmentation': None, 'split': 'train', 'side': infer_side(*names)})
+                        'segmentation': None, 'split': split, 'side': infer_side(*names)})
+    stems = [e['id'] for e in entries]
+    short = {stem: _id_before_side(stem) for stem in stems}
+    for e in entries:
+        if list(short.values()).count(short[e['id']]) == 1:
+            e['id'] = short[e['id']]
     notes = []
     if both:
         notes.append(f'"{root}": {both} subjects have both _world and _local particles; the world particles were '
                      'used.')
     return entries, notes
+
+
+def _id_before_side(stem: str) -> str:
+    """``stem`` up to its first side token (``m07_L_femur`` -> ``m07``); ``stem`` itself if there is none."""
+    tokens = stem.split('_')
+    for i, token in enumerate(tokens[1:], start=1):
+        if token in SIDES or token.lower() in ('left', 'right'):
+            return '_'.join(tokens[:i])
+    return stem
 
 
 def proposed_manifest(root: Path, *, max_rows: int = 5) -> str:
@@ -357,7 +373,7 @@ def proposed_manifest(root: Path, *, max_rows: int = 5) -> str:
     images = {p: s for p in files if (s := _stem(p.name, IMAGE_SUFFIXES)) is not None}
     meshes = {p: s for p in files if (s := _stem(p.name, MESH_SUFFIXES)) is not None}
     parts = [(p, (_particle_kind(p) or (_stem(p.name, ('.particles',)), ''))[0]) for p in files
-             if p.name.lower().endswith('.particles')]
+             if p.name.lower().endswith('.particles') and p.name.lower() != 'mean.particles']
     buf = _stdio.StringIO()
     writer = csv.writer(buf, lineterminator='\n')
     writer.writerow(MANIFEST_COLUMNS)
@@ -366,6 +382,6 @@ def proposed_manifest(root: Path, *, max_rows: int = 5) -> str:
         msh = next((q for q, s in meshes.items() if _matches(base, s)), None)
         names = [base] + [s for s in (images.get(img), meshes.get(msh)) if s]
         rel = [q.relative_to(root).as_posix() if q else '' for q in (img, None, msh, p)]
-        writer.writerow([min(names, key=len), *rel, 'train', infer_side(*names) or ''])
+        writer.writerow([_id_before_side(min(names, key=len)), *rel, 'train', infer_side(*names) or ''])
     more = len(parts) - max_rows
     return buf.getvalue() + (f'... ({more} more particle files)\n' if more > 0 else '')
