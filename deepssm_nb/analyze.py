@@ -150,7 +150,9 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def _files_by_id(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
+def _files_by_id(folder: Any, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
+    if isinstance(folder, dict):             # already paired: {id: file}
+        return {str(k): Path(v) for k, v in folder.items()}
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f'{what} folder not found: "{folder}"')
@@ -222,7 +224,8 @@ def analyze_results(out_dir: str | os.PathLike, DT_dir: str | os.PathLike,  # no
         out_dir: Output folder (created).
         DT_dir: True shapes, one file per subject named ``<id>.<ext>``:
             segmentations or distance transforms (``.nrrd``, ``.nii.gz``,
-            ``.mha``) or meshes (``.vtk``, ``.vtp``, ``.stl``, ``.ply``).
+            ``.mha``) or meshes (``.vtk``, ``.vtp``, ``.stl``, ``.ply``); or
+            a dict ``{id: file}``.
         prediction_dir: Predicted particles ``<id>.particles`` in the frame of
             the truths.
         mean_prefix: ``<prefix>.vtk`` + ``<prefix>.particles`` (or
@@ -231,7 +234,7 @@ def analyze_results(out_dir: str | os.PathLike, DT_dir: str | os.PathLike,  # no
             every particle set.
         baselines: Other methods to score the same way, ``{name: folder of
             <id>.particles}`` (e.g. ``mean_shape``, ``pca_floor``).
-        particles_dir: True particles ``<id>.particles``; if given, the
+        particles_dir: True particles ``<id>.particles`` (or ``{id: file}``); if given, the
             particle RMSE and the per-particle error map are computed too.
         subject_ids: Subjects to analyse (default: every prediction; then any
             truth without a prediction is an error).
@@ -249,12 +252,12 @@ def analyze_results(out_dir: str | os.PathLike, DT_dir: str | os.PathLike,  # no
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    truths = _files_by_id(Path(DT_dir), IMAGE_SUFFIXES + MESH_SUFFIXES, 'DT_dir')
+    truths = _files_by_id(DT_dir, IMAGE_SUFFIXES + MESH_SUFFIXES, 'DT_dir')
     methods = {PRIMARY: _files_by_id(Path(prediction_dir), ('.particles',), 'prediction_dir')}
     for name, folder in (baselines or {}).items():
         methods[name] = _files_by_id(Path(folder), ('.particles',), f'baseline {name!r}')
     ids = _pair(truths, methods, subject_ids)
-    true_parts = _files_by_id(Path(particles_dir), ('.particles',), 'particles_dir') if particles_dir else None
+    true_parts = _files_by_id(particles_dir, ('.particles',), 'particles_dir') if particles_dir else None
     if true_parts is not None and set(ids) - set(true_parts):
         raise DataError(f'particles_dir "{particles_dir}": no true particles for {sorted(set(ids) - set(true_parts))}')
     mean_mesh_path, mean_parts_path = _resolve_mean(mean_prefix)
@@ -289,7 +292,8 @@ def analyze_results(out_dir: str | os.PathLike, DT_dir: str | os.PathLike,  # no
         arrays = {name: np.mean(errs, axis=0) for name, errs in per_particle.items()}
         _write_particle_error(out_dir, mean_mesh, mean_parts, arrays)
     summary = _summarize(rows, ids, list(methods))
-    summary['truth_dir'] = str(Path(DT_dir).resolve())
+    truth_dir = Path(next(iter(DT_dir.values()))).parent if isinstance(DT_dir, dict) else Path(DT_dir)
+    summary['truth_dir'] = str(truth_dir.resolve())
     _write_csv(out_dir / 'distances.csv', rows)
     write_json(out_dir / 'summary.json', summary)
     atomic_write_text(out_dir / 'report.md', format_report(summary) + '\n')
@@ -410,7 +414,7 @@ def baseline_particles(groomed: Any, pca: Any, subject_ids: list[str]) -> dict[s
     return out
 
 
-def run_analysis(cfg: Any, *, truth: str = 'segmentation', progress: bool = True) -> AnalysisResult:
+def run_analysis(cfg: Any, *, truth: str | None = None, progress: bool = True) -> AnalysisResult:
     """Analyse the test predictions of a pipeline run, with both baselines.
 
     Reads the cohort (truths, true particles, mean mesh and particles), the
@@ -423,7 +427,8 @@ def run_analysis(cfg: Any, *, truth: str = 'segmentation', progress: bool = True
     Args:
         cfg: The pipeline :class:`~deepssm_nb.config.Config`.
         truth: ``'segmentation'`` (meshed, as the seed does) or ``'mesh'``
-            (the cohort's surfaces).
+            (the cohort's surfaces); default: segmentation when every test
+            subject has one, else mesh.
         progress: Show a progress bar.
     """
     from ._validation import look_up_option
@@ -431,12 +436,14 @@ def run_analysis(cfg: Any, *, truth: str = 'segmentation', progress: bool = True
     from .pca import ShapePCA
     from .pipeline import get_cohort
 
-    truth = look_up_option(truth, ('segmentation', 'mesh'), name='truth')
     paths = cfg.resolved_paths()
     out = paths['analysis_dir']
     pred_dir = paths['pred_dir'] / 'local_predictions'
     cohort = get_cohort(cfg)
     ids = cohort.ids('test')
+    if truth is None:
+        truth = 'segmentation' if all(cohort[i].segmentation is not None for i in ids) else 'mesh'
+    truth = look_up_option(truth, ('segmentation', 'mesh'), name='truth')
     attr = 'segmentation' if truth == 'segmentation' else 'mesh'
     truth_files = [getattr(cohort[i], attr) for i in ids]
     if any(f is None for f in truth_files):
@@ -454,6 +461,6 @@ def run_analysis(cfg: Any, *, truth: str = 'segmentation', progress: bool = True
     if cohort.mean_mesh is None or cohort.mean_particles is None:
         raise DataError(f'the cohort in "{cohort.root}" has no mean.vtk / mean.particles to warp.')
     return analyze_results(
-        out, truth_dir, pred_dir, (cohort.mean_mesh, cohort.mean_particles),
+        out, dict(zip(ids, truth_files)), pred_dir, (cohort.mean_mesh, cohort.mean_particles),
         baselines={n: out / 'baselines' / n for n in ('mean_shape', 'pca_floor')},
-        particles_dir=Path(cohort[ids[0]].particles).parent, subject_ids=ids, progress=progress)
+        particles_dir={i: cohort[i].particles for i in ids}, subject_ids=ids, progress=progress)

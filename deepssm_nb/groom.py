@@ -204,9 +204,13 @@ def groom_cohort(cohort, *, spacing: float = 2.0, padding: float = 10.0, referen
         random_state = int(random_state.integers(0, 2**31 - 1))
     seed_base = int(random_state)
 
-    # 1. Procrustes of the training shapes, in the reference subject's frame; the grid around them
+    # 1. Procrustes of the training shapes (the other side reflected first: the reflection is part of each
+    #    transform), in the reference subject's frame; the grid around them
+    ref_side, flips = _reflections(subjects, train, reference)
     shapes = np.stack([parts[s.id] for s in train])
-    tr, mean, ref_idx = _align_training(shapes, [s.id for s in train], reference, scaling=scaling)
+    mirrored = np.stack([apply_transform(flips[s.id], parts[s.id]) for s in train])
+    tr, mean, ref_idx = _align_training(mirrored, [s.id for s in train], reference, scaling=scaling)
+    tr = np.stack([T @ flips[s.id] for s, T in zip(train, tr)])
     ref = train[ref_idx]
     ref_world = apply_transform(tr[ref_idx], parts[ref.id])
     meshes = _aligned_meshes(train, tr)
@@ -225,8 +229,9 @@ def groom_cohort(cohort, *, spacing: float = 2.0, padding: float = 10.0, referen
             jobs.append(_job('resample', s, out, {'transform': np.round(train_T[s.id], 9).tolist(), 'grid': grid_info}))
         else:
             seed = int(np.random.SeedSequence([seed_base, zlib.crc32(s.id.encode())]).generate_state(1)[0])
+            reflect = {} if np.array_equal(flips[s.id], np.eye(4)) else {'reflect': flips[s.id].tolist()}
             jobs.append(_job('register', s, out, {'reference': ref_key, 'iterations': int(registration_iterations),
-                                                  'stages': list(stages), 'seed': seed}))
+                                                  'stages': list(stages), 'seed': seed, **reflect}))
     done = {j['id']: r for j in jobs if (r := _job_record(j)) is not None}
     ref_ok = (out / 'reference_image.nrrd').is_file() and _read_record(out / 'records' / '_reference.json') == ref_key
     if len(done) < len(jobs) or not ref_ok:
@@ -254,15 +259,19 @@ def groom_cohort(cohort, *, spacing: float = 2.0, padding: float = 10.0, referen
         write_particles(out / 'particles' / f'{s.id}.particles', world[s.id])
         row = {'id': s.id, 'split': s.split, 'image': f'images/{s.id}.nrrd', 'particles': f'particles/{s.id}.particles',
                'source_image': str(s.image), 'transform': T.tolist(), 'registration_error_mm': None,
-               'registration_error_max_mm': None}
+               'registration_error_max_mm': None, 'side': getattr(s, 'side', None),
+               'reflected': bool(np.linalg.det(T[:3, :3]) < 0)}
         if s.id not in train_T:
-            err = registration_error(T, parts[s.id], ref_world, scaling=stages[-1] == 'similarity')
+            F = flips[s.id]                  # its own inverse; the error is measured on the reflected shape
+            err = registration_error(T @ F, apply_transform(F, parts[s.id]), ref_world,
+                                     scaling=stages[-1] == 'similarity')
             row.update(registration_error_mm=float(err.mean()), registration_error_max_mm=float(err.max()))
         rows.append(row)
     info = {
         'format': _FORMAT, 'reference': ref.id, 'spacing': float(spacing), 'padding': float(padding),
         'registration_iterations': int(registration_iterations), 'mask_margin': float(mask_margin),
         'stages': list(stages), 'train_alignment': train_alignment, 'random_state': seed_base, 'grid': grid_info,
+        'reference_side': ref_side,
         'bbox': [extent.min(0).tolist(), extent.max(0).tolist()],
         'reference_image': 'reference_image.nrrd', 'reference_mask': 'reference_mask.nrrd' if mask_margin else None,
         'mean_particles': 'mean.particles', 'subjects': rows,
@@ -291,6 +300,59 @@ def _check_cohort(cohort) -> tuple[list, dict[str, np.ndarray]]:
     if bad:
         raise DataError(bad)
     return subjects, parts
+
+
+def _reflections(subjects, train, reference: str) -> tuple[str | None, dict[str, np.ndarray]]:
+    """The reference side and, per subject, the (4, 4) reflection applied before grooming (identity if none).
+
+    The reference side is the side of ``reference`` when it names a training subject with a side, else the side
+    of most training subjects (a tie goes to the first training subject's side). Subjects of the other side are
+    reflected across the x axis of physical space (left-right in the LPS and RAS conventions, whatever the voxel
+    directions) through their image's centre, so images, particles and meshes are reflected alike; subjects
+    without a side are left as they are.
+    """
+    sides = [s.side for s in train if getattr(s, 'side', None)]
+    named = [s.side for s in train if s.id == reference and getattr(s, 'side', None)]
+    flips = {s.id: np.eye(4) for s in subjects}
+    if not sides:
+        return None, flips
+    counts = {side: sides.count(side) for side in sides}
+    ref_side = named[0] if named else max(counts, key=lambda side: (counts[side], -sides.index(side)))
+    for s in subjects:
+        if getattr(s, 'side', None) and s.side != ref_side:
+            flips[s.id] = image_x_reflection(s.image)
+    return ref_side, flips
+
+
+def image_x_reflection(path) -> np.ndarray:
+    """The (4, 4) reflection ``x -> 2 c_x - x`` of physical space, ``c`` the centre of the image in ``path``, mm.
+
+    Raises:
+        DataError: The image header cannot be read.
+    """
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise DataError(f'"{path}" could not be read as an image (to reflect it).') from None
+    D = np.asarray(reader.GetDirection(), dtype=float).reshape(3, 3)
+    spacing, size = np.asarray(reader.GetSpacing()), np.asarray(reader.GetSize())
+    centre = np.asarray(reader.GetOrigin()) + D @ (spacing * (size - 1) / 2)
+    F = np.diag([-1.0, 1.0, 1.0, 1.0])
+    F[0, 3] = 2 * centre[0]
+    return F
+
+
+def _reflect_image(image, F: np.ndarray):
+    """``image`` reflected by ``F``: the same voxels, with the origin and direction cosines mapped by ``F``."""
+    out = image.__class__(image)
+    origin = np.asarray(image.GetOrigin())
+    out.SetOrigin((F[:3, :3] @ origin + F[:3, 3]).tolist())
+    out.SetDirection((F[:3, :3] @ np.asarray(image.GetDirection()).reshape(3, 3)).ravel().tolist())
+    return out
 
 
 def _align_training(shapes: np.ndarray, ids: list[str], reference: str,
@@ -353,8 +415,11 @@ def _execute(job: dict[str, Any]) -> dict[str, Any]:
     else:
         reference = read_image(out / 'reference_image.nrrd', name='reference image')
         mask = read_image(out / 'reference_mask.nrrd', name='reference mask') if p['reference']['mask_margin'] else None
-        groomed, T = register_image(image, reference, iterations=p['iterations'], mask=mask, stages=tuple(p['stages']),
-                                    random_state=p['seed'], name=f'"{job["source"]}" (subject {sid})')
+        flip = np.asarray(p['reflect'], dtype=float) if p.get('reflect') else np.eye(4)
+        groomed, T = register_image(_reflect_image(image, flip), reference, iterations=p['iterations'], mask=mask,
+                                    stages=tuple(p['stages']), random_state=p['seed'],
+                                    name=f'"{job["source"]}" (subject {sid})')
+        T = T @ flip
     write_image(out / 'images' / f'{sid}.nrrd', groomed)
     record = {'id': sid, 'params': p, 'transform': T.tolist()}
     write_json(out / 'records' / f'{sid}.json', record)

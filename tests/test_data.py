@@ -100,7 +100,7 @@ def test_split_and_accessors(smoke_cohort):
     with pytest.raises(KeyError, match='Did you mean'):
         smoke_cohort[first.id + 'x']
     manifest = (smoke_cohort.root / 'manifest.csv').read_text().splitlines()
-    assert manifest[0] == 'id,image,segmentation,mesh,particles,split'
+    assert manifest[0] == 'id,image,segmentation,mesh,particles,split,side'
     assert manifest[1].startswith(f'{first.id},images/{first.id}.nrrd,segmentations/{first.id}.nrrd,')
     assert read_particles(smoke_cohort.mean_particles).shape == (128, 3)
     assert pv.read(smoke_cohort.mean_mesh).n_open_edges == 0
@@ -219,8 +219,11 @@ def test_missing_partner(tmp_path):
     write_particles(tmp_path / 'particles' / 'extra.particles', np.zeros((10, 3)))
     with pytest.raises(DataError) as err:
         load_cohort(tmp_path)
-    assert len(err.value.problems) == 2
+    assert len(err.value.problems) == 3                 # two unpaired files, then a manifest to start from
     assert 's1.nrrd' in str(err.value) and 'extra.particles' in str(err.value)
+    proposal = err.value.problems[-1].splitlines()
+    assert 'manifest.csv' in proposal[0] and proposal[1] == 'id,image,segmentation,mesh,particles,split,side'
+    assert proposal[2] == 'extra,,,,particles/extra.particles,train,'
 
 
 @pytest.mark.bad_input

@@ -6,12 +6,15 @@ Folder layout (``<id>`` is the subject id)::
     particles/<id>.particles      M lines "x y z", physical coordinates of the image, in correspondence
     segmentations/<id>.nrrd       optional label image (0/1) on the image grid
     meshes/<id>.vtk               optional surface, physical coordinates of the image
-    manifest.csv                  optional: id,image,segmentation,mesh,particles,split (paths relative to the folder)
+    manifest.csv                  optional: id,image,segmentation,mesh,particles,split,side (paths relative to the
+                                  folder; side L or R, optional)
     mean.vtk, mean.particles      optional mean shape
     cohort.json                   optional: how the cohort was built
 
 Without a manifest, files are paired by subject id (the file name without its extension) and every subject is a
-training subject.
+training subject. :func:`load_cohort` also reads a ShapeWorks project file (``.swproj``, ``.xlsx``) and a folder of
+ShapeWorks-named files (``<id>_L_femur.nrrd`` with ``<id>_L_femur_world.particles``); see
+:mod:`deepssm_nb.data.shapeworks`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import csv
 import io as _stdio
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -28,12 +32,13 @@ from typing import Any
 import numpy as np
 
 from .._validation import DataError, find_by_id, look_up_option
-from ..io import atomic_write_text, read_json, read_particles
+from ..io import atomic_write_text, read_json, read_particles, write_particles
+from . import shapeworks
 
 __all__ = ['Cohort', 'SPLITS', 'Subject', 'load_cohort', 'write_manifest']
 
 SPLITS = ('train', 'test')
-MANIFEST_COLUMNS = ('id', 'image', 'segmentation', 'mesh', 'particles', 'split')
+MANIFEST_COLUMNS = ('id', 'image', 'segmentation', 'mesh', 'particles', 'split', 'side')
 IMAGE_SUFFIXES = ('.nrrd', '.nhdr', '.nii.gz', '.nii', '.mha', '.mhd')
 MESH_SUFFIXES = ('.vtk', '.vtp', '.ply', '.stl', '.obj')
 _KINDS = {'images': IMAGE_SUFFIXES, 'particles': ('.particles',), 'segmentations': IMAGE_SUFFIXES,
@@ -51,6 +56,7 @@ class Subject:
         mesh: The surface mesh, or None.
         segmentation: The label image, or None.
         split: ``'train'`` or ``'test'``.
+        side: ``'L'``, ``'R'`` or None (unknown): grooming reflects the subjects of the minority side.
     """
 
     id: str
@@ -59,6 +65,7 @@ class Subject:
     mesh: Path | None = None
     segmentation: Path | None = None
     split: str = 'train'
+    side: str | None = None
 
 
 @dataclass
@@ -133,7 +140,7 @@ def write_manifest(path: str | os.PathLike, subjects: list[Subject], root: str |
     writer.writerow(MANIFEST_COLUMNS)
     for s in subjects:
         rel = [_relative(p, root) for p in (s.image, s.segmentation, s.mesh, s.particles)]
-        writer.writerow([s.id, *rel, s.split])
+        writer.writerow([s.id, *rel, s.split, getattr(s, 'side', None) or ''])
     return atomic_write_text(path, buf.getvalue())
 
 
@@ -169,7 +176,8 @@ def _read_manifest(path: Path, problems: list[str]) -> list[dict[str, Any]]:
         split = (row.get('split') or '').strip() or 'train'
         if split not in SPLITS:
             problems.append(f'"{path}", line {lineno}: split must be one of {list(SPLITS)}; got {split!r}.')
-        entry = {'id': sid, 'split': split}
+        entry = {'id': sid, 'split': split,
+                 'side': shapeworks.parse_side(row.get('side'), where=f'"{path}", line {lineno}', problems=problems)}
         for key in ('image', 'particles', 'segmentation', 'mesh'):
             value = (row.get(key) or '').strip()
             entry[key] = (path.parent / value) if value else None
@@ -216,8 +224,8 @@ def _discover(root: Path, problems: list[str]) -> list[dict[str, Any]]:
         for sid in sorted(set(found[kind]) - set(ids)):
             problems.append(f'"{found[kind][sid]}" has no partner image and particle file for subject {sid!r}.')
     return [{'id': sid, 'image': images[sid], 'particles': particles[sid],
-             'segmentation': found['segmentations'].get(sid), 'mesh': found['meshes'].get(sid), 'split': 'train'}
-            for sid in ids]
+             'segmentation': found['segmentations'].get(sid), 'mesh': found['meshes'].get(sid), 'split': 'train',
+             'side': shapeworks.infer_side(sid)} for sid in ids]
 
 
 # --------------------------------------------------------------------------- checks
@@ -243,66 +251,122 @@ def _image_header(path: Path, what: str, problems: list[str]) -> tuple[int, ...]
         problems.append(f'"{path}": {what} must have scalar voxels; got {reader.GetNumberOfComponents()} '
                         'components per voxel.')
         return None
+    if reader.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):     # only float voxels can be NaN
+        arr = sitk.GetArrayFromImage(reader.Execute())     # a copy: a view would outlive its image
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            problems.append(f'"{path}": {what} holds {bad} NaN or infinite voxel(s) of {arr.size}; every voxel '
+                            'must be a finite number.')
+            return None
     return tuple(reader.GetSize())
 
 
-def load_cohort(folder: str | os.PathLike) -> Cohort:
-    """Read a cohort folder (built by :func:`build_femur_cohort` or brought by the user) and check it.
+def load_cohort(folder: str | os.PathLike, *, domain: str | None = None, image: str | None = None) -> Cohort:
+    """Read a cohort (a folder, a ShapeWorks-named folder or a ShapeWorks project) and check it.
 
-    Every problem is collected and reported at once: a missing file or partner, an unreadable or non-3D image, a
-    segmentation whose size differs from its image, an unreadable particle file or one with NaN coordinates, and
-    particle counts that differ between subjects.
+    Three layouts are accepted:
+
+    * a folder with ``manifest.csv``, or with ``images/<id>.nrrd`` and ``particles/<id>.particles`` (see the
+      module docstring);
+    * a folder of ShapeWorks-named files, ``<id>_L_femur.nrrd`` + ``<id>_L_femur.vtk`` +
+      ``<id>_L_femur_world.particles`` (or ``_local``), anywhere in it or one folder down;
+    * a ShapeWorks project file, ``.swproj`` (JSON) or ``.xlsx`` (needs openpyxl).
+
+    Every problem is collected and reported at once: a missing file or partner, an unreadable, non-3D or NaN image,
+    a segmentation whose size differs from its image, an unreadable particle file or one with NaN coordinates,
+    particle counts that differ between subjects, and side values other than L/R. When files cannot be paired, the
+    message ends with the first lines of a ``manifest.csv`` filled in from the folder. Nothing is written unless
+    the whole cohort is valid.
 
     Args:
-        folder: The cohort folder (see the module docstring for its layout).
+        folder: The cohort folder or project file.
+        domain: For a project: the domain (``shape_<domain>`` columns) to read; needed when there are several.
+        image: For a project: the image column (``image_<image>``); needed when there are several.
 
     Returns:
-        The cohort.
+        The cohort. For a project whose subjects have only local particles, their world particles are written to
+        ``<project folder>/<project name>_world_particles/`` and listed as the subjects' particles.
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
         DataError: The folder holds no subjects, or any of the problems above (one line per file).
+        ImportError: An ``.xlsx`` project without openpyxl.
     """
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f'Cohort folder not found: "{root}"')
+    path = Path(folder)
     problems: list[str] = []
-    manifest = root / 'manifest.csv'
-    entries = _read_manifest(manifest, problems) if manifest.is_file() else _discover(root, problems)
-    if not entries and not problems:
-        raise DataError(f'"{root}" holds no subjects: expected images/<id>.nrrd with particles/<id>.particles '
-                        '(and optionally meshes/, segmentations/ and a manifest.csv).')
+    notes: list[str] = []
+    if path.is_file() and path.suffix.lower() in shapeworks.PROJECT_SUFFIXES:
+        root = path.parent
+        entries, notes = shapeworks.read_project(path, domain=domain, image=image, problems=problems)
+    elif path.is_file():
+        raise DataError(f'"{path}" is a file, but not a ShapeWorks project; expected a cohort folder or a file '
+                        f'ending in {list(shapeworks.PROJECT_SUFFIXES)}.')
+    elif not path.is_dir():
+        raise FileNotFoundError(f'Cohort folder not found: "{path}"')
+    else:
+        root = path
+        manifest = root / 'manifest.csv'
+        if manifest.is_file():
+            entries = _read_manifest(manifest, problems)
+        else:
+            named = shapeworks.has_shapeworks_names(root)
+            entries, notes = shapeworks.shapeworks_entries(root, problems) if named else (_discover(root, problems),
+                                                                                          [])
+            if problems:
+                problems.append(f'Write a manifest.csv in "{root}" to pair the files yourself; its first lines, '
+                                'filled in from the folder:\n' + shapeworks.proposed_manifest(root).rstrip())
+        if not entries and not problems:
+            raise DataError(f'"{root}" holds no subjects: expected images/<id>.nrrd with particles/<id>.particles '
+                            '(and optionally meshes/, segmentations/ and a manifest.csv), ShapeWorks-named files '
+                            '(<id>_L_femur.nrrd with <id>_L_femur_world.particles) or a .swproj project.')
 
-    counts: dict[Path, int] = {}
+    particles = _check_entries(entries, problems)
+    if problems:
+        raise DataError(problems)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+
+    if any('local_to_world' in e for e in entries):
+        out = root / f'{path.stem}_world_particles'
+        for e in entries:
+            if 'local_to_world' in e:
+                T = e['local_to_world']
+                local = particles[e['particles']]
+                e['particles'] = write_particles(out / f'{e["id"]}.particles', local @ T[:3, :3].T + T[:3, 3])
+    subjects = [Subject(e['id'], e['image'], e['particles'], e['mesh'], e['segmentation'], e['split'],
+                        e.get('side')) for e in entries]
+    info = read_json(root / 'cohort.json') if (root / 'cohort.json').is_file() else {}
+    if path.is_file():
+        info = {**info, 'project': str(path), 'domain': domain}
+    mean_mesh, mean_particles = root / 'mean.vtk', root / 'mean.particles'
+    return Cohort(root=root, subjects=subjects, mean_mesh=mean_mesh if mean_mesh.is_file() else None,
+                  mean_particles=mean_particles if mean_particles.is_file() else None, info=info)
+
+
+def _check_entries(entries: list[dict[str, Any]], problems: list[str]) -> dict[Path, np.ndarray]:
+    """Check every subject's files (appending to ``problems``); return the particles read, by file."""
+    particles: dict[Path, np.ndarray] = {}
     for e in entries:
         for key in ('image', 'particles', 'segmentation', 'mesh'):
-            if e[key] is not None and not e[key].is_file():
+            if e.get(key) is not None and not e[key].is_file():
                 problems.append(f'"{e[key]}" ({key} of subject {e["id"]!r}) does not exist.')
                 e[key + '_missing'] = True
         size = None
-        if not e.get('image_missing'):
+        if e.get('image') is not None and not e.get('image_missing'):
             size = _image_header(e['image'], 'image', problems)
-        if e['segmentation'] is not None and not e.get('segmentation_missing'):
+        if e.get('segmentation') is not None and not e.get('segmentation_missing'):
             seg_size = _image_header(e['segmentation'], 'segmentation', problems)
             if size is not None and seg_size is not None and seg_size != size:
                 problems.append(f'"{e["segmentation"]}": segmentation size {seg_size} differs from its image '
                                 f'size {size}.')
-        if not e.get('particles_missing'):
+        if e.get('particles') is not None and not e.get('particles_missing'):
             try:
-                counts[e['particles']] = len(read_particles(e['particles']))
+                particles[e['particles']] = read_particles(e['particles'])
             except (DataError, OSError, UnicodeDecodeError) as err:     # report and keep going
                 problems.append(str(err))
-    if counts:
-        usual, _ = Counter(counts.values()).most_common(1)[0]
-        for path, n in counts.items():
-            if n != usual:
-                problems.append(f'"{path}" holds {n} particles; the other subjects hold {usual}.')
-    if problems:
-        raise DataError(problems)
-
-    subjects = [Subject(e['id'], e['image'], e['particles'], e['mesh'], e['segmentation'], e['split'])
-                for e in entries]
-    info = read_json(root / 'cohort.json') if (root / 'cohort.json').is_file() else {}
-    mean_mesh, mean_particles = root / 'mean.vtk', root / 'mean.particles'
-    return Cohort(root=root, subjects=subjects, mean_mesh=mean_mesh if mean_mesh.is_file() else None,
-                  mean_particles=mean_particles if mean_particles.is_file() else None, info=info)
+    if particles:
+        usual, _ = Counter(len(p) for p in particles.values()).most_common(1)[0]
+        for path, p in particles.items():
+            if len(p) != usual:
+                problems.append(f'"{path}" holds {len(p)} particles; the other subjects hold {usual}.')
+    return particles

@@ -114,9 +114,20 @@ viz.plot_cohort_spread(cohort)
 """),
     md("""
 ## Bring your own data
-`load_cohort` reads any folder with `images/` and `particles/` (meshes, segmentations and a manifest are optional;
-without a manifest, files pair by name and all subjects are training subjects). Every problem is reported at once,
-each with its file. Here, an empty folder:
+`load_cohort` accepts three layouts, and `cfg.data.cohort` can name any of them:
+
+| layout | what it holds |
+| --- | --- |
+| ShapeWorks project | `my.swproj` (or `.xlsx` with `openpyxl`): `image_<name>`, `shape_<domain>`, `world_particles_<domain>` (or `local_particles_` with `alignment_` / `procrustes_`), optional `side` and `split` |
+| ShapeWorks folder | `<id>_L_femur.nrrd`, `<id>_L_femur.vtk`, `<id>_L_femur_world.particles` (or `_local`); test subjects in `test/` |
+| manifest folder | `images/<id>.nrrd` + `particles/<id>.particles`, or a `manifest.csv` (`id,image,segmentation,mesh,particles,split,side`) |
+
+Left and right femurs can be mixed: grooming reflects the minority side across x, and predictions come back in each
+subject's own frame. Every problem is reported at once, each naming its file, row or column: *does not exist* (a
+path in the project or manifest), *pairs with no / several images* (rename, or write the proposed `manifest.csv`
+printed below the error), *holds N particles* (counts differ), *side must be one of* (only L/R), *must be 3D* or
+*NaN voxels* (the image), *only local particles* (add the transforms or the world particles), *has 2 domains* (pass
+`domain=`). Here, an empty folder:
 """),
     code("""
 try:
@@ -129,7 +140,7 @@ except DataError as err:
 - Each subject has an image, a segmentation, a mesh and M particles in the image's physical coordinates.
 - Particles correspond across subjects by construction: same face, same barycentric weights on the shared mesh.
 - Poses and fields of view vary, so the femur's position in the image is not a given.
-- The cohort is cached, reproducible from one seed, and any ShapeWorks-style folder can replace it.
+- The cohort is cached, reproducible from one seed; a ShapeWorks project or folder, or a manifest, can replace it.
 
 ## Exercises
 1. Build a cohort with another seed (`deepssm_nb.data.build_femur_cohort(seed=1, ...)`) and compare the test split and
