@@ -172,6 +172,10 @@ class EncoderConfig:
     deterministic: bool = _f(True, doc='only deterministic encoders are implemented')
     channels: list[int] = _f(factory=lambda: [12, 24, 48, 96, 192], doc='channels of the 5 conv layers')
     dropout: float = _f(0.0, low=0.0, high=0.9, doc='dropout before each fully connected layer')
+    input_margin_mm: float = _f(0.0, low=0.0, high=100.0,
+                                doc='> 0: the encoder reads only voxels this close to the mean training '
+                                    'shape (the rest set to the mean intensity, the input cropped to '
+                                    'them); 0 = the whole image')
 
 
 @dataclass

@@ -42,15 +42,18 @@ from ._validation import NotFittedError, look_up_option
 __all__ = [
     'ConvBackbone',
     'DeepSSMNet',
+    'InputMask',
     'MODEL_KINDS',
     'TLDeepSSMNet',
     'build_model',
     'init_pca_decoder',
+    'input_box',
     'load_model_file',
     'load_trained_model',
     'model_file',
     'parameter_changes',
     'set_decoder_trainable',
+    'set_input_mask',
     'summary',
 ]
 
@@ -136,6 +139,89 @@ class ConvBackbone(nn.Module):
             return self.fc(x.float())
 
 
+class InputMask(nn.Module):
+    """Crop images to a box and set the voxels outside a mask to 0 (the mean of a whitened image).
+
+    With it the encoder reads only the region where the shape lives (e.g. a band around the mean femur), so the
+    pelvis, the soft tissue and the edge of the field of view cannot tell the training images apart, and each
+    step convolves fewer voxels. The mask is a buffer (saved with the model); the box is a constructor argument.
+
+    Args:
+        in_shape: ``(1, D, H, W)`` (or ``(D, H, W)``), the full input size.
+        box: ``((z0, z1), (y0, y1), (x0, x1))`` voxel ranges (end excluded) kept of each axis.
+
+    Attributes:
+        out_shape: ``(1, z1 - z0, y1 - y0, x1 - x0)``.
+    """
+
+    def __init__(self, in_shape: Sequence[int], box: Sequence[Sequence[int]]):
+        super().__init__()
+        shape = _check_in_shape(in_shape)
+        self.box = _check_box(box, shape)
+        self.in_shape = (1,) + shape
+        self.out_shape = (1,) + tuple(b - a for a, b in self.box)
+        self.register_buffer('mask', torch.ones(self.out_shape[1:]))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``images: (B, 1, D, H, W)`` -> ``(B, 1, d, h, w)``, masked."""
+        if images.ndim != 5 or tuple(images.shape[1:]) != self.in_shape:
+            raise ValueError(f'images must have shape (B, {", ".join(map(str, self.in_shape))}); '
+                             f'got {tuple(images.shape)}.')
+        (z0, z1), (y0, y1), (x0, x1) = self.box
+        return images[:, :, z0:z1, y0:y1, x0:x1] * self.mask.to(images.dtype)
+
+
+def _check_box(box: Sequence[Sequence[int]], shape: tuple[int, int, int]) -> tuple[tuple[int, int], ...]:
+    try:
+        out = tuple((int(a), int(b)) for a, b in box)
+    except (TypeError, ValueError):
+        raise ValueError(f'input_box must be 3 pairs (start, stop) of voxel indices; got {box!r}.') from None
+    if len(out) != 3 or any(not 0 <= a < b <= n for (a, b), n in zip(out, shape)):
+        raise ValueError(f'input_box must be 3 pairs (start, stop) with 0 <= start < stop <= size for an input '
+                         f'of size {shape} (z, y, x); got {box!r}.')
+    return out
+
+
+def input_box(mask: np.ndarray) -> list[list[int]]:
+    """The smallest box ``[[z0, z1], [y0, y1], [x0, x1]]`` (end excluded) holding every nonzero voxel of ``mask``.
+
+    Raises:
+        ValueError: ``mask`` is not 3D or has no nonzero voxel.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 3 or not mask.any():
+        raise ValueError(f'mask must be a 3D array with at least one nonzero voxel; got shape {mask.shape} '
+                         f'with {int(np.count_nonzero(mask))} nonzero.')
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(j for j in range(3) if j != axis)))
+        box.append([int(hit[0]), int(hit[-1]) + 1])
+    return box
+
+
+def set_input_mask(net: nn.Module, mask: np.ndarray) -> nn.Module:
+    """Load a full-size ``(D, H, W)`` mask into the :class:`InputMask` of ``net`` (in place) and return ``net``.
+
+    Raises:
+        ValueError: ``net`` was built without ``input_box``, or ``mask`` has another shape or has voxels outside
+            the box.
+    """
+    enc = net.encoder if isinstance(net, DeepSSMNet) else net.image_encoder
+    im = getattr(enc, 'input_mask', None)
+    if im is None:
+        raise ValueError('this network was built without input_box; there is no input mask to set.')
+    mask = np.asarray(mask, dtype=np.float32)
+    if mask.shape != im.in_shape[1:]:
+        raise ValueError(f'mask must have the input shape {im.in_shape[1:]} (z, y, x); got {mask.shape}.')
+    (z0, z1), (y0, y1), (x0, x1) = im.box
+    inside = mask[z0:z1, y0:y1, x0:x1]
+    if np.count_nonzero(mask) != np.count_nonzero(inside):
+        raise ValueError(f'mask has nonzero voxels outside the network\'s input_box {im.box}.')
+    with torch.no_grad():
+        im.mask.copy_(torch.from_numpy(np.ascontiguousarray(inside)))
+    return net
+
+
 def _check_in_shape(in_shape: Sequence[int]) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in in_shape)
     if len(shape) == 4 and shape[0] == 1:
@@ -180,6 +266,8 @@ class DeepSSMNet(nn.Module):
         channels: Output channels of the five convolutions.
         dropout: Dropout probability before each fully connected layer.
         padding: See :class:`ConvBackbone`.
+        input_box: Voxel ranges ``((z0, z1), (y0, y1), (x0, x1))`` the encoder reads (see :class:`InputMask`;
+            load the mask with :func:`set_input_mask`); None reads the whole image.
 
     Call :func:`init_pca_decoder` before training. ``net(images)`` returns
     ``(scores (B, L) whitened, particles (B, M, 3) in mm)``.
@@ -193,11 +281,13 @@ class DeepSSMNet(nn.Module):
     kind = 'base'
 
     def __init__(self, in_shape: Sequence[int], num_latent: int, num_correspondences: int,
-                 channels: Sequence[int] = (12, 24, 48, 96, 192), dropout: float = 0.0, padding: str = 'auto'):
+                 channels: Sequence[int] = (12, 24, 48, 96, 192), dropout: float = 0.0, padding: str = 'auto',
+                 input_box: Sequence[Sequence[int]] | None = None):
         super().__init__()
         _check_sizes(num_latent, num_correspondences)
-        self.model_kwargs = _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, padding)
-        self.encoder = _ImageEncoder(in_shape, num_latent, channels, dropout, padding)
+        self.model_kwargs = _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, padding,
+                                          input_box)
+        self.encoder = _ImageEncoder(in_shape, num_latent, channels, dropout, padding, input_box)
         self.decoder = _PCADecoder(num_latent, num_correspondences)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,13 +299,18 @@ class DeepSSMNet(nn.Module):
 class _ImageEncoder(nn.Module):
     """Backbone plus a linear head to L outputs (float32)."""
 
-    def __init__(self, in_shape, num_latent, channels, dropout, padding):
+    def __init__(self, in_shape, num_latent, channels, dropout, padding, input_box=None):
         super().__init__()
+        if input_box is not None:
+            self.input_mask = InputMask(in_shape, input_box)
+            in_shape = self.input_mask.out_shape
         self.backbone = ConvBackbone(in_shape, channels, padding=padding, dropout=dropout)
         self.head = nn.Linear(96, num_latent)
         _xavier_init(self)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, 'input_mask'):
+            images = self.input_mask(images)
         features = self.backbone(images)
         with torch.autocast(images.device.type, enabled=False):
             return self.head(features)
@@ -242,6 +337,7 @@ class TLDeepSSMNet(nn.Module):
         num_latent: L, the latent size.
         num_correspondences: M.
         channels, dropout, padding: Of the image encoder, see :class:`ConvBackbone`.
+        input_box: See :class:`DeepSSMNet`.
 
     ``net(images)`` returns ``(latent (B, L), particles (B, M, 3))`` (image
     path); ``net.autoencode(particles)`` returns ``(latent, reconstruction)``.
@@ -250,12 +346,14 @@ class TLDeepSSMNet(nn.Module):
     kind = 'tl'
 
     def __init__(self, in_shape: Sequence[int], num_latent: int, num_correspondences: int,
-                 channels: Sequence[int] = (12, 24, 48, 96, 192), dropout: float = 0.0, padding: str = 'auto'):
+                 channels: Sequence[int] = (12, 24, 48, 96, 192), dropout: float = 0.0, padding: str = 'auto',
+                 input_box: Sequence[Sequence[int]] | None = None):
         super().__init__()
         _check_sizes(num_latent, num_correspondences)
-        self.model_kwargs = _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, padding)
+        self.model_kwargs = _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, padding,
+                                          input_box)
         m3 = 3 * num_correspondences
-        self.image_encoder = _ImageEncoder(in_shape, num_latent, channels, dropout, padding)
+        self.image_encoder = _ImageEncoder(in_shape, num_latent, channels, dropout, padding, input_box)
         self.ae_encoder = _mlp([m3, 1024, 512, num_latent])
         self.ae_decoder = _mlp([num_latent, 512, 1024, m3])
         _xavier_init(self.ae_encoder)
@@ -287,11 +385,17 @@ class TLDeepSSMNet(nn.Module):
         return z, self.decode(z)
 
 
-def _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, padding) -> dict:
-    """The numbers a net is built from, as plain JSON-ready values (saved with every model file)."""
-    return dict(in_shape=[1, *_check_in_shape(in_shape)], num_latent=int(num_latent),
-                num_correspondences=int(num_correspondences), channels=[int(c) for c in channels],
-                dropout=float(dropout), padding=padding)
+def _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, padding, input_box=None) -> dict:
+    """The numbers a net is built from, as plain JSON-ready values (saved with every model file).
+
+    ``input_box`` is only present when set, so the model files of networks without one are unchanged.
+    """
+    kwargs = dict(in_shape=[1, *_check_in_shape(in_shape)], num_latent=int(num_latent),
+                  num_correspondences=int(num_correspondences), channels=[int(c) for c in channels],
+                  dropout=float(dropout), padding=padding)
+    if input_box is not None:
+        kwargs['input_box'] = [list(b) for b in _check_box(input_box, _check_in_shape(in_shape))]
+    return kwargs
 
 
 def _check_sizes(num_latent: int, num_correspondences: int) -> None:

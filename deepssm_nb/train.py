@@ -43,7 +43,8 @@ from ._validation import ConfigError, DataError
 from .config import Config, DecayLRConfig, TLNetConfig, TrainerConfig
 from .io import plain
 from .losses import get_loss
-from .models import DeepSSMNet, TLDeepSSMNet, build_model, init_pca_decoder, load_trained_model
+from .models import (DeepSSMNet, TLDeepSSMNet, build_model, init_pca_decoder, input_box, load_trained_model,
+                     set_input_mask)
 
 __all__ = [
     'LOG_COLUMNS',
@@ -297,7 +298,45 @@ def _plan(cfg: Config) -> tuple[str, TrainerConfig, list[StageSpec]]:
     data = _training_data(cfg)
     if data:
         specs = [dataclasses.replace(s, settings={**s.settings, 'training_data': data}) for s in specs]
+    # the encoder's numbers, so that a finished run with other ones is not taken for this one
+    encoder = {'channels': list(ds.encoder.channels), 'dropout': ds.encoder.dropout,
+               'input_margin_mm': ds.encoder.input_margin_mm}
+    specs = [dataclasses.replace(s, settings={**s.settings, 'encoder': encoder}) for s in specs]
     return kind, tc, specs
+
+
+def input_mask(normalization: dict[str, Any], mean_shape: np.ndarray, margin: float) -> np.ndarray:
+    """The encoder's input mask: the voxels of the loader grid within ``margin`` mm of the mean shape.
+
+    Args:
+        normalization: The loaders' ``normalization.json`` dict (its ``grid`` and ``image_shape``).
+        mean_shape: (M, 3) mean training particles in the groomed frame, mm.
+        margin: Half-width of the band around the particles, mm (widened to the particles' spacing).
+
+    Returns:
+        (D, H, W) uint8 mask on the loader grid.
+
+    Raises:
+        DataError: The loaders hold no grid (built by an older version), or no voxel is that close.
+    """
+    import SimpleITK as sitk
+
+    from .registration import surface_band
+
+    grid = normalization.get('grid')
+    if not grid:
+        raise DataError('encoder.input_margin_mm needs the loader grid in normalization.json; rebuild the loaders.')
+    shape = [int(n) for n in normalization['image_shape']]
+    image = sitk.Image(shape[::-1], sitk.sitkUInt8)
+    image.SetSpacing([float(v) for v in grid['spacing']])
+    image.SetOrigin([float(v) for v in grid['origin']])
+    image.SetDirection([float(v) for v in grid['direction']])
+    mask = sitk.GetArrayFromImage(surface_band(image, np.asarray(mean_shape, dtype=np.float64), margin,
+                                               dense=False))
+    if not mask.any():
+        raise DataError(f'encoder.input_margin_mm={margin}: no voxel of the loader grid lies that close to the mean '
+                        'shape; the particles and the images are not in the same frame.')
+    return mask
 
 
 def _model_path(model_dir: Path, cfg: Config, stages: dict[str, FitResult]) -> Path:
@@ -370,8 +409,14 @@ def train_deepssm(cfg: Config, *, callback: Callback | None = None, progress: bo
     in_shape = [1, *first['image'].shape[-3:]] if isinstance(first, dict) else [1, *norm['image_shape']]
     kwargs = dict(in_shape=in_shape, num_latent=num_latent, num_correspondences=int(pca.mean_.shape[0]),
                   channels=list(ds.encoder.channels), dropout=ds.encoder.dropout)
+    mask = None
+    if ds.encoder.input_margin_mm > 0:
+        mask = input_mask(norm, pca.mean_, ds.encoder.input_margin_mm)
+        kwargs['input_box'] = input_box(mask)
     torch.manual_seed(tc.seed)
     net = build_model(kind, **kwargs)
+    if mask is not None:
+        set_input_mask(net, mask)
     init_pca_decoder(net, pca.mean_, pca.components_, norm['score_mean'], norm['score_std'])
     common = dict(model_dir=model_dir, device=dev, precision=precision, normalization=norm, callback=callback,
                   progress=progress, restart=restart)

@@ -321,6 +321,61 @@ def test_train_deepssm_wiring(tmp_path, monkeypatch):
         train_deepssm(cfg, progress=False, restart=True)
 
 
+def test_input_margin_masks_and_crops_the_encoder_input(tmp_path, monkeypatch):
+    data = ToyData(1)
+    pca = types.SimpleNamespace(mean_=data.mean, components_=data.components)
+    grid = {'spacing': [10.0] * 3, 'origin': [0.0] * 3, 'direction': [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]}
+    norm = {'score_mean': [0.0] * L, 'score_std': data.std.tolist(), 'image_shape': list(SHAPE), 'grid': grid}
+    monkeypatch.setattr(train_mod, '_load_inputs', lambda cfg, paths: (*_loaders(), norm, pca))
+    cfg = get_profile('smoke', work_dir=str(tmp_path))
+    cfg.deepssm.encoder.channels = list(CH)
+    cfg.deepssm.trainer = dataclasses.replace(cfg.deepssm.trainer, epochs=1, device='cpu')
+    cfg.deepssm.fine_tune.enabled = False
+    cfg.deepssm.encoder.input_margin_mm = 12.0
+    res = train_deepssm(cfg, progress=False)
+    net = load_trained_model(res.model_dir)
+    mask = train_mod.input_mask(norm, data.mean, 12.0)
+    # voxels within 12 mm of a particle (the band is widened to the particles' spacing, here about 20 mm)
+    zz, yy, xx = np.nonzero(mask)
+    centres = np.stack([xx, yy, zz], axis=1) * 10.0
+    nearest = np.min(np.linalg.norm(centres[:, None] - data.mean[None], axis=2), axis=1)
+    assert 0 < mask.sum() < mask.size and nearest.max() < 25.0
+    box = net.model_kwargs['input_box']
+    assert box == [[int(np.min(a)), int(np.max(a)) + 1] for a in (zz, yy, xx)]
+    np.testing.assert_array_equal(net.encoder.input_mask.mask.numpy(),
+                                  mask[box[0][0]:box[0][1], box[1][0]:box[1][1], box[2][0]:box[2][1]])
+    x = torch.randn(1, 1, *SHAPE)
+    y = x.clone()
+    y[0, 0][torch.from_numpy(mask == 0)] = 100.0       # what lies outside the mask is never read
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)[1], net(y)[1])
+        y[0, 0][torch.from_numpy(mask == 1)] += 1.0
+        assert not torch.allclose(net(x)[1], net(y)[1])
+    cfg.deepssm.encoder.input_margin_mm = 0.0            # another encoder is another run, not the finished one
+    with pytest.raises(ConfigError, match="input_margin_mm': 12.0} -> .*input_margin_mm': 0.0}"):
+        train_deepssm(cfg, progress=False)
+    res = train_deepssm(cfg, progress=False, restart=True)
+    assert 'input_box' not in load_trained_model(res.model_dir).model_kwargs
+
+
+def test_input_mask_bad_settings():
+    from deepssm_nb.models import InputMask, input_box, set_input_mask
+
+    with pytest.raises(ValueError, match='at least one nonzero'):
+        input_box(np.zeros((4, 4, 4)))
+    with pytest.raises(ValueError, match=r'0 <= start < stop <= size for an input of size \(10, 12, 14\)'):
+        InputMask((1, *SHAPE), [[0, 11], [0, 12], [0, 14]])
+    with pytest.raises(ValueError, match='built without input_box'):
+        set_input_mask(_net(), np.ones(SHAPE))
+    net = DeepSSMNet((1, *SHAPE), L, M, channels=CH, input_box=[[2, 6], [0, 12], [0, 14]])
+    with pytest.raises(ValueError, match=r'input shape \(10, 12, 14\)'):
+        set_input_mask(net, np.ones((10, 12, 13)))
+    with pytest.raises(ValueError, match='outside'):
+        set_input_mask(net, np.ones(SHAPE))
+    with pytest.raises(DataError, match='loader grid'):
+        train_mod.input_mask({'image_shape': list(SHAPE)}, np.zeros((4, 3)), 8.0)
+
+
 @pytest.mark.bad_input
 def test_bad_training_inputs(tmp_path):
     train, val = _loaders()
