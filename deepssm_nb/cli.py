@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument('images', nargs='+', metavar='IMAGE', help='image files (.nrrd, .nii.gz, ...)')
     with_config(pred)
     pred.add_argument('--out-dir', '-o', metavar='DIR', help='output folder (default: pred_dir/new_predictions)')
+    pred.add_argument('--side', choices=('L', 'R'), help='side of every image (default: from _L/_R in the file '
+                      'names); an image of the other side than the training reference is reflected and back')
 
     write = sub.add_parser('write-config', help='write a preset config JSON to edit',
                            description='Write the config of a profile (to stdout without -o).')
@@ -92,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     from .predict import predict_image
 
     for image in args.images:
-        predict_image(image, cfg, out_dir=args.out_dir)
+        predict_image(image, cfg, out_dir=args.out_dir, side=args.side)
     return 0
 
 

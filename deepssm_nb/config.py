@@ -78,7 +78,12 @@ def _f(default: Any = dataclasses.MISSING, *, factory: Any = None, doc: str = ''
 class DataConfig:
     """Where the cohort comes from and how the embedded femur cohort is built."""
 
-    cohort: str = _f('femur', doc="'femur' (the embedded cohort) or a path to a ShapeWorks-style folder")
+    cohort: str = _f('femur', doc="'femur' (the embedded cohort), a cohort folder, or a ShapeWorks project "
+                                  "(.swproj, .xlsx)")
+    domain: str | None = _f(None, nullable=True,
+                            doc='the domain of a ShapeWorks project to read (needed when it has several)')
+    image_column: str | None = _f(None, nullable=True,
+                                  doc='the image column (image_<name>) of a ShapeWorks project with several')
     data_dir: str | None = _f(None, nullable=True,
                               doc='cache folder; None means $DEEPSSM_DATA_DIR or ~/.cache/deepssm_nb')
     num_subjects: int = _f(26, low=4, high=26, doc='subjects of the embedded cohort to build')

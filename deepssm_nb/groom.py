@@ -45,8 +45,10 @@ __all__ = [
     'GroomResult',
     'GroomedSubject',
     'groom_cohort',
+    'image_x_reflection',
     'load_groomed',
     'reference_grid',
+    'reflect_image',
     'register_image',
     'register_to_reference',
     'registration_error',
@@ -346,7 +348,7 @@ def image_x_reflection(path) -> np.ndarray:
     return F
 
 
-def _reflect_image(image, F: np.ndarray):
+def reflect_image(image, F: np.ndarray):
     """``image`` reflected by ``F``: the same voxels, with the origin and direction cosines mapped by ``F``."""
     out = image.__class__(image)
     origin = np.asarray(image.GetOrigin())
@@ -416,7 +418,7 @@ def _execute(job: dict[str, Any]) -> dict[str, Any]:
         reference = read_image(out / 'reference_image.nrrd', name='reference image')
         mask = read_image(out / 'reference_mask.nrrd', name='reference mask') if p['reference']['mask_margin'] else None
         flip = np.asarray(p['reflect'], dtype=float) if p.get('reflect') else np.eye(4)
-        groomed, T = register_image(_reflect_image(image, flip), reference, iterations=p['iterations'], mask=mask,
+        groomed, T = register_image(reflect_image(image, flip), reference, iterations=p['iterations'], mask=mask,
                                     stages=tuple(p['stages']), random_state=p['seed'],
                                     name=f'"{job["source"]}" (subject {sid})')
         T = T @ flip

@@ -27,7 +27,9 @@ STAGES = ('cohort', 'groom', 'augment', 'loaders', 'train', 'predict', 'analyze'
 
 
 def get_cohort(cfg: Config):
-    """The cohort named by ``cfg.data.cohort``: the embedded femurs or a folder.
+    """The cohort named by ``cfg.data.cohort``: the embedded femurs, a folder or a ShapeWorks project.
+
+    ``cfg.data.domain`` and ``cfg.data.image_column`` choose the domain and the image column of a project.
 
     Returns:
         :class:`deepssm_nb.data.Cohort`.
@@ -36,7 +38,7 @@ def get_cohort(cfg: Config):
 
     if cfg.data.cohort == 'femur':
         return data.load_femur_cohort(cfg.data)
-    return data.load_cohort(cfg.data.cohort)
+    return data.load_cohort(cfg.data.cohort, domain=cfg.data.domain, image=cfg.data.image_column)
 
 
 def _run_stage(cfg: Config, stage: str, results: dict[str, Any]) -> Any:

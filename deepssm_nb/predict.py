@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -178,13 +179,16 @@ def _cached(key: tuple, make):
 
 def predict_image(image_path: str | os.PathLike, cfg, *, out_dir: str | os.PathLike | None = None,
                   net: torch.nn.Module | None = None, stages: tuple[str, ...] | str | None = 'fast',
-                  iterations: int | None = None, verbose: bool = True) -> np.ndarray:
+                  iterations: int | None = None, side: str | None = None, verbose: bool = True) -> np.ndarray:
     """Predict the particles of one new image file, in that image's own frame.
 
     The image is registered to the groomed reference image (as the test images
     were), whitened with the training statistics, passed through the network,
     and the world particles are mapped back through ``inv(T)``. The result is
-    written to ``<out_dir>/<stem>.particles``.
+    written to ``<out_dir>/<stem>.particles``. An image of the other side than
+    the grooming reference is reflected across physical x first, as grooming
+    does, and the reflection is part of ``T``: its particles come back on its
+    own side.
 
     Args:
         image_path: A 3D image (``.nrrd``, ``.nii.gz``, ...) of the same anatomy.
@@ -198,6 +202,8 @@ def predict_image(image_path: str | os.PathLike, cfg, *, out_dir: str | os.PathL
             if it fails, the grooming stages are tried. ``None`` uses the
             grooming stages.
         iterations: Optimizer iterations per stage (default: as grooming).
+        side: ``'L'`` or ``'R'``, the image's side; None reads it from ``_L`` / ``_R`` tokens of the file name
+            (no token: no reflection). Ignored when grooming had no sides.
         verbose: Print the seconds taken (registration included).
 
     Returns:
@@ -208,6 +214,8 @@ def predict_image(image_path: str | os.PathLike, cfg, *, out_dir: str | os.PathL
         DataError: Unreadable image or failed registration.
     """
     t0 = time.perf_counter()
+    if side is not None and side not in ('L', 'R'):
+        raise DataError(f"predict_image: side must be 'L', 'R' or None (read from the file name); got {side!r}.")
     image_path = Path(image_path)
     paths = cfg.resolved_paths()
     image = read_image(image_path, name='image')
@@ -221,12 +229,19 @@ def predict_image(image_path: str | os.PathLike, cfg, *, out_dir: str | os.PathL
                        calib.stat().st_mtime_ns if calib.is_file() else None),
                       lambda: _load_net(cfg, fine_tuned=fine, device=_device(cfg)))
     norm = _normalization(net, cfg)
+    flip = _reflection(image_path, cfg, side)
+    if flip is not None:
+        from .groom import reflect_image
+
+        image = reflect_image(image, flip)
     try:
         registered, T = _register(image, cfg, name=f'"{image_path}"', stages=stages, iterations=iterations)
     except DataError:
         if stages is None:
             raise
         registered, T = _register(image, cfg, name=f'"{image_path}"', stages=None, iterations=iterations)
+    if flip is not None:
+        T = T @ flip
     t_reg = time.perf_counter() - t0
     from .loaders import prepare_image
 
@@ -240,8 +255,28 @@ def predict_image(image_path: str | os.PathLike, cfg, *, out_dir: str | os.PathL
     write_particles(out_dir / f'{image_path.name.split(".")[0]}.particles', local)
     if verbose:
         total = time.perf_counter() - t0
-        print(f'{image_path.name}: {local.shape[0]} particles in {total:.2f} s (registration {t_reg:.2f} s)')
+        mirrored = ', reflected to the reference side and back' if flip is not None else ''
+        print(f'{image_path.name}: {local.shape[0]} particles in {total:.2f} s (registration {t_reg:.2f} s'
+              f'{mirrored})')
     return local
+
+
+def _reflection(image_path: Path, cfg, side: str | None) -> np.ndarray | None:
+    """The (4, 4) reflection grooming would apply to an image of ``side`` (None when none is due)."""
+    from .data.shapeworks import infer_side
+    from .groom import image_x_reflection, load_groomed
+
+    info_path = Path(cfg.resolved_paths()['groom_dir']) / 'groom.json'
+    stamp = info_path.stat().st_mtime_ns if info_path.is_file() else None
+    ref_side = _cached(('groom', str(info_path), stamp), lambda: load_groomed(info_path.parent)).info.get(
+        'reference_side')
+    if ref_side is None and side is not None:
+        warnings.warn(f'predict_image: side={side!r} is ignored for "{image_path}": the training shapes were groomed '
+                      'without sides, so nothing says which side the model was trained on.', stacklevel=3)
+    side = side or infer_side(image_path.name)
+    if ref_side is None or side is None or side == ref_side:
+        return None
+    return image_x_reflection(image_path)
 
 
 def _register(image, cfg, *, name: str, stages: tuple[str, ...] | str | None = None,

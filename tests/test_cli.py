@@ -63,3 +63,11 @@ def test_unknown_stage_is_refused_by_argparse():
     with pytest.raises(SystemExit) as err:
         build_parser().parse_args(['run', '--until', 'trian'])
     assert err.value.code == 2
+
+
+def test_predict_takes_a_side():
+    args = build_parser().parse_args(['predict', 'scan.nrrd', '--side', 'R'])
+    assert args.side == 'R'
+    assert build_parser().parse_args(['predict', 'scan.nrrd']).side is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(['predict', 'scan.nrrd', '--side', 'right'])

@@ -195,6 +195,17 @@ def test_missing_model_or_groom_output_is_named(tmp_path, run):
         test_deepssm(other)
     with pytest.raises(FileNotFoundError, match='nothing.nrrd'):
         predict_image(tmp_path / 'nothing.nrrd', cfg)
+    with pytest.raises(DataError, match="side must be 'L', 'R' or None .*got 'left'"):
+        predict_image(tmp_path / 'nothing.nrrd', cfg, side='left')
+
+
+def test_predict_image_side_without_sides_in_grooming_warns(tmp_path, run):
+    cfg, mean, _ = run
+    path = tmp_path / 'scan_R.nrrd'
+    sitk.WriteImage(_blob((22, 24, 26), 2.0, (-6.0, -6.0, -6.0), np.array([16.0, 18.0, 20.0])), str(path))
+    with pytest.warns(UserWarning, match='groomed without sides'):
+        local = predict_image(path, cfg, out_dir=tmp_path / 'new', side='R', verbose=False)
+    np.testing.assert_allclose(local, mean, atol=1.5)   # not reflected
 
 
 @pytest.mark.bad_input

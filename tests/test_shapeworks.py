@@ -190,6 +190,12 @@ def test_project_with_several_domains_needs_one_named(project):
     with pytest.raises(DataError, match=r"no domain 'tibia'; the project has \['femur', 'pelvis'\]"):
         load_cohort(path, domain='tibia')
     assert len(load_cohort(path, domain='femur')) == 10
+    from deepssm_nb import get_profile
+    from deepssm_nb.pipeline import get_cohort
+
+    cfg = get_profile('smoke')                                  # the config keys do the same
+    cfg.data.cohort, cfg.data.domain = str(path), 'femur'
+    assert get_cohort(cfg).ids() == load_cohort(path, domain='femur').ids()
 
 
 @pytest.mark.bad_input
@@ -261,11 +267,12 @@ def smoke_runs(smoke_cohort, tmp_path_factory):
     finally:
         swc.FORMATS = formats
     sources['folder_tilted'] = swc.shapeworks_folder(smoke_cohort, root / 't', mirror_ids=mirror, tilt=True)
-    out = {}
+    out = {'configs': {}, 'sources': sources}
     for name, src in sources.items():
         cfg = _cfg(root / f'work_{name}', src)
         run_pipeline(cfg, until='predict', verbose=False)
         out[name] = run_analysis(cfg, truth='mesh', progress=False).summary
+        out['configs'][name] = cfg
     return out
 
 
@@ -293,3 +300,39 @@ def test_tilted_anisotropic_int16_folder_gives_the_cohort_accuracy_within_the_sm
     tilted = smoke_runs['folder_tilted']
     assert tilted['mean_shape_baseline_mm'] == pytest.approx(ref['mean_shape_baseline_mm'], abs=0.05)
     assert tilted['mean_surface_distance_mm'] == pytest.approx(ref['mean_surface_distance_mm'], abs=0.3)
+
+
+@pytest.mark.slow
+def test_the_same_model_predicts_tilted_anisotropic_mirrored_int16_test_images_like_the_originals(smoke_runs,
+                                                                                                  tmp_path):
+    """Reader, registration and prediction of rewritten test images, with one trained model.
+
+    The model is the one trained on the mirrored project (its grooming knows the sides); it predicts the project's
+    test images (as written) and the same subjects tilted, flipped, anisotropic and int16, in other formats, one of
+    them a right femur. Training is left out on purpose: the 2-epoch smoke network moves more with a retraining than
+    the inputs do (see the test above). Measured: 0.745 mm as written, 0.733 mm rewritten; the particles
+    moved by 0.36 and 0.39 mm on average (the smoke grid is 4 mm).
+    """
+    from deepssm_nb.predict import predict_image
+    from deepssm_nb.surface import read_surface, symmetric_surface_distance, warp_mesh
+
+    cfg = smoke_runs['configs']['project_mirrored']
+    project = load_cohort(smoke_runs['sources']['project_mirrored'])
+    tilted = load_cohort(smoke_runs['sources']['folder_tilted'])
+    mean_mesh, mean_particles = read_surface(project.mean_mesh), read_particles(project.mean_particles)
+    distances = {'as written': [], 'rewritten': []}
+    moved, sides = [], []
+    for sid in project.ids('test'):
+        source = Path(tilted[sid].image)
+        assert sitk.ReadImage(str(source)).GetPixelID() == sitk.sitkInt16
+        sides.append(tilted[sid].side)
+        points = {'as written': predict_image(project[sid].image, cfg, out_dir=tmp_path / 'a', verbose=False),
+                  'rewritten': predict_image(source, cfg, out_dir=tmp_path / 'b', verbose=False)}
+        truth = read_surface(tilted[sid].mesh)          # the same physical surface as the project's
+        for key, p in points.items():
+            distances[key].append(symmetric_surface_distance(
+                truth, warp_mesh(mean_mesh, mean_particles, p))[2]['symmetric']['mean'])
+        moved.append(np.linalg.norm(points['as written'] - points['rewritten'], axis=1).mean())
+    assert sorted(sides) == ['L', 'R']
+    assert np.mean(distances['rewritten']) == pytest.approx(np.mean(distances['as written']), abs=0.05)
+    assert max(moved) < 1.0
