@@ -177,3 +177,27 @@ def test_on_the_smoke_femur_cohort(smoke_cohort, tmp_path):
     mesh = pv.read(smoke_cohort[ids[0]].mesh)
     assert np.allclose(truth.center, mesh.center, atol=1.0)       # segmentation meshed in the image's frame
     assert pred.n_points == pv.read(smoke_cohort.mean_mesh).n_points
+
+
+def test_per_femur_scatter_counts_the_wins(result):
+    from deepssm_nb.viz.accuracy import per_femur_errors, plot_against_mean_shape
+
+    labels, base, deep = per_femur_errors(result)
+    assert labels == result.ids
+    np.testing.assert_allclose(deep, [result.value(i, 'deepssm') for i in labels])
+    np.testing.assert_allclose(base, [result.value(i, 'mean_shape') for i in labels])
+    fig = plot_against_mean_shape(result)
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    n_wins = int(np.sum(deep < base))
+    assert legend[1] == f'deepssm better: {n_wins} of {len(labels)}'
+    assert legend[2] == f'mean_shape better: {len(labels) - n_wins} of {len(labels)}'
+    assert len(ax.texts) == len(labels)                       # few femurs: each one is named
+    # benchmark rows: one point per femur and seed
+    rows = [{'id': 'a', 'seed': s, 'method': m, 'mean': v} for s in (0, 1)
+            for m, v in (('deepssm', 0.5 + s), ('mean_shape', 1.0))]
+    labels, base, deep = per_femur_errors(rows)
+    assert labels == ['a (seed 0)', 'a (seed 1)'] and list(deep) == [0.5, 1.5]
+    with pytest.raises(ValueError, match=r"no femur has both 'deepssm' and 'pca_floor_all'.*\['deepssm', "
+                                         r"'mean_shape'\]"):
+        per_femur_errors(rows, baseline='pca_floor_all')

@@ -29,6 +29,7 @@ from deepssm_nb import pipeline
 from deepssm_nb.analyze import run_analysis
 from deepssm_nb.io import read_particles
 from deepssm_nb.surface import image_to_mesh, read_surface, symmetric_surface_distance, warp_mesh
+from deepssm_nb.viz import accuracy as viz_accuracy
 from deepssm_nb.viz import surface as vsurf
 
 deepssm_nb.print_config()
@@ -134,6 +135,16 @@ pose jitter) targets that memorisation; its measured effect is in `bench/results
 """),
     code("""
 result.report()
+"""),
+    md("""
+## Femur by femur: DeepSSM against the mean shape
+One point per test femur: its error with the mean shape (x) against its error with DeepSSM (y). Points below the
+diagonal are femurs on which the network read something from the image that the registration alone did not give;
+points above it are femurs on which the prediction added error. A mean can hide a few large misses or a few large
+wins; this plot shows which it is.
+"""),
+    code("""
+viz_accuracy.plot_against_mean_shape(result)
 """),
     md("""
 ## Best, median and worst subject
