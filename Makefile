@@ -2,6 +2,7 @@
 #   make tutorial   set up, build the femur cohort, run every notebook (workshop profile)
 #   make test       set up, run the whole test suite (notebooks in the smoke profile)
 #   make lab        open JupyterLab on the notebooks
+#   make notebooks  rewrite notebooks/ from their sources in tools/notebooks/
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -15,7 +16,7 @@ PROFILE ?= workshop
 export VTK_DEFAULT_OPENGL_WINDOW ?= vtkEGLRenderWindow
 export PYVISTA_OFF_SCREEN ?= true
 
-.PHONY: setup tutorial test lab clean
+.PHONY: setup tutorial test lab notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +32,9 @@ tutorial: setup
 test: setup
 	-$(BIN)/python tools/ensure_chromium.py
 	PYVISTA_JUPYTER_BACKEND=static $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900
+
+notebooks: setup
+	for f in tools/notebooks/[0-9]*.py; do $(BIN)/python $$f || exit 1; done
 
 lab: setup
 	$(BIN)/jupyter lab notebooks

@@ -7,12 +7,15 @@ stored: notebooks are committed stripped.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / 'notebooks'
+# where the notebooks go: the repository's notebooks/, or $NBGEN_OUT (the test that the committed notebooks are
+# what their generators write uses a temporary folder)
+NOTEBOOK_DIR = Path(os.environ.get('NBGEN_OUT') or Path(__file__).resolve().parents[2] / 'notebooks')
 
 
 def md(text: str):
