@@ -16,7 +16,7 @@ from torch import nn
 from ._validation import ConfigError, DataError
 from .io import atomic_path, atomic_write_text, plain
 
-__all__ = ['LOG_COLUMNS', 'check_fingerprint', 'get_rng', 'load_checkpoint', 'read_train_log',
+__all__ = ['LOG_COLUMNS', 'check_fingerprint', 'fingerprint_diffs', 'get_rng', 'load_checkpoint', 'read_train_log',
            'save_checkpoint', 'save_model_file', 'set_rng', 'write_log']
 
 LOG_COLUMNS = ('stage', 'epoch', 'train_loss', 'train_rmse_mm', 'val_rmse_mm', 'lr', 'seconds')
@@ -124,9 +124,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
+# fingerprint keys added after checkpoints were first written, with the value that those checkpoints had
+_ADDED_KEYS = {'encoder': {'channels': [12, 24, 48, 96, 192], 'dropout': 0.0, 'input_margin_mm': 0.0}}
+
+
+def fingerprint_diffs(old: dict, new: dict) -> list[str]:
+    """``'key: old -> new'`` for each setting of ``new`` that ``old`` has otherwise (keys added later count at
+    the value earlier checkpoints were written with)."""
+    return [f'{k}: {old.get(k, _ADDED_KEYS.get(k))!r} -> {v!r}' for k, v in new.items()
+            if old.get(k, _ADDED_KEYS.get(k)) != v]
+
+
 def check_fingerprint(ckpt: dict, fingerprint: dict, model_kwargs: dict, path: Path) -> None:
-    old = ckpt['fingerprint']
-    diffs = [f'{k}: {old.get(k)!r} -> {v!r}' for k, v in fingerprint.items() if old.get(k) != v]
+    diffs = fingerprint_diffs(ckpt['fingerprint'], fingerprint)
     if ckpt['model_kwargs'] != plain(model_kwargs):
         diffs.append(f'model: {ckpt["model_kwargs"]} -> {plain(model_kwargs)}')
     if diffs:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._checkpoint import fingerprint_diffs
 from ._train_loop import (LOG_COLUMNS, FitResult, StageSpec, load_checkpoint, read_train_log, resolve_precision,
                           run_stage, stage_result)
 from ._validation import ConfigError, DataError
@@ -353,7 +354,7 @@ def _finished(cfg: Config, model_dir: Path, kind: str, specs: list[StageSpec], p
             return None
         ckpt = load_checkpoint(path)
         fp = {'stage': spec.name, 'kind': kind, 'precision': precision, **plain(spec.settings)}
-        if not ckpt['state']['finished'] or any(ckpt['fingerprint'].get(k) != v for k, v in fp.items()):
+        if not ckpt['state']['finished'] or fingerprint_diffs(ckpt['fingerprint'], fp):
             return None
         stages[spec.name] = stage_result(spec, ckpt['state'], model_dir, precision)
     return TrainResult(model_dir, kind, stages, read_train_log(model_dir), _model_path(model_dir, cfg, stages))

@@ -394,3 +394,18 @@ def test_bad_training_inputs(tmp_path):
     bad.images[0, 0, 0, 0] = np.nan
     with pytest.raises(FloatingPointError, match='learning rate'):
         fit(_net(), DataLoader(bad, batch_size=4), val, trainer_cfg=_tc(), model_dir=tmp_path / 'nan', progress=False)
+
+
+def test_checkpoints_of_earlier_versions_match_at_the_default_encoder():
+    from deepssm_nb._checkpoint import fingerprint_diffs
+
+    from deepssm_nb.config import EncoderConfig
+
+    e = EncoderConfig()
+    default = {'channels': e.channels, 'dropout': e.dropout, 'input_margin_mm': e.input_margin_mm}
+    assert default == {'channels': [12, 24, 48, 96, 192], 'dropout': 0.0, 'input_margin_mm': 0.0}
+    old = {'stage': 'base', 'epochs': 15}                  # written before the encoder was fingerprinted
+    assert fingerprint_diffs(old, {'stage': 'base', 'epochs': 15, 'encoder': default}) == []
+    assert fingerprint_diffs(old, {'stage': 'base', 'epochs': 15, 'encoder': {**default, 'dropout': 0.1}}) == [
+        f"encoder: {default!r} -> {dict(default, dropout=0.1)!r}"]
+    assert fingerprint_diffs(old, {'stage': 'base', 'epochs': 20}) == ['epochs: 15 -> 20']
