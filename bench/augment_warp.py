@@ -82,8 +82,8 @@ def warp_timings(cohort, *, grid_step: float, kink_radius: float, interpolation:
         err = np.linalg.norm((fast - exact) * mm, axis=0)
         variants = []
         for kind, step, radius in VARIANTS:
-            t, f = _timed(lambda: warp_field(tps, grid, grid_step=step, interpolation=kind, kink_radius=radius),
-                          max(1, repeats // 2))
+            t, f = _timed(lambda step=step, kind=kind, radius=radius: warp_field(
+                tps, grid, grid_step=step, interpolation=kind, kink_radius=radius), max(1, repeats // 2))
             e = np.linalg.norm((f - exact) * mm, axis=0)
             variants.append({'interpolation': kind, 'grid_step': step, 'kink_radius': radius, 's_per_volume': t,
                              'speedup': exact_s / t, 'max_error_mm': float(e.max()),

@@ -41,7 +41,7 @@ _LAZY = {
     'config_panel': 'widgets',
 }
 
-__all__ = [
+__all__ = [  # noqa: PLE0604 - *sorted(_LAZY) adds the lazy names, strings too
     'Config',
     'ConfigError',
     'DataError',

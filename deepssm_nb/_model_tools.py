@@ -116,8 +116,8 @@ def summary(net: nn.Module) -> str:
     total = sum(p.numel() for p in net.parameters())
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     width = max(len(r[0]) for r in rows) + 2
-    lines = [f'{type(net).__name__}: input {tuple(kw["in_shape"])}, {kw["num_latent"]} latent, '
-             f'{kw["num_correspondences"]} particles',
+    lines = [(f'{type(net).__name__}: input {tuple(kw["in_shape"])}, {kw["num_latent"]} latent, '
+              f'{kw["num_correspondences"]} particles'),
              f'{"layer":<{width}}{"output shape":<26}{"parameters":>12}  trains']
     lines += [f'{n:<{width}}{shape:<26}{p:>12,}  {t}' for n, shape, p, t in rows]
     lines.append(f'{"total, with batch norm and PReLU":<{width + 26}}{total:>12,}  {trainable:,} trainable')

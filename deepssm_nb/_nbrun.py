@@ -11,7 +11,10 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ['ProcessTreeMemory', 'execute_notebook', 'list_notebooks']
 
@@ -129,7 +132,7 @@ class ProcessTreeMemory:
         while not self._stop.wait(self.interval):
             self.sample()
 
-    def __enter__(self) -> ProcessTreeMemory:
+    def __enter__(self) -> Self:
         if self.available:
             self.sample()
             self._thread = threading.Thread(target=self._run, daemon=True)

@@ -22,8 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checkpoint import (LOG_COLUMNS, check_fingerprint, load_checkpoint, loader_generators, read_train_log,
-                          save_checkpoint, save_model_file, set_rng, write_log)
+from ._checkpoint import (
+    LOG_COLUMNS,
+    check_fingerprint,
+    load_checkpoint,
+    loader_generators,
+    read_train_log,
+    save_checkpoint,
+    save_model_file,
+    set_rng,
+    write_log,
+)
 from ._validation import ConfigError, DataError
 from .io import plain
 from .models import check_initialized

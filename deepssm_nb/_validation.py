@@ -147,10 +147,10 @@ def check_array(x: Any, *, name: str, ndim: int | None = None, shape: tuple | No
     arr = np.asarray(x, dtype=float)
     if ndim is not None and arr.ndim != ndim:
         raise DataError(f'{name}{where} must be {ndim}D; got a {arr.ndim}D array of shape {arr.shape}.')
-    if shape is not None:
-        if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
-            want = '(' + ', '.join('any' if s is None else str(s) for s in shape) + ')'
-            raise DataError(f'{name}{where} must have shape {want}; got {arr.shape}.')
+    if shape is not None and (arr.ndim != len(shape)
+                              or any(s is not None and s != a for s, a in zip(shape, arr.shape))):
+        want = '(' + ', '.join('any' if s is None else str(s) for s in shape) + ')'
+        raise DataError(f'{name}{where} must have shape {want}; got {arr.shape}.')
     if finite and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise DataError(f'{name}{where} contains {bad} NaN or infinite value(s); all values must be finite.')

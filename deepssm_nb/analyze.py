@@ -36,8 +36,15 @@ import numpy as np
 
 from ._validation import DataError
 from .io import atomic_write_text, read_json, read_particles, write_json, write_particles
-from .surface import (IMAGE_SUFFIXES, MESH_SUFFIXES, particle_error_map, read_surface, save_mesh,
-                      symmetric_surface_distance, warp_mesh)
+from .surface import (
+    IMAGE_SUFFIXES,
+    MESH_SUFFIXES,
+    particle_error_map,
+    read_surface,
+    save_mesh,
+    symmetric_surface_distance,
+    warp_mesh,
+)
 
 __all__ = ['AnalysisResult', 'analyze_results', 'baseline_particles', 'format_report', 'load_analysis',
            'run_analysis']
@@ -213,7 +220,7 @@ def _is_fresh(out: Path, *inputs: Path) -> bool:
 # --------------------------------------------------------------------------- the analysis
 
 
-def analyze_results(out_dir: str | os.PathLike, DT_dir: str | os.PathLike,  # noqa: N803 (the seed's name)
+def analyze_results(out_dir: str | os.PathLike, DT_dir: str | os.PathLike,  # DT_dir: the seed's name
                     prediction_dir: str | os.PathLike, mean_prefix: Any, *,
                     baselines: dict[str, str | os.PathLike] | None = None,
                     particles_dir: str | os.PathLike | None = None, subject_ids: list[str] | None = None,

@@ -264,12 +264,12 @@ def run_data_augmentation(out_dir, img_list, world_point_list, num_samples: int 
     check_in_range(num_dim, name='num_dim', low=0, integer=True)
     check_in_range(processes, name='processes', low=1, integer=True)
     check_in_range(landmark_step, name='landmark_step', low=1, integer=True)
-    params = dict(num_samples=int(num_samples), num_dim=int(num_dim), percent_variability=float(percent_variability),
-                  sampler=look_up_option(sampler, SAMPLERS, name='sampler'), mixture_num=int(mixture_num),
-                  random_state=_as_seed(random_state), landmark_step=int(landmark_step),
-                  grid_step=float(grid_step), interpolation=look_up_option(interpolation, INTERPOLATIONS,
+    params = {'num_samples': int(num_samples), 'num_dim': int(num_dim), 'percent_variability': float(percent_variability),
+                  'sampler': look_up_option(sampler, SAMPLERS, name='sampler'), 'mixture_num': int(mixture_num),
+                  'random_state': _as_seed(random_state), 'landmark_step': int(landmark_step),
+                  'grid_step': float(grid_step), 'interpolation': look_up_option(interpolation, INTERPOLATIONS,
                                                                            name='interpolation'),
-                  kink_radius=float(kink_radius), warp_from='groomed' if sources is None else 'original')
+                  'kink_radius': float(kink_radius), 'warp_from': 'groomed' if sources is None else 'original'}
     images, points, names, shapes = _read_inputs(img_list, world_point_list, names)
     src = _read_sources(sources, images)
     fingerprint = _fingerprint(params, images, points, shapes, src)
@@ -296,8 +296,8 @@ def run_data_augmentation(out_dir, img_list, world_point_list, num_samples: int 
             'sampler': smp.params(), 'inputs': [{'id': n, 'image': str(p), 'particles': str(q), **(x or {})}
                                                 for p, q, n, x in zip(images, points, names, src)], 'rows': rows}
     write_json(out / JSON_NAME, info)
-    warp = dict(landmark_step=params['landmark_step'], grid_step=params['grid_step'],
-                interpolation=params['interpolation'], kink_radius=params['kink_radius'])
+    warp = {'landmark_step': params['landmark_step'], 'grid_step': params['grid_step'],
+                'interpolation': params['interpolation'], 'kink_radius': params['kink_radius']}
     tasks = []
     for row, (name, _, scores, b) in sorted(zip(rows[len(images):], plan), key=lambda t: (t[1][3], t[0]['name'])):
         if Path(row['image']).is_file() and Path(row['particles']).is_file():

@@ -83,8 +83,8 @@ def fit_calibration(net: torch.nn.Module, loader: Any, *,
         raise DataError(f'the loader\'s scores have shape {tuple(y.shape)}; the network predicts {tuple(z.shape)}.')
     denom = (z * z).sum(0)
     alpha = torch.where(denom > 0, (z * y).sum(0) / denom.clamp_min(1e-12), torch.zeros_like(denom)).clamp(0.0, 1.0)
-    rmse = lambda q: float(((net.decoder(q) - p) ** 2).sum(-1).mean().sqrt())  # noqa: E731
-    report = {'val_rmse_mm_before': rmse(z), 'val_rmse_mm_after': rmse(z * alpha), 'num_samples': int(len(z))}
+    rmse = lambda q: float(((net.decoder(q) - p) ** 2).sum(-1).mean().sqrt())
+    report = {'val_rmse_mm_before': rmse(z), 'val_rmse_mm_after': rmse(z * alpha), 'num_samples': len(z)}
     return alpha.cpu().numpy().astype(np.float64), report
 
 

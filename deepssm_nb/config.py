@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -33,12 +34,13 @@ from typing import Any
 from ._validation import ConfigError, nearest_spelling
 
 __all__ = [
+    'PROFILES',
     'AugmentConfig',
     'Config',
     'DataConfig',
     'DecayLRConfig',
-    'DeepSSMConfig',
     'DecoderConfig',
+    'DeepSSMConfig',
     'EncoderConfig',
     'FineTuneConfig',
     'GroomConfig',
@@ -46,7 +48,6 @@ __all__ = [
     'LoaderConfig',
     'LossConfig',
     'PathsConfig',
-    'PROFILES',
     'TLNetConfig',
     'TrainerConfig',
     'get_field',
@@ -559,7 +560,7 @@ def _check_tree(obj: Any, path: str, problems: list[str]) -> None:
             hint = f" Did you mean '{near}'?" if near else ''
             problems.append(f'{where}: expected one of {list(meta["options"])}; got {value!r}.{hint}')
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if value != value or value in (float('inf'), float('-inf')):
+            if isinstance(value, float) and not math.isfinite(value):  # NaN or infinite (an int always is finite)
                 problems.append(f'{where}: expected a finite number; got {value!r}.')
                 continue
             lo, hi, gt = meta.get('low'), meta.get('high'), meta.get('gt')

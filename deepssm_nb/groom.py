@@ -38,8 +38,17 @@ import numpy as np
 
 from ._validation import ConfigError, DataError, check_in_range, find_by_id, look_up_option, nearest_spelling
 from .io import read_image, read_json, read_particles, write_image, write_json, write_particles
-from .registration import (STAGES, apply_transform, generalized_procrustes, reference_grid, register_image,
-                           registration_error, resample_to_reference, rigid_transform, surface_band)
+from .registration import (
+    STAGES,
+    apply_transform,
+    generalized_procrustes,
+    reference_grid,
+    register_image,
+    registration_error,
+    resample_to_reference,
+    rigid_transform,
+    surface_band,
+)
 
 __all__ = [
     'GroomResult',

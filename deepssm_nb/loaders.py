@@ -120,6 +120,7 @@ def read_total_data(csv_path: str | os.PathLike) -> TotalData:
             unknown to ``augmentation.json``.
     """
     import csv
+
     from .io import read_particles
 
     csv_path = Path(csv_path)
@@ -364,7 +365,7 @@ class _NpyRows:
 
     def __getitem__(self, i: int) -> np.ndarray:
         if self._fh is None or self._pid != os.getpid():  # one handle per (worker) process
-            self._fh, self._pid = open(self.path, 'rb'), os.getpid()  # noqa: SIM115
+            self._fh, self._pid = open(self.path, 'rb'), os.getpid()  # noqa: SIM115 - kept open for the next reads
         out = np.empty(self.row_shape, dtype=self.dtype)
         self._fh.seek(self.offset + int(i) * self.row_bytes)
         if self._fh.readinto(memoryview(out).cast('B')) != self.row_bytes:

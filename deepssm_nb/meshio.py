@@ -91,7 +91,7 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str
     if mesh.n_cells == 0:
         raise DataError(f'"{path}" holds no triangles.')
     faces = np.asarray(mesh.faces).reshape(-1, 4)[:, 1:].astype(np.int64)
-    data = {k: np.asarray(mesh.point_data[k]) for k in mesh.point_data.keys()}
+    data = {k: np.asarray(mesh.point_data[k]) for k in mesh.point_data}
     return np.asarray(mesh.points, dtype=float), faces, data
 
 

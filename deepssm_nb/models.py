@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -40,10 +41,10 @@ from torch import nn
 from ._validation import NotFittedError, look_up_option
 
 __all__ = [
+    'MODEL_KINDS',
     'ConvBackbone',
     'DeepSSMNet',
     'InputMask',
-    'MODEL_KINDS',
     'TLDeepSSMNet',
     'build_model',
     'init_pca_decoder',
@@ -318,7 +319,7 @@ class _ImageEncoder(nn.Module):
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.PReLU())
@@ -390,9 +391,9 @@ def _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, 
 
     ``input_box`` is only present when set, so the model files of networks without one are unchanged.
     """
-    kwargs = dict(in_shape=[1, *_check_in_shape(in_shape)], num_latent=int(num_latent),
-                  num_correspondences=int(num_correspondences), channels=[int(c) for c in channels],
-                  dropout=float(dropout), padding=padding)
+    kwargs = {'in_shape': [1, *_check_in_shape(in_shape)], 'num_latent': int(num_latent),
+                  'num_correspondences': int(num_correspondences), 'channels': [int(c) for c in channels],
+                  'dropout': float(dropout), 'padding': padding}
     if input_box is not None:
         kwargs['input_box'] = [list(b) for b in _check_box(input_box, _check_in_shape(in_shape))]
     return kwargs
@@ -477,4 +478,4 @@ def build_model(kind: str, **model_kwargs: Any) -> nn.Module:
 
 
 # file access and inspection live in _model_tools; re-exported here
-from ._model_tools import load_model_file, load_trained_model, model_file, parameter_changes, summary  # noqa: E402
+from ._model_tools import load_model_file, load_trained_model, model_file, parameter_changes, summary

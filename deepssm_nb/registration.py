@@ -449,7 +449,8 @@ def _stage_transform(stage: str, current: np.ndarray, center: np.ndarray):
 
 def _levels(spacing: float) -> tuple[list[int], list[float]]:
     """Shrink factors (coarsest about 8 mm voxels) and smoothing sigmas (mm)."""
-    shrinks = sorted({max(1, int(round(8.0 / spacing))), max(1, int(round(4.0 / spacing))), 1}, reverse=True)
+    coarse, middle = int(round(8.0 / spacing)), int(round(4.0 / spacing))  # noqa: RUF046 - numpy < 2 rounds to a float
+    shrinks = sorted({max(1, coarse), max(1, middle), 1}, reverse=True)
     sigmas = [0.5 * f * spacing if f > 1 else 0.0 for f in shrinks]
     return shrinks, sigmas
 

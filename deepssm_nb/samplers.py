@@ -36,10 +36,10 @@ import numpy as np
 from ._validation import DataError, check_array, check_in_range, look_up_option
 
 __all__ = [
+    'SAMPLERS',
     'GaussianSampler',
     'KDESampler',
     'MixtureSampler',
-    'SAMPLERS',
     'choose_mixture_components',
     'get_sampler',
     'kde_bandwidth',

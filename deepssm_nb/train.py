@@ -37,14 +37,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._train_loop import (LOG_COLUMNS, FitResult, StageSpec, load_checkpoint, read_train_log, resolve_precision,
-                          run_stage, stage_result)
+from ._train_loop import (
+    LOG_COLUMNS,
+    FitResult,
+    StageSpec,
+    load_checkpoint,
+    read_train_log,
+    resolve_precision,
+    run_stage,
+    stage_result,
+)
 from ._validation import ConfigError, DataError
 from .config import Config, DecayLRConfig, TLNetConfig, TrainerConfig
 from .io import plain
 from .losses import get_loss
-from .models import (DeepSSMNet, TLDeepSSMNet, build_model, init_pca_decoder, input_box, load_trained_model,
-                     set_input_mask)
+from .models import (
+    DeepSSMNet,
+    TLDeepSSMNet,
+    build_model,
+    init_pca_decoder,
+    input_box,
+    load_trained_model,
+    set_input_mask,
+)
 
 __all__ = [
     'LOG_COLUMNS',
@@ -120,7 +135,7 @@ def _tl_specs(tc: TrainerConfig, tl: TLNetConfig, loss: str) -> list[StageSpec]:
         return ae_loss(recon, target) + tl.alpha * lat_loss(z_img, z_ae), pred, target
 
     extra = {'loss': loss, **dataclasses.asdict(tl)}
-    ae = lambda net: [net.ae_encoder, net.ae_decoder]  # noqa: E731
+    ae = lambda net: [net.ae_encoder, net.ae_decoder]
     return [_spec('tl_ae', '_ae', dataclasses.replace(tc, epochs=tl.ae_epochs), ae_step, ae, **extra),
             _spec('tl_tf', '_tf', dataclasses.replace(tc, epochs=tl.tf_epochs), tf_step,
                   lambda net: [net.image_encoder], **extra),
@@ -259,8 +274,8 @@ class TrainResult:
 
     def summary(self) -> str:
         """One line per stage: epochs, best epoch and validation RMSE, time."""
-        lines = [f'{"stage":<10} {"epochs":>6} {"best epoch":>10} {"best val mm":>11} {"final val mm":>12} '
-                 f'{"minutes":>8}']
+        lines = [(f'{"stage":<10} {"epochs":>6} {"best epoch":>10} {"best val mm":>11} {"final val mm":>12} '
+                  f'{"minutes":>8}')]
         for name, r in self.stages.items():
             lines.append(f'{name:<10} {len(r.history):>6} {r.best_epoch:>10} {r.best_val_rmse_mm:>11.3f} '
                          f'{r.final_val_rmse_mm:>12.3f} {r.seconds / 60:>8.1f}')
@@ -407,8 +422,8 @@ def train_deepssm(cfg: Config, *, callback: Callback | None = None, progress: bo
                           f'modes; got num_latent_dim={ds.num_latent_dim}. Set it to 0 (use the PCA) or {num_latent}.')
     first = train_loader.dataset[0]
     in_shape = [1, *first['image'].shape[-3:]] if isinstance(first, dict) else [1, *norm['image_shape']]
-    kwargs = dict(in_shape=in_shape, num_latent=num_latent, num_correspondences=int(pca.mean_.shape[0]),
-                  channels=list(ds.encoder.channels), dropout=ds.encoder.dropout)
+    kwargs = {'in_shape': in_shape, 'num_latent': num_latent, 'num_correspondences': int(pca.mean_.shape[0]),
+                  'channels': list(ds.encoder.channels), 'dropout': ds.encoder.dropout}
     mask = None
     if ds.encoder.input_margin_mm > 0:
         mask = input_mask(norm, pca.mean_, ds.encoder.input_margin_mm)
@@ -418,8 +433,8 @@ def train_deepssm(cfg: Config, *, callback: Callback | None = None, progress: bo
     if mask is not None:
         set_input_mask(net, mask)
     init_pca_decoder(net, pca.mean_, pca.components_, norm['score_mean'], norm['score_std'])
-    common = dict(model_dir=model_dir, device=dev, precision=precision, normalization=norm, callback=callback,
-                  progress=progress, restart=restart)
+    common = {'model_dir': model_dir, 'device': dev, 'precision': precision, 'normalization': norm, 'callback': callback,
+                  'progress': progress, 'restart': restart}
     stages: dict[str, FitResult] = {}
     for spec in specs:
         if spec.name == 'fine_tune':

@@ -11,13 +11,13 @@ import pytest
 
 os.environ.setdefault('VTK_DEFAULT_OPENGL_WINDOW', 'vtkEGLRenderWindow')
 
-import pyvista as pv  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
+import pyvista as pv
+import SimpleITK as sitk
 
-from deepssm_nb._validation import DataError  # noqa: E402
-from deepssm_nb.analyze import analyze_results, load_analysis  # noqa: E402
-from deepssm_nb.io import write_particles  # noqa: E402
-from deepssm_nb.viz import surface as vs  # noqa: E402
+from deepssm_nb._validation import DataError
+from deepssm_nb.analyze import analyze_results, load_analysis
+from deepssm_nb.io import write_particles
+from deepssm_nb.viz import surface as vs
 
 R = 10.0
 AXES = {'b_subject': (1.3, 1.0, 0.8), 'a_subject': (0.9, 1.2, 1.1)}   # sorted order differs from creation order
@@ -106,7 +106,7 @@ def test_output_files(result):
     assert 'distance' in true_mesh.point_data and 'distance' in pred_mesh.point_data
     assert float(np.max(pred_mesh['distance'])) == pytest.approx(result.value('b_subject', 'deepssm',
                                                                                'pred_to_true_hausdorff'), rel=1e-5)
-    mesh, points = result.particle_error()
+    _, points = result.particle_error()
     assert points.n_points == 96 and set(result.methods) <= set(points.point_data.keys())
     assert np.allclose(points['pca_floor'], 0, atol=1e-6)
     again = load_analysis(result.root)

@@ -11,10 +11,8 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-import deepssm_nb.augment as augment
-from deepssm_nb import ConfigError, DataError, get_profile
-from deepssm_nb.augment import (read_total_data, regenerate_sample, run_augmentation, run_data_augmentation,
-                                sample_seed)
+from deepssm_nb import ConfigError, DataError, augment, get_profile
+from deepssm_nb.augment import read_total_data, regenerate_sample, run_augmentation, run_data_augmentation, sample_seed
 from deepssm_nb.io import read_particles, write_particles
 from deepssm_nb.pca import ShapePCA
 from deepssm_nb.tps import ImageGrid

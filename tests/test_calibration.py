@@ -9,8 +9,13 @@ import pytest
 import torch
 
 from deepssm_nb import DataError
-from deepssm_nb.calibration import (apply_calibration, calibrate_model, calibration_record, fit_calibration,
-                                    load_calibration)
+from deepssm_nb.calibration import (
+    apply_calibration,
+    calibrate_model,
+    calibration_record,
+    fit_calibration,
+    load_calibration,
+)
 from deepssm_nb.models import DeepSSMNet, TLDeepSSMNet, init_pca_decoder, load_model_file
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -70,7 +75,7 @@ def test_applied_factors_scale_the_scores_and_zero_gives_the_mean_shape():
     with torch.no_grad():
         z0, _ = net(x)
         alpha = np.array([0.25, 1.0, 0.5, 0.0])
-        z1, p1 = apply_calibration(net, alpha)(x)
+        z1, _ = apply_calibration(net, alpha)(x)
         assert torch.allclose(z1, z0 * torch.tensor(alpha, dtype=torch.float32), atol=1e-6)
         apply_calibration(net, np.zeros(L))
         _, p_mean = net(x)

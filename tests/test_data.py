@@ -11,8 +11,7 @@ import pyvista as pv
 import SimpleITK as sitk
 
 from deepssm_nb import ConfigError, DataError, get_profile, read_particles, write_image, write_particles
-from deepssm_nb.data import build_femur_cohort, load_cohort, load_femur_cohort
-from deepssm_nb.data import _mesh, femur, synth_ct
+from deepssm_nb.data import _mesh, build_femur_cohort, femur, load_cohort, load_femur_cohort, synth_ct
 
 
 def _array(path):
@@ -35,7 +34,7 @@ def test_smoke_cohort_builds_within_10_s(smoke_cohort, smoke_cohort_seconds):
 
 
 def test_same_seed_gives_identical_files_serial_and_parallel(tmp_path, monkeypatch):
-    kwargs = dict(num_subjects=3, num_particles=64, spacing=3.0, num_test=1, seed=0, progress=False)
+    kwargs = {'num_subjects': 3, 'num_particles': 64, 'spacing': 3.0, 'num_test': 1, 'seed': 0, 'progress': False}
     serial = build_femur_cohort(data_dir=tmp_path / 'a', processes=1, **kwargs)
     monkeypatch.setattr(femur, 'POOL_MIN_VOXELS', 0)              # force the worker pool for this small build
     parallel = build_femur_cohort(data_dir=tmp_path / 'b', processes=2, **kwargs)
@@ -50,8 +49,8 @@ def test_same_seed_gives_identical_files_serial_and_parallel(tmp_path, monkeypat
 
 
 def test_cache_is_reused_and_an_interrupted_build_resumes(tmp_path):
-    kwargs = dict(num_subjects=3, num_particles=32, spacing=4.0, num_test=1, seed=3, data_dir=tmp_path,
-                  processes=1, progress=False)
+    kwargs = {'num_subjects': 3, 'num_particles': 32, 'spacing': 4.0, 'num_test': 1, 'seed': 3, 'data_dir': tmp_path,
+                  'processes': 1, 'progress': False}
     cohort = build_femur_cohort(**kwargs)
     assert cohort.root.name == 'femur_n3_m32_s4.0_seed3'
     files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in cohort.root.rglob('*') if p.is_file()}

@@ -185,5 +185,5 @@ def test_same_seed_gives_identical_augmentation_weights_and_predictions(referenc
                    cfg.work_dir) == reference_run['aug']
     assert _state_digest(paths['model_dir'] / 'final_model_ft.torch') == reference_run['model_ft']
     assert _digest(paths['pred_dir'], ('local_predictions/*', 'world_predictions/*')) == reference_run['pred']
-    first = sorted((paths['pred_dir'] / 'local_predictions').glob('*.particles'))[0]
+    first = min((paths['pred_dir'] / 'local_predictions').glob('*.particles'))
     assert np.isfinite(read_particles(first)).all()

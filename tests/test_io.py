@@ -56,10 +56,9 @@ def test_particle_count_mismatch_and_missing_file(tmp_path):
 def test_atomic_path_leaves_nothing_on_error(tmp_path):
     target = tmp_path / 'out.txt'
     target.write_text('old')
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text('half')
-            raise RuntimeError('interrupted')
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text('half')
+        raise RuntimeError('interrupted')
     assert target.read_text() == 'old'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out.txt']
 

@@ -12,8 +12,16 @@ import SimpleITK as sitk
 import torch
 
 from deepssm_nb import ConfigError, DataError
-from deepssm_nb.loaders import (DeepSSMDataset, downsample_image, get_test_loader, get_train_val_loaders,
-                                load_normalization, prepare_image, read_total_data, split_by_subject)
+from deepssm_nb.loaders import (
+    DeepSSMDataset,
+    downsample_image,
+    get_test_loader,
+    get_train_val_loaders,
+    load_normalization,
+    prepare_image,
+    read_total_data,
+    split_by_subject,
+)
 
 SIZE = (12, 14, 16)  # x, y, z
 
@@ -90,7 +98,7 @@ def test_split_by_subject_keeps_groups_and_is_seeded():
     tr, va = split_by_subject(bases, 0.3, random_state=1)
     assert {bases[i] for i in tr}.isdisjoint({bases[i] for i in va})
     assert len({bases[i] for i in va}) == 3 and len(tr) + len(va) == 100
-    tr2, va2 = split_by_subject(bases, 0.3, random_state=1)
+    _, va2 = split_by_subject(bases, 0.3, random_state=1)
     assert np.array_equal(va, va2)
     assert not np.array_equal(va, split_by_subject(bases, 0.3, random_state=2)[1])
 

@@ -9,10 +9,19 @@ from torch import nn
 
 from deepssm_nb import NotFittedError
 from deepssm_nb._train_loop import save_model_file
-from deepssm_nb.models import (ConvBackbone, DeepSSMNet, TLDeepSSMNet, build_model, check_initialized,
-                               init_pca_decoder, load_trained_model, model_file, parameter_changes,
-                               set_decoder_trainable, summary)
-
+from deepssm_nb.models import (
+    ConvBackbone,
+    DeepSSMNet,
+    TLDeepSSMNet,
+    build_model,
+    check_initialized,
+    init_pca_decoder,
+    load_trained_model,
+    model_file,
+    parameter_changes,
+    set_decoder_trainable,
+    summary,
+)
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -70,7 +79,7 @@ def test_reference_layout():
 
 def test_tl_autoencoder_layout():
     net = TLDeepSSMNet((1, 16, 16, 16), num_latent=7, num_correspondences=20, channels=SMALL)
-    sizes = lambda seq: [(m.in_features, m.out_features) for m in seq if isinstance(m, nn.Linear)]  # noqa: E731
+    sizes = lambda seq: [(m.in_features, m.out_features) for m in seq if isinstance(m, nn.Linear)]
     assert sizes(net.ae_encoder) == [(60, 1024), (1024, 512), (512, 7)]
     assert sizes(net.ae_decoder) == [(7, 512), (512, 1024), (1024, 60)]
 

@@ -18,7 +18,7 @@ from deepssm_nb.data.shapeworks import infer_side
 from deepssm_nb.io import read_particles, write_image, write_particles
 
 sys.path.insert(0, str(Path(__file__).parent))
-import shapeworks_copies as swc  # noqa: E402
+import shapeworks_copies as swc
 
 
 def _mirror_ids(cohort):

@@ -10,13 +10,21 @@ import pytest
 
 os.environ.setdefault('VTK_DEFAULT_OPENGL_WINDOW', 'vtkEGLRenderWindow')
 
-import pyvista as pv  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
+import pyvista as pv
+import SimpleITK as sitk
 
-from deepssm_nb._validation import ConfigError, DataError  # noqa: E402
-from deepssm_nb.surface import (distance_stats, image_to_mesh, particle_error_map, read_surface,  # noqa: E402
-                                save_mesh, surface_distance, symmetric_surface_distance, warp_mesh)
-from deepssm_nb.viz import surface as vs  # noqa: E402
+from deepssm_nb._validation import ConfigError, DataError
+from deepssm_nb.surface import (
+    distance_stats,
+    image_to_mesh,
+    particle_error_map,
+    read_surface,
+    save_mesh,
+    surface_distance,
+    symmetric_surface_distance,
+    warp_mesh,
+)
+from deepssm_nb.viz import surface as vs
 
 
 def ball_image(radius, center, *, size=(48, 44, 40), spacing=(0.8, 1.0, 1.2), origin=(100.0, -40.0, 25.0),
@@ -81,7 +89,7 @@ def test_distance_is_to_the_closest_point_on_triangles_not_vertices():
 def test_asymmetry_shows_at_the_bump_in_one_direction_only():
     sphere = pv.Sphere(radius=10.0, theta_resolution=120, phi_resolution=120)
     bumped, angle = bumped_sphere(height=3.0, width=0.01)   # only the pole vertex moves: a thin spike
-    b_d, s_d, stats = symmetric_surface_distance(bumped, sphere)
+    b_d, _, stats = symmetric_surface_distance(bumped, sphere)
     far = b_d['distance'] > 0.5
     assert far.any() and np.all(angle[far] < 0.1)          # large distances only at the spike
     assert stats['a_to_b']['hausdorff'] == pytest.approx(3.0, rel=0.02)
@@ -143,7 +151,7 @@ def test_smoothing_keeps_the_volume_and_reduces_staircase():
     raw = image_to_mesh(img, smooth_iterations=0)
     smooth = image_to_mesh(img, smooth_iterations=20)
     assert abs(smooth.volume - raw.volume) / raw.volume < 0.01
-    err = lambda m: np.std(np.linalg.norm(m.points - np.array([118.0, -18.0, 48.0]), axis=1))  # noqa: E731
+    err = lambda m: np.std(np.linalg.norm(m.points - np.array([118.0, -18.0, 48.0]), axis=1))
     assert err(smooth) < err(raw)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 import types
@@ -17,11 +18,9 @@ from deepssm_nb import ConfigError, DataError, NotFittedError, get_profile
 from deepssm_nb import train as train_mod
 from deepssm_nb._train_loop import LOG_COLUMNS, StageSpec, make_scheduler, resolve_precision, run_stage
 from deepssm_nb.config import DecayLRConfig, FineTuneConfig, TLNetConfig, TrainerConfig
-from deepssm_nb.models import DeepSSMNet, TLDeepSSMNet, init_pca_decoder, load_trained_model
+from deepssm_nb.models import DeepSSMNet, TLDeepSSMNet, init_pca_decoder, load_trained_model, parameter_changes
 from deepssm_nb.train import fine_tune, fit, fit_tl, read_train_log, train_deepssm
-from deepssm_nb.models import parameter_changes
 from deepssm_nb.viz.training import LivePlot, plot_focal_loss, plot_latent_agreement, plot_training_log
-
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -167,7 +166,7 @@ def test_tl_three_phases(tmp_path):
     assert [r['stage'] for r in read_train_log(tmp_path)] == ['tl_ae'] * 2 + ['tl_tf', 'tl_joint']
     loaded = load_trained_model(tmp_path)
     with torch.no_grad():
-        z, p = loaded(torch.zeros(2, 1, *SHAPE))
+        _, p = loaded(torch.zeros(2, 1, *SHAPE))
     assert isinstance(loaded, TLDeepSSMNet) and p.shape == (2, M, 3)
 
 
@@ -183,7 +182,7 @@ def test_cosine_reaches_eta_min_and_never_restarts():
         lrs.append(opt.param_groups[0]['lr'])
         reach = t_max or 6
         assert lrs[0] == pytest.approx(0.1) and lrs[reach] == pytest.approx(0.01)
-        assert all(b <= a + 1e-12 for a, b in zip(lrs, lrs[1:]))
+        assert all(b <= a + 1e-12 for a, b in itertools.pairwise(lrs))
         assert all(lr == pytest.approx(0.01) for lr in lrs[reach:])
 
 

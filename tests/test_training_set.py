@@ -33,8 +33,8 @@ def test_identity_parameters_leave_the_image_unchanged():
 
 def test_each_change_does_what_it_says():
     x = _blob()
-    none = dict(blur_sigma_mm=0.0, gamma=1.0, bias=np.zeros((3, 3, 3)), scale=1.0, shift=0.0, noise_std=0.0,
-                noise_seed=0)
+    none = {'blur_sigma_mm': 0.0, 'gamma': 1.0, 'bias': np.zeros((3, 3, 3)), 'scale': 1.0, 'shift': 0.0, 'noise_std': 0.0,
+                'noise_seed': 0}
     y = adjust_intensity(x, IntensityParams(**{**none, 'scale': 1.5, 'shift': 0.25}), spacing=(2, 2, 2))
     np.testing.assert_allclose(y, 1.5 * x + 0.25, atol=1e-5)
     noisy = adjust_intensity(x, IntensityParams(**{**none, 'noise_std': 0.2, 'noise_seed': 3}), spacing=(2, 2, 2))
@@ -186,7 +186,7 @@ def fresh_run(smoke_cohort, tmp_path_factory):
 
 
 def test_a_fresh_sample_is_rebuilt_from_its_seed(fresh_run):
-    cfg, loaders = fresh_run
+    _, loaders = fresh_run
     ds = loaders.train.dataset
     a, b, c = ds[(FRESH, 11)], ds[(FRESH, 11)], ds[(FRESH, 12)]
     assert torch.equal(a['image'], b['image']) and torch.equal(a['particles'], b['particles'])
@@ -204,7 +204,7 @@ def test_a_fresh_sample_is_rebuilt_from_its_seed(fresh_run):
 
 
 def test_pose_jitter_moves_the_particles_rigidly(fresh_run):
-    cfg, loaders = fresh_run
+    _, loaders = fresh_run
     ds = loaders.train.dataset
     plain = type(ds)(ds.rows, normalization=ds.normalization, synthesizer=ds.synthesizer, pca=ds.pca,
                      sampler=ds.sampler)

@@ -35,7 +35,7 @@ from .._validation import DataError, find_by_id, look_up_option
 from ..io import atomic_write_text, read_json, read_particles, write_particles
 from . import shapeworks
 
-__all__ = ['Cohort', 'SPLITS', 'Subject', 'load_cohort', 'write_manifest']
+__all__ = ['SPLITS', 'Cohort', 'Subject', 'load_cohort', 'write_manifest']
 
 SPLITS = ('train', 'test')
 MANIFEST_COLUMNS = ('id', 'image', 'segmentation', 'mesh', 'particles', 'split', 'side')

@@ -37,8 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import DataError
-
 __all__ = ['PROJECT_SUFFIXES', 'SIDES', 'has_shapeworks_names', 'infer_side', 'parse_side', 'proposed_manifest',
            'read_project', 'shapeworks_entries']
 
@@ -114,7 +112,7 @@ def _read_xlsx(path: Path, problems: list[str]) -> list[dict[str, str]]:
                           'openpyxl), or save the project as .swproj.') from None
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as e:  # openpyxl raises several unrelated types for a damaged file
+    except Exception as e:  # noqa: BLE001 - openpyxl raises several unrelated types for a damaged file
         problems.append(f'"{path}" could not be read as a spreadsheet ({type(e).__name__}: {e}).')
         return []
     try:

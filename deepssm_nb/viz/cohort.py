@@ -143,7 +143,8 @@ class SliceViewer(_VBox):
         vol = self.volume
         n = vol.image.shape[_ARRAY_AXIS[self.axis.value]]
         if vol.seg is not None and vol.seg.any():
-            middle = int(round(np.argwhere(vol.seg > 0)[:, _ARRAY_AXIS[self.axis.value]].mean()))
+            centre = np.argwhere(vol.seg > 0)[:, _ARRAY_AXIS[self.axis.value]].mean()
+            middle = int(round(centre))  # noqa: RUF046 - numpy < 2 rounds to a float
         else:
             middle = n // 2
         self._quiet = True

@@ -74,8 +74,8 @@ def _live_frontend() -> bool:
 
 def _trame_available() -> bool:
     try:
-        import trame  # noqa: F401
-        import trame_vtk  # noqa: F401
+        import trame  # noqa: F401 - only checks that it is installed
+        import trame_vtk  # noqa: F401 - only checks that it is installed
     except ImportError:
         return False
     return True

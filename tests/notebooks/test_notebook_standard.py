@@ -45,7 +45,7 @@ def test_structure(path):
     assert purpose, f'{path.name}: a short purpose must follow the title'
     learn = first.source.split('**You will learn**', 1)
     assert len(learn) == 2, f'{path.name}: the first cell needs a "**You will learn**" list'
-    bullets = re.findall(r'^- .+', learn[1].strip().split('\n\n')[0], re.M)
+    bullets = re.findall(r'^- .+', learn[1].strip().split('\n\n')[0], re.MULTILINE)
     assert 3 <= len(bullets) <= 5, f'{path.name}: "You will learn" has {len(bullets)} points; expected 3 to 5'
     text = _md(nb)
     for heading in ('## Setup', '## Parameters', '## Summary', '## Exercises', '## Next'):
@@ -59,7 +59,7 @@ def test_parameters_cell_and_setup(path):
     tagged = [c for c in code if 'parameters' in c.metadata.get('tags', [])]
     assert len(tagged) == 1, f'{path.name}: expected exactly one cell tagged "parameters", found {len(tagged)}'
     for knob in ('profile', 'work_dir', 'data_dir'):
-        assert re.search(rf'^{knob}\s*=', tagged[0].source, re.M), f'{path.name}: parameters cell lacks {knob!r}'
+        assert re.search(rf'^{knob}\s*=', tagged[0].source, re.MULTILINE), f'{path.name}: parameters cell lacks {knob!r}'
     setup = code[0].source
     assert 'import deepssm_nb' in setup and 'print_config()' in setup, f'{path.name}: setup cell must import ' \
         'deepssm_nb and end with deepssm_nb.print_config()'
@@ -75,7 +75,7 @@ def test_cells_are_thin_and_outputs_stripped(path):
         assert c.get('execution_count') is None, f'{path.name}: cell {i} has an execution count'
         lines = [ln for ln in c.source.splitlines() if ln.strip() and not ln.strip().startswith('#')]
         assert len(lines) <= MAX_CODE_LINES, f'{path.name}: cell {i} has {len(lines)} code lines (max {MAX_CODE_LINES})'
-        assert not re.search(r'^\s*for .* in .*epoch', c.source, re.M), f'{path.name}: cell {i} loops over epochs'
+        assert not re.search(r'^\s*for .* in .*epoch', c.source, re.MULTILINE), f'{path.name}: cell {i} loops over epochs'
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
