@@ -37,8 +37,14 @@ def _inject(nb, overrides: dict[str, Any]) -> None:
     raise ValueError('notebook has no cell tagged "parameters"; cannot inject ' + ', '.join(overrides))
 
 
-def execute_notebook(path: str | Path, overrides: dict[str, Any], *, out_path: str | Path | None = None,
-                     timeout: int = 1800, cwd: str | Path | None = None) -> tuple[Any, float]:
+def execute_notebook(
+    path: str | Path,
+    overrides: dict[str, Any],
+    *,
+    out_path: str | Path | None = None,
+    timeout: int = 1800,
+    cwd: str | Path | None = None,
+) -> tuple[Any, float]:
     """Execute a notebook with parameter overrides.
 
     Args:
@@ -60,8 +66,9 @@ def execute_notebook(path: str | Path, overrides: dict[str, Any], *, out_path: s
     path = Path(path)
     nb = nbformat.read(str(path), as_version=4)
     _inject(nb, overrides)
-    client = NotebookClient(nb, timeout=timeout, kernel_name='python3',
-                            resources={'metadata': {'path': str(cwd or path.parent)}})
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(cwd or path.parent)}}
+    )
     t0 = time.perf_counter()
     try:
         client.execute()

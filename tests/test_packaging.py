@@ -36,8 +36,18 @@ def test_binder_is_complete_on_its_own():
 def test_pyproject_declares_the_stack_and_a_torch_floor():
     deps = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['dependencies']
     names = {re.split(r'[<>=\[ ]', d)[0].lower() for d in deps}
-    assert {'torch', 'simpleitk', 'scikit-learn', 'scipy', 'pyvista', 'trame', 'matplotlib', 'tqdm', 'ipywidgets',
-            'jupyterlab'} <= names
+    assert {
+        'torch',
+        'simpleitk',
+        'scikit-learn',
+        'scipy',
+        'pyvista',
+        'trame',
+        'matplotlib',
+        'tqdm',
+        'ipywidgets',
+        'jupyterlab',
+    } <= names
     assert 'torch>=2.3' in deps
 
 
