@@ -57,3 +57,12 @@ def test_make_targets_and_ci():
         assert target in mk
     assert 'torch==2.13.0' in mk
     assert 'make test' in (ROOT / '.ci' / 'run').read_text()
+
+
+def test_make_test_lints_first():
+    mk = (ROOT / 'Makefile').read_text()
+    recipe = mk.split('\ntest: setup\n', 1)[1].split('\n\n', 1)[0]
+    lint = recipe.index('$(BIN)/ruff check .'), recipe.index('$(BIN)/ruff format --check .')
+    assert max(lint) < recipe.index('-m pytest')
+    dev = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['optional-dependencies']['dev']
+    assert any(d.startswith('ruff') for d in dev)
