@@ -1,6 +1,7 @@
 # deepssm-nb: two commands.
 #   make tutorial   set up, build the femur cohort, run every notebook (workshop profile)
-#   make test       set up, run the whole test suite (notebooks in the smoke profile)
+#   make test       set up, lint (ruff check, ruff format --check), run the whole test suite (notebooks in the
+#                   smoke profile)
 #   make lab        open JupyterLab on the notebooks
 #   make notebooks  rewrite notebooks/ from their sources in tools/notebooks/
 
@@ -30,6 +31,8 @@ tutorial: setup
 	PYVISTA_JUPYTER_BACKEND=static $(BIN)/python tools/run_tutorial.py --profile $(PROFILE) --out tutorial_output
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	-$(BIN)/python tools/ensure_chromium.py
 	PYVISTA_JUPYTER_BACKEND=static $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900
 

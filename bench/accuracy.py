@@ -54,7 +54,7 @@ def fold_cohort(cohort: Any, test_ids: list[str], folder: Path) -> Path:
     """A cohort folder with the same files as ``cohort`` and ``test_ids`` as its test split."""
     folder.mkdir(parents=True, exist_ok=True)
     subjects = [dataclasses.replace(s, split='test' if s.id in test_ids else 'train') for s in cohort.subjects]
-    write_manifest(folder / 'manifest.csv', subjects, folder)   # absolute paths: the files stay where they are
+    write_manifest(folder / 'manifest.csv', subjects, folder)  # absolute paths: the files stay where they are
     for f in (cohort.mean_mesh, cohort.mean_particles):
         if f is not None:
             shutil.copy2(f, folder / Path(f).name)
@@ -105,8 +105,9 @@ def real_validation(fold_cfg: Any) -> dict[str, Any]:
     mean = np.load(loader_dir / 'train_particles.npy', mmap_mode='r')[train_real].mean(axis=0)
     val = DeepSSMDataset(loader_dir, 'val', load_normalization(loader_dir))
     ds = fold_cfg.deepssm
-    net = load_trained_model(paths['model_dir'], use_best=ds.use_best_model, fine_tuned=ds.fine_tune.enabled,
-                             calibrated=ds.calibrate)
+    net = load_trained_model(
+        paths['model_dir'], use_best=ds.use_best_model, fine_tuned=ds.fine_tune.enabled, calibrated=ds.calibrate
+    )
     net_rmse, mean_rmse = [], []
     for i, name in enumerate(val.names):
         if name not in real:
@@ -117,8 +118,11 @@ def real_validation(fold_cfg: Any) -> dict[str, Any]:
             _, pred = net(item['image'][None])
         net_rmse.append(float(np.sqrt(((pred[0].double().numpy() - truth) ** 2).sum(-1).mean())))
         mean_rmse.append(float(np.sqrt(((mean - truth) ** 2).sum(-1).mean())))
-    return {'val_real_rmse_mm': float(np.mean(net_rmse)), 'val_real_mean_shape_rmse_mm': float(np.mean(mean_rmse)),
-            'n_val_real': len(net_rmse)}
+    return {
+        'val_real_rmse_mm': float(np.mean(net_rmse)),
+        'val_real_mean_shape_rmse_mm': float(np.mean(mean_rmse)),
+        'n_val_real': len(net_rmse),
+    }
 
 
 def all_modes_floor(fold_cfg: Any) -> list[dict[str, Any]]:
@@ -149,9 +153,15 @@ def all_modes_floor(fold_cfg: Any) -> list[dict[str, Any]]:
     for sid, points in baseline_particles(groomed, pca, test_ids)['pca_floor'].items():
         write_particles(out / 'pca_floor_all_modes' / f'{sid}.particles', points)
     truth_dir = Path(cohort[test_ids[0]].segmentation).parent
-    result = analyze_results(out / 'analysis', truth_dir, out / 'pca_floor_all_modes',
-                             (cohort.mean_mesh, cohort.mean_particles), subject_ids=test_ids, progress=False,
-                             particles_dir=Path(cohort[test_ids[0]].particles).parent)
+    result = analyze_results(
+        out / 'analysis',
+        truth_dir,
+        out / 'pca_floor_all_modes',
+        (cohort.mean_mesh, cohort.mean_particles),
+        subject_ids=test_ids,
+        progress=False,
+        particles_dir=Path(cohort[test_ids[0]].particles).parent,
+    )
     return [dict(r, method='pca_floor_all_modes') for r in result.rows if r['method'] == 'deepssm']
 
 
@@ -174,15 +184,32 @@ def seed_figures(rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
     by = {(r['id'], r['method']): r['mean'] for r in rows}
     ids = sorted({r['id'] for r in rows})
     wins = sum(by[(i, 'deepssm')] < by[(i, 'mean_shape')] for i in ids)
-    return {'seed': seed, 'mean_surface_distance_mm': dm, 'mean_shape_baseline_mm': ms, 'pca_floor_mm': pf,
-            'skill': skill(dm, ms, pf), 'wins_vs_mean_shape': int(wins), 'n_test_subjects': len(ids)}
+    return {
+        'seed': seed,
+        'mean_surface_distance_mm': dm,
+        'mean_shape_baseline_mm': ms,
+        'pca_floor_mm': pf,
+        'skill': skill(dm, ms, pf),
+        'wins_vs_mean_shape': int(wins),
+        'n_test_subjects': len(ids),
+    }
 
 
-def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | None,
-        max_folds: int | None, until: str = 'analyze', analyze_only: bool = False,
-        processes: int | None = None, only_fold: int | None = None,
-        settings: dict[str, Any] | None = None, prior_wall_s: float = 0.0,
-        seeds: list[int] | None = None) -> dict[str, Any] | None:
+def run(
+    profile: str,
+    *,
+    work_dir: Path,
+    data_dir: str | None,
+    num_folds: int | None,
+    max_folds: int | None,
+    until: str = 'analyze',
+    analyze_only: bool = False,
+    processes: int | None = None,
+    only_fold: int | None = None,
+    settings: dict[str, Any] | None = None,
+    prior_wall_s: float = 0.0,
+    seeds: list[int] | None = None,
+) -> dict[str, Any] | None:
     seeds = list(seeds or [0])
     t0 = time.perf_counter()
     cfg = deepssm_nb.get_profile(profile, work_dir=str(work_dir))
@@ -224,14 +251,24 @@ def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | 
                 result = pipeline.ensure(fold_cfg, 'analyze')
             rows += [dict(r, seed=seed) for r in result.rows + all_modes_floor(fold_cfg)]
             figures = pipeline.key_figures(fold_cfg)
-            per_fold.append({'fold': k, 'seed': seed, 'test_ids': test_ids,
-                             'wall_s': round(time.perf_counter() - t, 1),
-                             'mean_surface_distance_mm': result.summary['mean_surface_distance_mm'],
-                             **{key: figures[key] for key in ('best_val_rmse_mm', 'calibrated_val_rmse_mm',
-                                                              'pca_modes_kept') if key in figures},
-                             **real_validation(fold_cfg)})
-            print(f'fold {k} seed {seed}: {test_ids} -> {result.summary["mean_surface_distance_mm"]:.3f} mm',
-                  flush=True)
+            per_fold.append(
+                {
+                    'fold': k,
+                    'seed': seed,
+                    'test_ids': test_ids,
+                    'wall_s': round(time.perf_counter() - t, 1),
+                    'mean_surface_distance_mm': result.summary['mean_surface_distance_mm'],
+                    **{
+                        key: figures[key]
+                        for key in ('best_val_rmse_mm', 'calibrated_val_rmse_mm', 'pca_modes_kept')
+                        if key in figures
+                    },
+                    **real_validation(fold_cfg),
+                }
+            )
+            print(
+                f'fold {k} seed {seed}: {test_ids} -> {result.summary["mean_surface_distance_mm"]:.3f} mm', flush=True
+            )
     if until != 'analyze':
         return None
     dm, ms, pf = (_pooled(rows, m, 'mean') for m in ('deepssm', 'mean_shape', 'pca_floor'))
@@ -261,12 +298,16 @@ def run(profile: str, *, work_dir: Path, data_dir: str | None, num_folds: int | 
         **({'prior_wall_s': prior_wall_s} if prior_wall_s else {}),
         'settings': settings or {},
         'per_fold': per_fold,
-        'per_subject': [{k: r[k] for k in ('id', 'seed', 'method', 'mean', 'p95', 'hausdorff', 'particle_rmse')}
-                        for r in rows],
-        'machine': {'python': platform.python_version(), 'platform': platform.platform(),
-                    'processor': platform.processor() or platform.machine()},
+        'per_subject': [
+            {k: r[k] for k in ('id', 'seed', 'method', 'mean', 'p95', 'hausdorff', 'particle_rmse')} for r in rows
+        ],
+        'machine': {
+            'python': platform.python_version(),
+            'platform': platform.platform(),
+            'processor': platform.processor() or platform.machine(),
+        },
         'definition': 'surface distances in mm, symmetric (average of both directed means; p95 and Hausdorff: '
-                      'the larger direction), averaged over every test subject of every fold',
+        'the larger direction), averaged over every test subject of every fold',
     }
 
 
@@ -277,30 +318,66 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument('--data-dir', default=None, help='cohort cache (default: $DEEPSSM_DATA_DIR or ~/.cache)')
     parser.add_argument('--folds', type=int, default=None, help='default: subjects / num_test, rounded up')
     parser.add_argument('--max-folds', type=int, default=None, help='run only the first K folds (a quick check)')
-    parser.add_argument('--until', default='analyze', choices=pipeline.STAGES[1:],
-                        help='stop every fold after this stage (e.g. predict on a machine without VTK)')
-    parser.add_argument('--analyze-only', action='store_true',
-                        help='analyse predictions already in the work folder (made with --until predict)')
+    parser.add_argument(
+        '--until',
+        default='analyze',
+        choices=pipeline.STAGES[1:],
+        help='stop every fold after this stage (e.g. predict on a machine without VTK)',
+    )
+    parser.add_argument(
+        '--analyze-only',
+        action='store_true',
+        help='analyse predictions already in the work folder (made with --until predict)',
+    )
     parser.add_argument('--processes', type=int, default=None, help='worker processes for grooming/augmentation')
     parser.add_argument('--only-fold', type=int, default=None, help='run just fold K (to run folds in parallel)')
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0],
-                        help='training seeds (deepssm.trainer.seed); every figure is given per seed too')
+    parser.add_argument(
+        '--seeds',
+        type=int,
+        nargs='+',
+        default=[0],
+        help='training seeds (deepssm.trainer.seed); every figure is given per seed too',
+    )
     parser.add_argument('--note', default=None, help='free text stored in the JSON (e.g. where training ran)')
-    parser.add_argument('--set', dest='settings', action='append', type=_parse_setting, default=[],
-                        metavar='KEY=VALUE', help='change a config field of every fold, e.g. '
-                        'groom.train_alignment=procrustes (repeatable; stored in the JSON)')
-    parser.add_argument('--output', default=None,
-                        help='JSON file to write (default: bench/results/accuracy_<profile>.json for a run of '
-                             'every fold; <work-dir>/<profile>/accuracy.json for a partial run)')
-    parser.add_argument('--prior-wall-s', type=float, default=0.0,
-                        help='seconds the folds took before this run (e.g. up to predict on a GPU machine, with '
-                             '--analyze-only); added to wall_s')
+    parser.add_argument(
+        '--set',
+        dest='settings',
+        action='append',
+        type=_parse_setting,
+        default=[],
+        metavar='KEY=VALUE',
+        help='change a config field of every fold, e.g. '
+        'groom.train_alignment=procrustes (repeatable; stored in the JSON)',
+    )
+    parser.add_argument(
+        '--output',
+        default=None,
+        help='JSON file to write (default: bench/results/accuracy_<profile>.json for a run of '
+        'every fold; <work-dir>/<profile>/accuracy.json for a partial run)',
+    )
+    parser.add_argument(
+        '--prior-wall-s',
+        type=float,
+        default=0.0,
+        help='seconds the folds took before this run (e.g. up to predict on a GPU machine, with '
+        '--analyze-only); added to wall_s',
+    )
     args = parser.parse_args(argv)
     work = Path(args.work_dir) / args.profile
-    summary = run(args.profile, work_dir=work, data_dir=args.data_dir, num_folds=args.folds,
-                  max_folds=args.max_folds, until=args.until, analyze_only=args.analyze_only,
-                  processes=args.processes, only_fold=args.only_fold, settings=dict(args.settings),
-                  prior_wall_s=args.prior_wall_s, seeds=args.seeds)
+    summary = run(
+        args.profile,
+        work_dir=work,
+        data_dir=args.data_dir,
+        num_folds=args.folds,
+        max_folds=args.max_folds,
+        until=args.until,
+        analyze_only=args.analyze_only,
+        processes=args.processes,
+        only_fold=args.only_fold,
+        settings=dict(args.settings),
+        prior_wall_s=args.prior_wall_s,
+        seeds=args.seeds,
+    )
     if summary is None:
         return work
     if args.note:

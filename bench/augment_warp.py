@@ -37,8 +37,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = [('linear', 4, 0), ('linear', 4, 2), ('cubic', 4, 0), ('cubic', 4, 1), ('cubic', 4, 2), ('cubic', 3, 2),
-            ('cubic', 5, 2), ('cubic', 6, 2)]
+VARIANTS = [
+    ('linear', 4, 0),
+    ('linear', 4, 2),
+    ('cubic', 4, 0),
+    ('cubic', 4, 1),
+    ('cubic', 4, 2),
+    ('cubic', 3, 2),
+    ('cubic', 5, 2),
+    ('cubic', 6, 2),
+]
 
 
 def _timed(fn, repeats: int) -> tuple[float, object]:
@@ -76,30 +84,54 @@ def warp_timings(cohort, *, grid_step: float, kink_radius: float, interpolation:
     mm = grid.spacing[::-1, None, None, None]
     with threadpool_limits(1):
         exact_s, exact = _timed(lambda: warp_field(tps, grid, grid_step=None), max(1, repeats // 3))
-        fast_s, fast = _timed(lambda: warp_field(tps, grid, grid_step=grid_step, interpolation=interpolation,
-                                                 kink_radius=kink_radius), repeats)
+        fast_s, fast = _timed(
+            lambda: warp_field(tps, grid, grid_step=grid_step, interpolation=interpolation, kink_radius=kink_radius),
+            repeats,
+        )
         resample_s, _ = _timed(lambda: resample(array, fast), repeats)
         err = np.linalg.norm((fast - exact) * mm, axis=0)
         variants = []
         for kind, step, radius in VARIANTS:
-            t, f = _timed(lambda: warp_field(tps, grid, grid_step=step, interpolation=kind, kink_radius=radius),
-                          max(1, repeats // 2))
+            t, f = _timed(
+                lambda step=step, kind=kind, radius=radius: warp_field(
+                    tps, grid, grid_step=step, interpolation=kind, kink_radius=radius
+                ),
+                max(1, repeats // 2),
+            )
             e = np.linalg.norm((f - exact) * mm, axis=0)
-            variants.append({'interpolation': kind, 'grid_step': step, 'kink_radius': radius, 's_per_volume': t,
-                             'speedup': exact_s / t, 'max_error_mm': float(e.max()),
-                             'p99_error_mm': float(np.percentile(e, 99))})
+            variants.append(
+                {
+                    'interpolation': kind,
+                    'grid_step': step,
+                    'kink_radius': radius,
+                    's_per_volume': t,
+                    'speedup': exact_s / t,
+                    'max_error_mm': float(e.max()),
+                    'p99_error_mm': float(np.percentile(e, 99)),
+                }
+            )
     disp = np.linalg.norm(exact * mm, axis=0)
     return {
-        'exact_s_per_volume': exact_s, 'fast_s_per_volume': fast_s, 'speedup': exact_s / fast_s,
-        'max_error_mm': float(err.max()), 'p99_error_mm': float(np.percentile(err, 99)),
-        'resample_s_per_volume': resample_s, 'exact_warp_s_per_volume': exact_s + resample_s,
-        'fast_warp_s_per_volume': fast_s + resample_s, 'speedup_with_resampling': (exact_s + resample_s) / (
-            fast_s + resample_s),
-        'volume_shape_zyx': list(grid.shape), 'voxels': int(np.prod(grid.shape)),
-        'spacing_mm': grid.spacing.tolist(), 'num_landmarks': len(target[::2]),
-        'base_subject': base_id, 'target_subject': target_id,
+        'exact_s_per_volume': exact_s,
+        'fast_s_per_volume': fast_s,
+        'speedup': exact_s / fast_s,
+        'max_error_mm': float(err.max()),
+        'p99_error_mm': float(np.percentile(err, 99)),
+        'resample_s_per_volume': resample_s,
+        'exact_warp_s_per_volume': exact_s + resample_s,
+        'fast_warp_s_per_volume': fast_s + resample_s,
+        'speedup_with_resampling': (exact_s + resample_s) / (fast_s + resample_s),
+        'volume_shape_zyx': list(grid.shape),
+        'voxels': int(np.prod(grid.shape)),
+        'spacing_mm': grid.spacing.tolist(),
+        'num_landmarks': len(target[::2]),
+        'base_subject': base_id,
+        'target_subject': target_id,
         'displacement_mm': {'mean': float(disp.mean()), 'max': float(disp.max())},
-        'grid_step': grid_step, 'interpolation': interpolation, 'kink_radius': kink_radius, 'threads': 1,
+        'grid_step': grid_step,
+        'interpolation': interpolation,
+        'kink_radius': kink_radius,
+        'threads': 1,
         'variants': variants,
     }
 
@@ -111,19 +143,41 @@ def sample_timing(cohort, *, num_samples: int, processes: int, spacing: float, p
     from deepssm_nb.groom import groom_cohort
 
     t0 = time.perf_counter()
-    groomed = groom_cohort(cohort.subset('train'), spacing=spacing, padding=padding, reference='medoid',
-                           registration_iterations=50, processes=processes, out_dir=work / 'groomed',
-                           random_state=0, progress=False)
+    groomed = groom_cohort(
+        cohort.subset('train'),
+        spacing=spacing,
+        padding=padding,
+        reference='medoid',
+        registration_iterations=50,
+        processes=processes,
+        out_dir=work / 'groomed',
+        random_state=0,
+        progress=False,
+    )
     groom_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    modes = run_data_augmentation(work / 'aug', groomed.images('train'), groomed.particle_files('train'),
-                                  num_samples=num_samples, processes=processes, random_state=0, progress=False)
+    modes = run_data_augmentation(
+        work / 'aug',
+        groomed.images('train'),
+        groomed.particle_files('train'),
+        num_samples=num_samples,
+        processes=processes,
+        random_state=0,
+        progress=False,
+    )
     wall = time.perf_counter() - t0
     size = sitk.ReadImage(str(groomed.images('train')[0])).GetSize()
-    return {f'samples_{num_samples}_wall_s': wall, 'samples_num': num_samples, 'samples_processes': processes,
-            'samples_volume_shape_zyx': list(size[::-1]), 'samples_spacing_mm': spacing,
-            'samples_training_shapes': len(groomed.ids('train')), 'samples_modes_kept': modes,
-            'samples_s_per_sample_per_process': wall * processes / max(num_samples, 1), 'groom_s': groom_s}
+    return {
+        f'samples_{num_samples}_wall_s': wall,
+        'samples_num': num_samples,
+        'samples_processes': processes,
+        'samples_volume_shape_zyx': list(size[::-1]),
+        'samples_spacing_mm': spacing,
+        'samples_training_shapes': len(groomed.ids('train')),
+        'samples_modes_kept': modes,
+        'samples_s_per_sample_per_process': wall * processes / max(num_samples, 1),
+        'groom_s': groom_s,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -146,30 +200,69 @@ def main(argv: list[str] | None = None) -> dict:
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     load_before = os.getloadavg()
-    cohort = build_femur_cohort(num_subjects=args.num_subjects, num_particles=512, spacing=1.0, num_test=2, seed=0,
-                                data_dir=args.data_dir, processes=args.processes, progress=False)
-    result = {'benchmark': 'augment_warp', 'date': time.strftime('%Y-%m-%d %H:%M:%S'),
-              'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(), 'python': platform.python_version(),
-                          'numpy': np.__version__, 'load_average_before': list(load_before)},
-              'cohort': str(cohort.root.name)}
-    result.update(warp_timings(cohort, grid_step=args.grid_step, kink_radius=args.kink_radius,
-                               interpolation=args.interpolation, repeats=args.repeats))
+    cohort = build_femur_cohort(
+        num_subjects=args.num_subjects,
+        num_particles=512,
+        spacing=1.0,
+        num_test=2,
+        seed=0,
+        data_dir=args.data_dir,
+        processes=args.processes,
+        progress=False,
+    )
+    result = {
+        'benchmark': 'augment_warp',
+        'date': time.strftime('%Y-%m-%d %H:%M:%S'),
+        'machine': {
+            'cpus': os.cpu_count(),
+            'platform': platform.platform(),
+            'python': platform.python_version(),
+            'numpy': np.__version__,
+            'load_average_before': list(load_before),
+        },
+        'cohort': str(cohort.root.name),
+    }
+    result.update(
+        warp_timings(
+            cohort,
+            grid_step=args.grid_step,
+            kink_radius=args.kink_radius,
+            interpolation=args.interpolation,
+            repeats=args.repeats,
+        )
+    )
     work = Path(tempfile.mkdtemp(prefix='augment_warp_'))
     try:
-        result.update(sample_timing(cohort, num_samples=args.samples, processes=args.processes,
-                                    spacing=args.groom_spacing, padding=10.0, work=work))
+        result.update(
+            sample_timing(
+                cohort,
+                num_samples=args.samples,
+                processes=args.processes,
+                spacing=args.groom_spacing,
+                padding=10.0,
+                work=work,
+            )
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result['machine']['load_average_after'] = list(os.getloadavg())
-    keys = ['exact_s_per_volume', 'fast_s_per_volume', 'speedup', 'max_error_mm', 'p99_error_mm',
-            f'samples_{args.samples}_wall_s']
+    keys = [
+        'exact_s_per_volume',
+        'fast_s_per_volume',
+        'speedup',
+        'max_error_mm',
+        'p99_error_mm',
+        f'samples_{args.samples}_wall_s',
+    ]
     result = {**{k: result[k] for k in keys}, **{k: v for k, v in result.items() if k not in keys}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + '\n')
     print(json.dumps({k: result[k] for k in keys}, indent=2))
-    print(f'per-variant: {statistics.median(v["s_per_volume"] for v in result["variants"]):.3f} s median; '
-          f'written to {out}')
+    print(
+        f'per-variant: {statistics.median(v["s_per_volume"] for v in result["variants"]):.3f} s median; '
+        f'written to {out}'
+    )
     return result
 
 

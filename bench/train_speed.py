@@ -63,8 +63,13 @@ def synthetic_pca(shape: tuple[int, int, int], seed: int = 0) -> dict[str, np.nd
     centers = rng.uniform(-0.6, 0.6, size=(NUM_LATENT, 3)).astype(np.float32)
     blobs = np.stack([np.exp(-np.sum((grid - c) ** 2, -1) / 0.08) for c in centers]).astype(np.float32)
     body = (np.sum((grid / np.array([0.8, 0.6, 0.7], np.float32)) ** 2, -1) < 1).astype(np.float32)
-    return {'mean': rng.normal(size=(NUM_PARTICLES, 3)) * 25 + 60, 'components': q.T.reshape(NUM_LATENT, -1, 3),
-            'std': np.geomspace(8.0, 0.5, NUM_LATENT), 'blobs': blobs, 'body': body}
+    return {
+        'mean': rng.normal(size=(NUM_PARTICLES, 3)) * 25 + 60,
+        'components': q.T.reshape(NUM_LATENT, -1, 3),
+        'std': np.geomspace(8.0, 0.5, NUM_LATENT),
+        'blobs': blobs,
+        'body': body,
+    }
 
 
 def synthetic_samples(pca: dict, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -90,8 +95,12 @@ class _Memory:
     def __getitem__(self, i):
         import torch
 
-        return {'image': torch.from_numpy(self.images[i][None]), 'particles': torch.from_numpy(self.particles[i]),
-                'scores': torch.from_numpy((self.scores[i] / self.std).astype(np.float32)), 'name': f's{i}'}
+        return {
+            'image': torch.from_numpy(self.images[i][None]),
+            'particles': torch.from_numpy(self.particles[i]),
+            'scores': torch.from_numpy((self.scores[i] / self.std).astype(np.float32)),
+            'name': f's{i}',
+        }
 
 
 def _build_net(shape, pca, seed=0):
@@ -159,8 +168,9 @@ def worker_speed(args) -> dict[str, Any]:
         name, _, options = args.variant.partition('_')
         precision = resolve_precision(name, device)
         if 'cl' in options.split('_') or 'nocl' in options.split('_'):
-            precision = Precision(precision.name, precision.autocast_dtype, 'cl' in options.split('_'),
-                                  precision.grad_scaler)
+            precision = Precision(
+                precision.name, precision.autocast_dtype, 'cl' in options.split('_'), precision.grad_scaler
+            )
         if precision.channels_last:
             net.to(memory_format=torch.channels_last_3d)
         spec = _base_spec(TrainerConfig(), 'base', 'MSE', 1.32, 10.0)
@@ -175,9 +185,14 @@ def worker_speed(args) -> dict[str, Any]:
         precision = f'{precision.name}{" channels_last" if precision.channels_last else ""}'
     if device.type == 'cuda':
         torch.cuda.synchronize()
-    steps = np.diff(loader.stamps)[args.warmup:]
-    out = {'variant': args.variant, 'precision': precision, 'median_step_s': float(np.median(steps)),
-           'samples_per_s': args.batch / float(np.median(steps)), 'iters': len(steps)}
+    steps = np.diff(loader.stamps)[args.warmup :]
+    out = {
+        'variant': args.variant,
+        'precision': precision,
+        'median_step_s': float(np.median(steps)),
+        'samples_per_s': args.batch / float(np.median(steps)),
+        'iters': len(steps),
+    }
     if t_compile is not None:
         out['first_step_s (compile)'] = t_compile
     return out
@@ -192,18 +207,30 @@ def worker_accuracy(args) -> dict[str, Any]:
     from deepssm_nb.train import fit
 
     pca = synthetic_pca(args.shape)
-    train = DataLoader(_Memory(*synthetic_samples(pca, args.n_train, seed=1), pca['std']), batch_size=args.batch,
-                       shuffle=True, generator=torch.Generator().manual_seed(args.seed))
+    train = DataLoader(
+        _Memory(*synthetic_samples(pca, args.n_train, seed=1), pca['std']),
+        batch_size=args.batch,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
     val = DataLoader(_Memory(*synthetic_samples(pca, args.n_val, seed=2), pca['std']), batch_size=args.batch)
-    tc = TrainerConfig(epochs=args.epochs, learning_rate=1e-3, device=args.device, precision=args.variant,
-                       seed=args.seed)
+    tc = TrainerConfig(
+        epochs=args.epochs, learning_rate=1e-3, device=args.device, precision=args.variant, seed=args.seed
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        res = fit(_build_net(args.shape, pca, seed=args.seed), train, val, trainer_cfg=tc, model_dir=tmp,
-                  progress=False)
-    return {'variant': args.variant, 'precision': res.precision, 'seed': args.seed,
-            'final_val_rmse_mm': res.final_val_rmse_mm, 'best_val_rmse_mm': res.best_val_rmse_mm,
-            'val_rmse_per_epoch': [r['val_rmse_mm'] for r in res.history], 'seconds': time.perf_counter() - t0}
+        res = fit(
+            _build_net(args.shape, pca, seed=args.seed), train, val, trainer_cfg=tc, model_dir=tmp, progress=False
+        )
+    return {
+        'variant': args.variant,
+        'precision': res.precision,
+        'seed': args.seed,
+        'final_val_rmse_mm': res.final_val_rmse_mm,
+        'best_val_rmse_mm': res.best_val_rmse_mm,
+        'val_rmse_per_epoch': [r['val_rmse_mm'] for r in res.history],
+        'seconds': time.perf_counter() - t0,
+    }
 
 
 def worker_write(args) -> dict[str, Any]:
@@ -219,14 +246,24 @@ def worker_write(args) -> dict[str, Any]:
     particles = np.lib.format.open_memmap(folder / 'train_particles.npy', 'w+', np.float32, (n, NUM_PARTICLES, 3))
     for start in range(0, n, 50):
         im, sc, pa = synthetic_samples(pca, min(50, n - start), seed=1000 + start)
-        images[start:start + len(im)], scores[start:start + len(im)], particles[start:start + len(im)] = im, sc, pa
+        images[start : start + len(im)], scores[start : start + len(im)], particles[start : start + len(im)] = (
+            im,
+            sc,
+            pa,
+        )
     images.flush()
     particles.flush()
     del images, particles
     np.save(folder / 'train_scores.npy', scores)
     (folder / 'train_names.txt').write_text(''.join(f'g{i:05d}\n' for i in range(n)))
-    norm = {'image_mean': 0.0, 'image_std': 1.0, 'score_mean': [0.0] * NUM_LATENT, 'score_std': pca['std'].tolist(),
-            'image_shape': list(shape), 'down_factor': 1.0}
+    norm = {
+        'image_mean': 0.0,
+        'image_std': 1.0,
+        'score_mean': [0.0] * NUM_LATENT,
+        'score_std': pca['std'].tolist(),
+        'image_shape': list(shape),
+        'down_factor': 1.0,
+    }
     write_json(folder / 'normalization.json', norm)
     return {'volumes': n, 'bytes': int(n * np.prod(shape) * 4)}
 
@@ -242,7 +279,7 @@ def worker_memory(args) -> dict[str, Any]:
 
     folder = Path(args.data)
     norm = read_json(folder / 'normalization.json')
-    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     try:
         from deepssm_nb.loaders import DeepSSMDataset
 
@@ -256,9 +293,14 @@ def worker_memory(args) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         fit(_build_net(args.shape, pca), train, val, trainer_cfg=tc, model_dir=tmp, progress=False)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB -> GiB
-    return {'peak_rss_gb': peak, 'rss_after_imports_gb': rss_start, 'volumes': len(dataset), 'dataset': source,
-            'epoch_seconds': time.perf_counter() - t0}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
+    return {
+        'peak_rss_gb': peak,
+        'rss_after_imports_gb': rss_start,
+        'volumes': len(dataset),
+        'dataset': source,
+        'epoch_seconds': time.perf_counter() - t0,
+    }
 
 
 class _NpyStream:
@@ -281,8 +323,11 @@ class _NpyStream:
         with open(self.folder / 'train_images.npy', 'rb') as fh:
             fh.seek(self.offset + i * count * 4)
             image = np.frombuffer(fh.read(count * 4), np.float32).reshape(self.shape[1:]).copy()
-        return {'image': torch.from_numpy(image[None]), 'particles': torch.from_numpy(self.particles[i]),
-                'name': f'g{i}'}
+        return {
+            'image': torch.from_numpy(image[None]),
+            'particles': torch.from_numpy(self.particles[i]),
+            'name': f'g{i}',
+        }
 
 
 def measure_predict_one_image(args) -> float | None:
@@ -316,17 +361,31 @@ def measure_predict_one_image(args) -> float | None:
         ref = sitk.ReadImage(str(groomed.reference_image))
         shape, parts = sitk.GetArrayViewFromImage(ref).shape, groomed.particles('train')
         m = parts.shape[1]
-        net = DeepSSMNet((1, *shape), num_latent=NUM_LATENT, num_correspondences=m,
-                         channels=cfg.deepssm.encoder.channels)
+        net = DeepSSMNet(
+            (1, *shape), num_latent=NUM_LATENT, num_correspondences=m, channels=cfg.deepssm.encoder.channels
+        )
         q = np.linalg.qr(np.random.default_rng(0).normal(size=(3 * m, NUM_LATENT)))[0]
         init_pca_decoder(net, parts.mean(0), q.T.reshape(NUM_LATENT, m, 3), np.zeros(NUM_LATENT), np.ones(NUM_LATENT))
-        norm = {'image_mean': 0.0, 'image_std': 300.0, 'score_mean': [0.0] * NUM_LATENT,
-                'score_std': [1.0] * NUM_LATENT, 'image_shape': list(shape), 'down_factor': 1.0}
+        norm = {
+            'image_mean': 0.0,
+            'image_std': 300.0,
+            'score_mean': [0.0] * NUM_LATENT,
+            'score_std': [1.0] * NUM_LATENT,
+            'image_shape': list(shape),
+            'down_factor': 1.0,
+        }
         model_dir = cfg.resolved_paths()['model_dir']
         model_dir.mkdir(parents=True, exist_ok=True)
         for name in ('best_model.torch', 'best_model_ft.torch'):
-            torch.save({'kind': 'base', 'model_kwargs': net.model_kwargs, 'state_dict': net.state_dict(),
-                        'normalization': norm}, model_dir / name)
+            torch.save(
+                {
+                    'kind': 'base',
+                    'model_kwargs': net.model_kwargs,
+                    'state_dict': net.state_dict(),
+                    'normalization': norm,
+                },
+                model_dir / name,
+            )
         test_id = groomed.ids('test')[0]
         source = next(s['source_image'] for s in groomed.info['subjects'] if s['id'] == test_id)
         predict_image(source, cfg, verbose=False)  # warm-up: loads the model and the reference image
@@ -335,8 +394,11 @@ def measure_predict_one_image(args) -> float | None:
             t0 = time.perf_counter()
             predict_image(source, cfg, verbose=False)
             times.append(time.perf_counter() - t0)
-    print(f'  predict_one_image: median {np.median(times):.2f} s, best {min(times):.2f} s over {len(times)} calls '
-          f'(input {tuple(shape)}, {threads} threads)', flush=True)
+    print(
+        f'  predict_one_image: median {np.median(times):.2f} s, best {min(times):.2f} s over {len(times)} calls '
+        f'(input {tuple(shape)}, {threads} threads)',
+        flush=True,
+    )
     return float(np.median(times))
 
 
@@ -347,8 +409,21 @@ def _worker_cmd(kind: str, args, overrides: dict, cpus: str | None) -> list[str]
     cmd = ['taskset', '-c', cpus] if cpus else []
     cmd += [sys.executable, __file__, '--worker', kind]
     opts = {**vars(args), **overrides}
-    for key in ('shape', 'batch', 'warmup', 'iters', 'device', 'variant', 'epochs', 'n_train', 'n_val', 'seed',
-                'data', 'volumes', 'threads'):
+    for key in (
+        'shape',
+        'batch',
+        'warmup',
+        'iters',
+        'device',
+        'variant',
+        'epochs',
+        'n_train',
+        'n_val',
+        'seed',
+        'data',
+        'volumes',
+        'threads',
+    ):
         value = opts.get(key)
         if value is not None:
             cmd += [f'--{key.replace("_", "-")}', ','.join(map(str, value)) if key == 'shape' else str(value)]
@@ -365,8 +440,9 @@ def _finish(kind: str, overrides: dict, proc: subprocess.Popen) -> dict[str, Any
 
 
 def _run_worker(kind: str, args, cpus: str | None = None, **overrides) -> dict[str, Any]:
-    proc = subprocess.Popen(_worker_cmd(kind, args, overrides, cpus), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _worker_cmd(kind, args, overrides, cpus), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     return _finish(kind, overrides, proc)
 
 
@@ -381,8 +457,12 @@ def _run_pool(tasks: list[tuple[str, dict]], args, cpu_sets: list[str]) -> list[
         for cpus in cpu_sets:
             if cpus not in running and queue:
                 i, (kind, ov) = queue.pop(0)
-                running[cpus] = (i, subprocess.Popen(_worker_cmd(kind, args, ov, cpus), stdout=subprocess.PIPE,
-                                                     stderr=subprocess.PIPE, text=True))
+                running[cpus] = (
+                    i,
+                    subprocess.Popen(
+                        _worker_cmd(kind, args, ov, cpus), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                    ),
+                )
         for cpus, (i, proc) in list(running.items()):
             if proc.poll() is not None:
                 results[i] = _finish(tasks[i][0], tasks[i][1], proc)
@@ -400,8 +480,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     p.add_argument('--iters', type=int, default=6)
     p.add_argument('--device', default='cpu')
     p.add_argument('--variant', default='auto')
-    p.add_argument('--variants', default='reference,fp32,fp32_cl,bf16,bf16_cl,auto',
-                   help='speed variants: reference, or <precision>[_cl|_nocl][_compile]')
+    p.add_argument(
+        '--variants',
+        default='reference,fp32,fp32_cl,bf16,bf16_cl,auto',
+        help='speed variants: reference, or <precision>[_cl|_nocl][_compile]',
+    )
     p.add_argument('--epochs', type=int, default=6)
     p.add_argument('--n-train', type=int, default=48)
     p.add_argument('--n-val', type=int, default=16)
@@ -426,8 +509,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if args.worker:
         import torch
 
-        fn = {'speed': worker_speed, 'accuracy': worker_accuracy, 'write': worker_write,
-              'memory': worker_memory}[args.worker]
+        fn = {'speed': worker_speed, 'accuracy': worker_accuracy, 'write': worker_write, 'memory': worker_memory}[
+            args.worker
+        ]
         print(json.dumps({**fn(args), 'threads': torch.get_num_threads()}))
         return None
     if args.predict_only:  # fill predict_one_image_s of an existing result file
@@ -494,16 +578,25 @@ def run(args) -> dict[str, Any]:
         'peak_rss_gb_2000_volumes': memory['peak_rss_gb'] if memory else None,
         'predict_one_image_s': predict_s,
         'details': {
-            'input_shape_zyx': list(args.shape), 'batch_size': args.batch, 'device': args.device,
+            'input_shape_zyx': list(args.shape),
+            'batch_size': args.batch,
+            'device': args.device,
             'precision_auto_means': speed['auto']['precision'],
             'data': 'synthetic volumes at the workshop groomed size (72 x 51 x 56 voxels at 2 mm), '
-                    f'{NUM_PARTICLES} particles, {NUM_LATENT} PCA modes',
-            'speed_variants': speed, 'val_error_ratio_per_seed': ratios, 'accuracy_runs': acc, 'memory': memory,
-            'torch': torch.__version__, 'threads': args.threads or torch.get_num_threads(),
+            f'{NUM_PARTICLES} particles, {NUM_LATENT} PCA modes',
+            'speed_variants': speed,
+            'val_error_ratio_per_seed': ratios,
+            'accuracy_runs': acc,
+            'memory': memory,
+            'torch': torch.__version__,
+            'threads': args.threads or torch.get_num_threads(),
             'cpus_per_run': (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None)
-            if not sets else sets,
-            'cpu': platform.processor() or platform.machine(), 'python': platform.python_version(),
-            'quick': bool(args.quick), 'seconds': time.perf_counter() - t0,
+            if not sets
+            else sets,
+            'cpu': platform.processor() or platform.machine(),
+            'python': platform.python_version(),
+            'quick': bool(args.quick),
+            'seconds': time.perf_counter() - t0,
         },
     }
     write_json(args.out, result)

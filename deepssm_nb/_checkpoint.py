@@ -16,8 +16,18 @@ from torch import nn
 from ._validation import ConfigError, DataError
 from .io import atomic_path, atomic_write_text, plain
 
-__all__ = ['LOG_COLUMNS', 'check_fingerprint', 'fingerprint_diffs', 'get_rng', 'load_checkpoint', 'read_train_log',
-           'save_checkpoint', 'save_model_file', 'set_rng', 'write_log']
+__all__ = [
+    'LOG_COLUMNS',
+    'check_fingerprint',
+    'fingerprint_diffs',
+    'get_rng',
+    'load_checkpoint',
+    'read_train_log',
+    'save_checkpoint',
+    'save_model_file',
+    'set_rng',
+    'write_log',
+]
 
 LOG_COLUMNS = ('stage', 'epoch', 'train_loss', 'train_rmse_mm', 'val_rmse_mm', 'lr', 'seconds')
 CKPT_FORMAT = 1
@@ -26,12 +36,19 @@ CKPT_FORMAT = 1
 # --------------------------------------------------------------------------- files
 
 
-def save_model_file(path: Path, net: nn.Module, *, stage: str, epoch: int, val_rmse_mm: float,
-                    normalization: dict | None) -> Path:
+def save_model_file(
+    path: Path, net: nn.Module, *, stage: str, epoch: int, val_rmse_mm: float, normalization: dict | None
+) -> Path:
     """Write a model file (a dict loadable with ``torch.load(..., weights_only=True)``), atomically."""
-    payload = {'state_dict': {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-               'kind': net.kind, 'model_kwargs': plain(net.model_kwargs), 'normalization': plain(normalization),
-               'stage': stage, 'epoch': int(epoch), 'val_rmse_mm': float(val_rmse_mm)}
+    payload = {
+        'state_dict': {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+        'kind': net.kind,
+        'model_kwargs': plain(net.model_kwargs),
+        'normalization': plain(normalization),
+        'stage': stage,
+        'epoch': int(epoch),
+        'val_rmse_mm': float(val_rmse_mm),
+    }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
@@ -46,8 +63,20 @@ def read_train_log(path: str | Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(f'Training log not found: "{path}"')
     rows = []
     for r in csv.DictReader(io.StringIO(path.read_text())):
-        rows.append({k: (r[k] if k == 'stage' else int(r[k]) if k == 'epoch' else
-                         float(r[k]) if r[k] not in ('', None) else math.nan) for k in LOG_COLUMNS})
+        rows.append(
+            {
+                k: (
+                    r[k]
+                    if k == 'stage'
+                    else int(r[k])
+                    if k == 'epoch'
+                    else float(r[k])
+                    if r[k] not in ('', None)
+                    else math.nan
+                )
+                for k in LOG_COLUMNS
+            }
+        )
     return rows
 
 
@@ -66,8 +95,11 @@ def write_log(path: Path, stage: str, rows: list[dict[str, Any]]) -> None:
 
 def loader_generators(loader: Any) -> list[torch.Generator]:
     found: list[torch.Generator] = []
-    for obj in (loader, getattr(loader, 'sampler', None), getattr(getattr(loader, 'batch_sampler', None),
-                                                                    'sampler', None)):
+    for obj in (
+        loader,
+        getattr(loader, 'sampler', None),
+        getattr(getattr(loader, 'batch_sampler', None), 'sampler', None),
+    ):
         g = getattr(obj, 'generator', None)
         if isinstance(g, torch.Generator) and all(g is not f for f in found):
             found.append(g)
@@ -77,11 +109,13 @@ def loader_generators(loader: Any) -> list[torch.Generator]:
 def get_rng(loader: Any) -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, state, gauss = random.getstate()
-    return {'torch': torch.get_rng_state(),
-            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-            'numpy': [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-            'python': [version, list(state), gauss],
-            'generators': [g.get_state() for g in loader_generators(loader)]}
+    return {
+        'torch': torch.get_rng_state(),
+        'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        'numpy': [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        'python': [version, list(state), gauss],
+        'generators': [g.get_state() for g in loader_generators(loader)],
+    }
 
 
 def set_rng(rng: dict[str, Any], loader: Any) -> None:
@@ -94,20 +128,29 @@ def set_rng(rng: dict[str, Any], loader: Any) -> None:
     random.setstate((version, tuple(state), gauss))
     gens = loader_generators(loader)
     if len(gens) != len(rng['generators']):
-        raise DataError('The training loader does not match the one in the checkpoint '
-                        f'({len(gens)} random generators instead of {len(rng["generators"])}).')
+        raise DataError(
+            'The training loader does not match the one in the checkpoint '
+            f'({len(gens)} random generators instead of {len(rng["generators"])}).'
+        )
     for g, s in zip(gens, rng['generators']):
         g.set_state(s)
-
 
 
 # --------------------------------------------------------------------------- checkpoints
 
 
 def save_checkpoint(path, net, optimizer, scheduler, scaler, state, fingerprint, loader) -> None:
-    ckpt = {'format': CKPT_FORMAT, 'fingerprint': fingerprint, 'model_kwargs': plain(net.model_kwargs),
-            'model': net.state_dict(), 'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
-            'scaler': scaler.state_dict() if scaler is not None else None, 'state': state, 'rng': get_rng(loader)}
+    ckpt = {
+        'format': CKPT_FORMAT,
+        'fingerprint': fingerprint,
+        'model_kwargs': plain(net.model_kwargs),
+        'model': net.state_dict(),
+        'optimizer': optimizer.state_dict(),
+        'scheduler': scheduler.state_dict(),
+        'scaler': scaler.state_dict() if scaler is not None else None,
+        'state': state,
+        'rng': get_rng(loader),
+    }
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
 
@@ -117,8 +160,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise DataError(f'Checkpoint "{path}" cannot be read ({type(e).__name__}: {e}). '
-                        'Delete it or pass restart=True.') from None
+        raise DataError(
+            f'Checkpoint "{path}" cannot be read ({type(e).__name__}: {e}). Delete it or pass restart=True.'
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != CKPT_FORMAT:
         raise DataError(f'"{path}" is not a checkpoint of this version. Delete it or pass restart=True.')
     return ckpt
@@ -131,8 +175,11 @@ _ADDED_KEYS = {'encoder': {'channels': [12, 24, 48, 96, 192], 'dropout': 0.0, 'i
 def fingerprint_diffs(old: dict, new: dict) -> list[str]:
     """``'key: old -> new'`` for each setting of ``new`` that ``old`` has otherwise (keys added later count at
     the value earlier checkpoints were written with)."""
-    return [f'{k}: {old.get(k, _ADDED_KEYS.get(k))!r} -> {v!r}' for k, v in new.items()
-            if old.get(k, _ADDED_KEYS.get(k)) != v]
+    return [
+        f'{k}: {old.get(k, _ADDED_KEYS.get(k))!r} -> {v!r}'
+        for k, v in new.items()
+        if old.get(k, _ADDED_KEYS.get(k)) != v
+    ]
 
 
 def check_fingerprint(ckpt: dict, fingerprint: dict, model_kwargs: dict, path: Path) -> None:
@@ -140,5 +187,7 @@ def check_fingerprint(ckpt: dict, fingerprint: dict, model_kwargs: dict, path: P
     if ckpt['model_kwargs'] != plain(model_kwargs):
         diffs.append(f'model: {ckpt["model_kwargs"]} -> {plain(model_kwargs)}')
     if diffs:
-        raise ConfigError(f'"{path}" was written with other settings ({"; ".join(diffs)}). '
-                          'Pass restart=True to train from scratch, or choose another model_name.')
+        raise ConfigError(
+            f'"{path}" was written with other settings ({"; ".join(diffs)}). '
+            'Pass restart=True to train from scratch, or choose another model_name.'
+        )

@@ -31,13 +31,20 @@ def model_file(model_dir: str | os.PathLike, *, use_best: bool = True, fine_tune
     path = model_dir / f'{stem}{"_ft" if fine_tuned else ""}.torch'
     if not path.is_file():
         found = sorted(p.name for p in model_dir.glob('*.torch')) if model_dir.is_dir() else []
-        raise FileNotFoundError(f'Model file not found: "{path}". Found: {found or "nothing"}; '
-                                'run train_deepssm(cfg) first.')
+        raise FileNotFoundError(
+            f'Model file not found: "{path}". Found: {found or "nothing"}; run train_deepssm(cfg) first.'
+        )
     return path
 
 
-def load_trained_model(model_dir: str | os.PathLike, *, use_best: bool = True, fine_tuned: bool | None = None,
-                       calibrated: bool = False, device: str | torch.device = 'cpu') -> nn.Module:
+def load_trained_model(
+    model_dir: str | os.PathLike,
+    *,
+    use_best: bool = True,
+    fine_tuned: bool | None = None,
+    calibrated: bool = False,
+    device: str | torch.device = 'cpu',
+) -> nn.Module:
     """Load a trained network in eval mode.
 
     The returned module carries ``net.normalization`` (image and score
@@ -53,12 +60,14 @@ def load_trained_model(model_dir: str | os.PathLike, *, use_best: bool = True, f
             ``model_info['calibration']`` holds the factors applied, or None.
         device: Where to put the network.
     """
-    return load_model_file(model_file(model_dir, use_best=use_best, fine_tuned=fine_tuned), calibrated=calibrated,
-                           device=device)
+    return load_model_file(
+        model_file(model_dir, use_best=use_best, fine_tuned=fine_tuned), calibrated=calibrated, device=device
+    )
 
 
-def load_model_file(path: str | os.PathLike, *, calibrated: bool = False,
-                    device: str | torch.device = 'cpu') -> nn.Module:
+def load_model_file(
+    path: str | os.PathLike, *, calibrated: bool = False, device: str | torch.device = 'cpu'
+) -> nn.Module:
     """Load the network saved in ``path`` in eval mode (see :func:`load_trained_model`)."""
     path = Path(path)
     payload = torch.load(path, map_location='cpu', weights_only=True)
@@ -92,12 +101,14 @@ def summary(net: nn.Module) -> str:
     hooks = []
     for name, m in net.named_modules():
         if isinstance(m, (nn.Conv3d, nn.MaxPool3d, nn.Linear)):
+
             def hook(mod, inp, out, name=name):
                 if any(r[0] == name for r in rows):
                     return
                 n = sum(p.numel() for p in mod.parameters())
                 train = 'yes' if any(p.requires_grad for p in mod.parameters()) else ('-' if n == 0 else 'frozen')
                 rows.append((name, str(tuple(out.shape)), n, train))
+
             hooks.append(m.register_forward_hook(hook))
     kw = net.model_kwargs
     was_training = net.training
@@ -116,9 +127,13 @@ def summary(net: nn.Module) -> str:
     total = sum(p.numel() for p in net.parameters())
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     width = max(len(r[0]) for r in rows) + 2
-    lines = [f'{type(net).__name__}: input {tuple(kw["in_shape"])}, {kw["num_latent"]} latent, '
-             f'{kw["num_correspondences"]} particles',
-             f'{"layer":<{width}}{"output shape":<26}{"parameters":>12}  trains']
+    lines = [
+        (
+            f'{type(net).__name__}: input {tuple(kw["in_shape"])}, {kw["num_latent"]} latent, '
+            f'{kw["num_correspondences"]} particles'
+        ),
+        f'{"layer":<{width}}{"output shape":<26}{"parameters":>12}  trains',
+    ]
     lines += [f'{n:<{width}}{shape:<26}{p:>12,}  {t}' for n, shape, p, t in rows]
     lines.append(f'{"total, with batch norm and PReLU":<{width + 26}}{total:>12,}  {trainable:,} trainable')
     return '\n'.join(lines)
@@ -131,14 +146,26 @@ def _float_state(obj: nn.Module | dict | str | os.PathLike) -> dict[str, torch.T
         state = obj.get('state_dict', obj)
     else:
         state = torch.load(obj, map_location='cpu', weights_only=True)['state_dict']
-    buffers = {'running_mean', 'running_var', 'num_batches_tracked', 'score_mean', 'score_std', 'particle_mean',
-               'particle_scale', 'initialized'}
-    return {k: v.detach().cpu().double() for k, v in state.items()
-            if v.is_floating_point() and k.rsplit('.', 1)[-1] not in buffers}
+    buffers = {
+        'running_mean',
+        'running_var',
+        'num_batches_tracked',
+        'score_mean',
+        'score_std',
+        'particle_mean',
+        'particle_scale',
+        'initialized',
+    }
+    return {
+        k: v.detach().cpu().double()
+        for k, v in state.items()
+        if v.is_floating_point() and k.rsplit('.', 1)[-1] not in buffers
+    }
 
 
-def parameter_changes(before: nn.Module | dict | str | os.PathLike,
-                      after: nn.Module | dict | str | os.PathLike) -> dict[str, float]:
+def parameter_changes(
+    before: nn.Module | dict | str | os.PathLike, after: nn.Module | dict | str | os.PathLike
+) -> dict[str, float]:
     """Relative change ``||after - before|| / ||before||`` of the learned weights of each top-level part.
 
     Args:

@@ -11,7 +11,10 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ['ProcessTreeMemory', 'execute_notebook', 'list_notebooks']
 
@@ -34,8 +37,14 @@ def _inject(nb, overrides: dict[str, Any]) -> None:
     raise ValueError('notebook has no cell tagged "parameters"; cannot inject ' + ', '.join(overrides))
 
 
-def execute_notebook(path: str | Path, overrides: dict[str, Any], *, out_path: str | Path | None = None,
-                     timeout: int = 1800, cwd: str | Path | None = None) -> tuple[Any, float]:
+def execute_notebook(
+    path: str | Path,
+    overrides: dict[str, Any],
+    *,
+    out_path: str | Path | None = None,
+    timeout: int = 1800,
+    cwd: str | Path | None = None,
+) -> tuple[Any, float]:
     """Execute a notebook with parameter overrides.
 
     Args:
@@ -57,8 +66,9 @@ def execute_notebook(path: str | Path, overrides: dict[str, Any], *, out_path: s
     path = Path(path)
     nb = nbformat.read(str(path), as_version=4)
     _inject(nb, overrides)
-    client = NotebookClient(nb, timeout=timeout, kernel_name='python3',
-                            resources={'metadata': {'path': str(cwd or path.parent)}})
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(cwd or path.parent)}}
+    )
     t0 = time.perf_counter()
     try:
         client.execute()
@@ -129,7 +139,7 @@ class ProcessTreeMemory:
         while not self._stop.wait(self.interval):
             self.sample()
 
-    def __enter__(self) -> ProcessTreeMemory:
+    def __enter__(self) -> Self:
         if self.available:
             self.sample()
             self._thread = threading.Thread(target=self._run, daemon=True)

@@ -22,14 +22,35 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checkpoint import (LOG_COLUMNS, check_fingerprint, load_checkpoint, loader_generators, read_train_log,
-                          save_checkpoint, save_model_file, set_rng, write_log)
+from ._checkpoint import (
+    LOG_COLUMNS,
+    check_fingerprint,
+    load_checkpoint,
+    loader_generators,
+    read_train_log,
+    save_checkpoint,
+    save_model_file,
+    set_rng,
+    write_log,
+)
 from ._validation import ConfigError, DataError
 from .io import plain
 from .models import check_initialized
 
-__all__ = ['LOG_COLUMNS', 'FitResult', 'Precision', 'StageSpec', 'evaluate', 'load_checkpoint', 'make_scheduler',
-           'read_train_log', 'resolve_precision', 'run_stage', 'save_model_file', 'stage_result']
+__all__ = [
+    'LOG_COLUMNS',
+    'FitResult',
+    'Precision',
+    'StageSpec',
+    'evaluate',
+    'load_checkpoint',
+    'make_scheduler',
+    'read_train_log',
+    'resolve_precision',
+    'run_stage',
+    'save_model_file',
+    'stage_result',
+]
 
 
 # --------------------------------------------------------------------------- precision
@@ -117,8 +138,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, decay: Any, epochs: int) ->
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
     params = {'T_max': 0, 'eta_min': 0.0, 'step_size': 1, 'gamma': 0.99, **(decay.parameters or {})}
     if decay.type == 'Step':
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(int(params['step_size']), 1),
-                                               gamma=float(params['gamma']))
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=max(int(params['step_size']), 1), gamma=float(params['gamma'])
+        )
     if decay.type != 'CosineAnnealing':
         raise ConfigError(f"decay_lr.type must be 'CosineAnnealing' or 'Step'; got {decay.type!r}.")
     lr = optimizer.param_groups[0]['lr']
@@ -210,10 +232,20 @@ class _Batch:
         return self._b['scores'].to(self._device, non_blocking=True).float()
 
 
-def run_stage(net: nn.Module, train_loader: Any, val_loader: Any, spec: StageSpec, *, model_dir: Path,
-              device: torch.device, precision: Precision, normalization: dict | None = None,
-              callback: Callable[[dict], Any] | None = None, progress: bool = True,
-              restart: bool = False) -> FitResult:
+def run_stage(
+    net: nn.Module,
+    train_loader: Any,
+    val_loader: Any,
+    spec: StageSpec,
+    *,
+    model_dir: Path,
+    device: torch.device,
+    precision: Precision,
+    normalization: dict | None = None,
+    callback: Callable[[dict], Any] | None = None,
+    progress: bool = True,
+    restart: bool = False,
+) -> FitResult:
     """Train one stage (resuming from its checkpoint when one exists); see :class:`StageSpec`."""
     from tqdm.auto import tqdm
 
@@ -236,8 +268,15 @@ def run_stage(net: nn.Module, train_loader: Any, val_loader: Any, spec: StageSpe
     scheduler = make_scheduler(optimizer, spec.decay, spec.epochs)
     scaler = torch.amp.GradScaler(device.type) if precision.grad_scaler else None
 
-    state = {'epoch': 0, 'rows': [], 'best_epoch': 0, 'best_val': math.inf, 'bad_validations': 0,
-             'stopped_early': False, 'finished': False}
+    state = {
+        'epoch': 0,
+        'rows': [],
+        'best_epoch': 0,
+        'best_val': math.inf,
+        'bad_validations': 0,
+        'stopped_early': False,
+        'finished': False,
+    }
     ckpt = load_checkpoint(ckpt_path) if ckpt_path.is_file() and not restart else None
     if ckpt is not None:
         check_fingerprint(ckpt, fingerprint, net.model_kwargs, ckpt_path)
@@ -270,20 +309,29 @@ def run_stage(net: nn.Module, train_loader: Any, val_loader: Any, spec: StageSpe
             break
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]['lr']
-        train_loss, train_rmse = _train_epoch(net, train_loader, spec, optimizer, scaler, device, precision,
-                                              progress=progress)
+        train_loss, train_rmse = _train_epoch(
+            net, train_loader, spec, optimizer, scaler, device, precision, progress=progress
+        )
         val_rmse = math.nan
         if epoch == 1 or epoch % val_every == 0 or epoch == spec.epochs:
             val_rmse = evaluate(net, val_loader, spec.step, device=device, precision=precision)
         scheduler.step()
-        row = {'stage': spec.name, 'epoch': epoch, 'train_loss': train_loss, 'train_rmse_mm': train_rmse,
-               'val_rmse_mm': val_rmse, 'lr': lr, 'seconds': time.perf_counter() - t0}
+        row = {
+            'stage': spec.name,
+            'epoch': epoch,
+            'train_loss': train_loss,
+            'train_rmse_mm': train_rmse,
+            'val_rmse_mm': val_rmse,
+            'lr': lr,
+            'seconds': time.perf_counter() - t0,
+        }
         state['rows'].append(row)
         if not math.isnan(val_rmse):
             if val_rmse < state['best_val']:
                 state.update(best_val=val_rmse, best_epoch=epoch, bad_validations=0)
-                save_model_file(best_path, net, stage=spec.name, epoch=epoch, val_rmse_mm=val_rmse,
-                                normalization=normalization)
+                save_model_file(
+                    best_path, net, stage=spec.name, epoch=epoch, val_rmse_mm=val_rmse, normalization=normalization
+                )
             else:
                 state['bad_validations'] += 1
                 if spec.early_stopping and state['bad_validations'] >= spec.early_stopping:
@@ -296,9 +344,14 @@ def run_stage(net: nn.Module, train_loader: Any, val_loader: Any, spec: StageSpe
         if callback is not None:
             callback(dict(row, epochs=spec.epochs))
     bar.close()
-    save_model_file(final_path, net, stage=spec.name, epoch=state['epoch'],
-                    val_rmse_mm=stage_result(spec, state, model_dir, precision.name).final_val_rmse_mm,
-                    normalization=normalization)
+    save_model_file(
+        final_path,
+        net,
+        stage=spec.name,
+        epoch=state['epoch'],
+        val_rmse_mm=stage_result(spec, state, model_dir, precision.name).final_val_rmse_mm,
+        normalization=normalization,
+    )
     state['finished'] = True
     save_checkpoint(ckpt_path, net, optimizer, scheduler, scaler, state, fingerprint, train_loader)
     return stage_result(spec, state, model_dir, precision.name)
@@ -335,13 +388,14 @@ def _train_epoch(net, loader, spec, optimizer, scaler, device, precision, *, pro
         raise DataError(f'{spec.name}: the training loader gave no batches.')
     mean_loss = float(loss_sum) / n_batches
     if not math.isfinite(mean_loss):
-        raise FloatingPointError(f'{spec.name}: the training loss became {mean_loss}; try a lower learning rate '
-                                 f'(now {optimizer.param_groups[0]["lr"]:.3g}) or precision fp32.')
+        raise FloatingPointError(
+            f'{spec.name}: the training loss became {mean_loss}; try a lower learning rate '
+            f'(now {optimizer.param_groups[0]["lr"]:.3g}) or precision fp32.'
+        )
     return mean_loss, math.sqrt(float(sq) / count)
 
 
-def evaluate(net: nn.Module, loader: Any, step: Callable, *, device: torch.device,
-             precision: Precision) -> float:
+def evaluate(net: nn.Module, loader: Any, step: Callable, *, device: torch.device, precision: Precision) -> float:
     """Validation RMSE in mm (root mean squared per-particle distance), under ``torch.no_grad()``."""
     net.eval()
     sq, count = torch.zeros((), dtype=torch.float64, device=device), 0
@@ -359,9 +413,15 @@ def evaluate(net: nn.Module, loader: Any, step: Callable, *, device: torch.devic
 
 def stage_result(spec: StageSpec, state: dict, model_dir: Path, precision: str) -> FitResult:
     """The :class:`FitResult` of a stage from its state (as stored in its checkpoint)."""
-    last_val = next((r['val_rmse_mm'] for r in reversed(state['rows']) if not math.isnan(r['val_rmse_mm'])),
-                    math.nan)
-    return FitResult(stage=spec.name, history=list(state['rows']), best_epoch=state['best_epoch'],
-                     best_val_rmse_mm=state['best_val'], final_val_rmse_mm=last_val,
-                     stopped_early=state['stopped_early'], best_path=model_dir / f'best_model{spec.suffix}.torch',
-                     final_path=model_dir / f'final_model{spec.suffix}.torch', precision=precision)
+    last_val = next((r['val_rmse_mm'] for r in reversed(state['rows']) if not math.isnan(r['val_rmse_mm'])), math.nan)
+    return FitResult(
+        stage=spec.name,
+        history=list(state['rows']),
+        best_epoch=state['best_epoch'],
+        best_val_rmse_mm=state['best_val'],
+        final_val_rmse_mm=last_val,
+        stopped_early=state['stopped_early'],
+        best_path=model_dir / f'best_model{spec.suffix}.torch',
+        final_path=model_dir / f'final_model{spec.suffix}.torch',
+        precision=precision,
+    )

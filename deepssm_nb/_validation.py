@@ -96,8 +96,16 @@ def look_up_option(value: Any, options: Iterable[str], *, name: str) -> str:
     raise ConfigError(f'{name} must be one of {options}; got {value!r}.{hint}')
 
 
-def check_in_range(value: Any, *, name: str, low: float | None = None, high: float | None = None,
-                   integer: bool = False, low_inclusive: bool = True, high_inclusive: bool = True) -> Any:
+def check_in_range(
+    value: Any,
+    *,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    integer: bool = False,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> Any:
     """Check that a number lies in a range and return it.
 
     Args:
@@ -125,8 +133,15 @@ def check_in_range(value: Any, *, name: str, low: float | None = None, high: flo
     return value
 
 
-def check_array(x: Any, *, name: str, ndim: int | None = None, shape: tuple | None = None,
-                finite: bool = True, source: str | None = None) -> np.ndarray:
+def check_array(
+    x: Any,
+    *,
+    name: str,
+    ndim: int | None = None,
+    shape: tuple | None = None,
+    finite: bool = True,
+    source: str | None = None,
+) -> np.ndarray:
     """Convert ``x`` to a float array and check its shape and values.
 
     Args:
@@ -147,10 +162,11 @@ def check_array(x: Any, *, name: str, ndim: int | None = None, shape: tuple | No
     arr = np.asarray(x, dtype=float)
     if ndim is not None and arr.ndim != ndim:
         raise DataError(f'{name}{where} must be {ndim}D; got a {arr.ndim}D array of shape {arr.shape}.')
-    if shape is not None:
-        if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
-            want = '(' + ', '.join('any' if s is None else str(s) for s in shape) + ')'
-            raise DataError(f'{name}{where} must have shape {want}; got {arr.shape}.')
+    if shape is not None and (
+        arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape))
+    ):
+        want = '(' + ', '.join('any' if s is None else str(s) for s in shape) + ')'
+        raise DataError(f'{name}{where} must have shape {want}; got {arr.shape}.')
     if finite and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise DataError(f'{name}{where} contains {bad} NaN or infinite value(s); all values must be finite.')

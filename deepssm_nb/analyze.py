@@ -36,16 +36,22 @@ import numpy as np
 
 from ._validation import DataError
 from .io import atomic_write_text, read_json, read_particles, write_json, write_particles
-from .surface import (IMAGE_SUFFIXES, MESH_SUFFIXES, particle_error_map, read_surface, save_mesh,
-                      symmetric_surface_distance, warp_mesh)
+from .surface import (
+    IMAGE_SUFFIXES,
+    MESH_SUFFIXES,
+    particle_error_map,
+    read_surface,
+    save_mesh,
+    symmetric_surface_distance,
+    warp_mesh,
+)
 
-__all__ = ['AnalysisResult', 'analyze_results', 'baseline_particles', 'format_report', 'load_analysis',
-           'run_analysis']
+__all__ = ['AnalysisResult', 'analyze_results', 'baseline_particles', 'format_report', 'load_analysis', 'run_analysis']
 
 PRIMARY = 'deepssm'
 STATS = ('mean', 'rms', 'p95', 'hausdorff')
 DIRECTIONS = {'pred_to_true': 'b_to_a', 'true_to_pred': 'a_to_b'}
-CSV_COLUMNS = (['id', 'method', *STATS] + [f'{d}_{s}' for d in DIRECTIONS for s in STATS] + ['particle_rmse'])
+CSV_COLUMNS = ['id', 'method', *STATS] + [f'{d}_{s}' for d in DIRECTIONS for s in STATS] + ['particle_rmse']
 
 
 class _Markdown(str):
@@ -82,8 +88,9 @@ class AnalysisResult:
         for row in self.rows:
             if row['id'] == subject_id and row['method'] == method:
                 return float(row[stat])
-        raise KeyError(f'no row for subject {subject_id!r} and method {method!r}; ids: {self.ids}, '
-                       f'methods: {self.methods}')
+        raise KeyError(
+            f'no row for subject {subject_id!r} and method {method!r}; ids: {self.ids}, methods: {self.methods}'
+        )
 
     def ranking(self, method: str = PRIMARY, stat: str = 'mean') -> dict[str, str]:
         """Ids of the best, median (lower median) and worst subject for ``method``."""
@@ -133,8 +140,9 @@ class _Table:
 
     def _repr_html_(self) -> str:
         head = ''.join(f'<th>{html.escape(h)}</th>' for h in self.header)
-        body = ''.join('<tr>' + ''.join(f'<td>{html.escape(self._fmt(v))}</td>' for v in r) + '</tr>'
-                       for r in self.rows)
+        body = ''.join(
+            '<tr>' + ''.join(f'<td>{html.escape(self._fmt(v))}</td>' for v in r) + '</tr>' for r in self.rows
+        )
         cap = f'<caption>{html.escape(self.caption)}</caption>' if self.caption else ''
         return f'<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -151,7 +159,7 @@ def _stem(path: Path) -> str:
 
 
 def _files_by_id(folder: Any, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
-    if isinstance(folder, dict):             # already paired: {id: file}
+    if isinstance(folder, dict):  # already paired: {id: file}
         return {str(k): Path(v) for k, v in folder.items()}
     folder = Path(folder)
     if not folder.is_dir():
@@ -176,8 +184,10 @@ def _resolve_mean(mean_prefix: Any) -> tuple[Path, Path]:
         candidates = [(mesh, parts)]
     else:
         p = str(mean_prefix)
-        candidates = [(Path(p + '.vtk'), Path(p + '.particles')),
-                      (Path(p + '_dense.vtk'), Path(p + '_sparse.particles'))]
+        candidates = [
+            (Path(p + '.vtk'), Path(p + '.particles')),
+            (Path(p + '_dense.vtk'), Path(p + '_sparse.particles')),
+        ]
     for mesh, parts in candidates:
         if mesh.is_file() and parts.is_file():
             return mesh, parts
@@ -213,11 +223,18 @@ def _is_fresh(out: Path, *inputs: Path) -> bool:
 # --------------------------------------------------------------------------- the analysis
 
 
-def analyze_results(out_dir: str | os.PathLike, DT_dir: str | os.PathLike,  # noqa: N803 (the seed's name)
-                    prediction_dir: str | os.PathLike, mean_prefix: Any, *,
-                    baselines: dict[str, str | os.PathLike] | None = None,
-                    particles_dir: str | os.PathLike | None = None, subject_ids: list[str] | None = None,
-                    smooth_iterations: int = 50, progress: bool = True) -> AnalysisResult:
+def analyze_results(
+    out_dir: str | os.PathLike,
+    DT_dir: str | os.PathLike,  # DT_dir: the seed's name
+    prediction_dir: str | os.PathLike,
+    mean_prefix: Any,
+    *,
+    baselines: dict[str, str | os.PathLike] | None = None,
+    particles_dir: str | os.PathLike | None = None,
+    subject_ids: list[str] | None = None,
+    smooth_iterations: int = 50,
+    progress: bool = True,
+) -> AnalysisResult:
     """Compare predicted shapes with the true surfaces, subject by subject.
 
     Args:
@@ -284,7 +301,7 @@ def analyze_results(out_dir: str | os.PathLike, DT_dir: str | os.PathLike,  # no
             row['particle_rmse'] = float('nan')
             if truth_p is not None:
                 err = np.linalg.norm(pred_p - truth_p, axis=1)
-                row['particle_rmse'] = float(np.sqrt(np.mean(err ** 2)))
+                row['particle_rmse'] = float(np.sqrt(np.mean(err**2)))
                 per_particle[name].append(err)
             rows.append(row)
 
@@ -319,16 +336,21 @@ def _rank(values: dict[str, float]) -> dict[str, str]:
 
 def _summarize(rows: list[dict[str, Any]], ids: list[str], methods: list[str]) -> dict[str, Any]:
     keys = [*STATS, *(f'{d}_{s}' for d in DIRECTIONS for s in STATS), 'particle_rmse']
-    per_method = {name: {k: _finite(np.mean([r[k] for r in rows if r['method'] == name])) for k in keys}
-                  for name in methods}
+    per_method = {
+        name: {k: _finite(np.mean([r[k] for r in rows if r['method'] == name])) for k in keys} for name in methods
+    }
     primary = per_method[PRIMARY]
     summary: dict[str, Any] = {
-        'ids': ids, 'n_subjects': len(ids), 'methods': per_method,
+        'ids': ids,
+        'n_subjects': len(ids),
+        'methods': per_method,
         'ranking': _rank({r['id']: r['mean'] for r in rows if r['method'] == PRIMARY}),
         'definition': 'symmetric mean = average of the two directed vertex-to-surface means; '
-                      'p95 and hausdorff = the larger of the two directions; mm',
-        'mean_surface_distance_mm': primary['mean'], 'hausdorff_mm': primary['hausdorff'],
-        'particle_rmse_mm': primary['particle_rmse']}
+        'p95 and hausdorff = the larger of the two directions; mm',
+        'mean_surface_distance_mm': primary['mean'],
+        'hausdorff_mm': primary['hausdorff'],
+        'particle_rmse_mm': primary['particle_rmse'],
+    }
     for name, key in (('mean_shape', 'mean_shape_baseline_mm'), ('pca_floor', 'pca_floor_mm')):
         if name in per_method:
             base = summary[key] = per_method[name]['mean']
@@ -354,18 +376,26 @@ def format_report(summary: dict[str, Any]) -> _Markdown:
     """The summary as a markdown table with the ratios to both baselines."""
     methods = summary['methods']
     names = {'deepssm': 'DeepSSM', 'mean_shape': 'mean shape', 'pca_floor': 'PCA floor'}
-    lines = [f'**{summary["n_subjects"]} test subjects**, surface distances in mm (symmetric).', '',
-             '| method | mean | RMS | 95th pct. | Hausdorff | particle RMSE |', '|---|---|---|---|---|---|']
+    lines = [
+        f'**{summary["n_subjects"]} test subjects**, surface distances in mm (symmetric).',
+        '',
+        '| method | mean | RMS | 95th pct. | Hausdorff | particle RMSE |',
+        '|---|---|---|---|---|---|',
+    ]
     for name, v in methods.items():
         cells = ' | '.join('n/a' if v[k] is None else f'{v[k]:.3f}' for k in (*STATS, 'particle_rmse'))
         lines.append(f'| {names.get(name, name)} | {cells} |')
     lines.append('')
     if summary.get('ratio_to_mean_shape') is not None:
-        lines.append(f'- DeepSSM / mean shape: **{summary["ratio_to_mean_shape"]:.2f}** '
-                     '(below 1: the network learned something from the image).')
+        lines.append(
+            f'- DeepSSM / mean shape: **{summary["ratio_to_mean_shape"]:.2f}** '
+            '(below 1: the network learned something from the image).'
+        )
     if summary.get('ratio_to_pca_floor') is not None:
-        lines.append(f'- DeepSSM / PCA floor: **{summary["ratio_to_pca_floor"]:.2f}** '
-                     '(1 would be as good as the kept PCA modes allow).')
+        lines.append(
+            f'- DeepSSM / PCA floor: **{summary["ratio_to_pca_floor"]:.2f}** '
+            '(1 would be as good as the kept PCA modes allow).'
+        )
     r = summary['ranking']
     lines.append(f'- Best / median / worst DeepSSM subject: `{r["best"]}` / `{r["median"]}` / `{r["worst"]}`.')
     return _Markdown('\n'.join(lines))
@@ -461,6 +491,12 @@ def run_analysis(cfg: Any, *, truth: str | None = None, progress: bool = True) -
     if cohort.mean_mesh is None or cohort.mean_particles is None:
         raise DataError(f'the cohort in "{cohort.root}" has no mean.vtk / mean.particles to warp.')
     return analyze_results(
-        out, dict(zip(ids, truth_files)), pred_dir, (cohort.mean_mesh, cohort.mean_particles),
+        out,
+        dict(zip(ids, truth_files)),
+        pred_dir,
+        (cohort.mean_mesh, cohort.mean_particles),
         baselines={n: out / 'baselines' / n for n in ('mean_shape', 'pca_floor')},
-        particles_dir={i: cohort[i].particles for i in ids}, subject_ids=ids, progress=progress)
+        particles_dir={i: cohort[i].particles for i in ids},
+        subject_ids=ids,
+        progress=progress,
+    )

@@ -43,8 +43,14 @@ from .pca import ShapePCA
 from .samplers import SAMPLERS, get_sampler
 from .tps import INTERPOLATIONS, ImageGrid, _cast_like
 
-__all__ = ['read_total_data', 'regenerate_sample', 'run_augmentation', 'run_data_augmentation', 'sample_name',
-           'sample_seed']
+__all__ = [
+    'read_total_data',
+    'regenerate_sample',
+    'run_augmentation',
+    'run_data_augmentation',
+    'sample_name',
+    'sample_seed',
+]
 
 PCA_DIR, IMAGE_DIR, PARTICLE_DIR = 'PCA_Particle_Info', 'Generated-Images', 'Generated-Particles'
 CSV_NAME, JSON_NAME = 'TotalData.csv', 'augmentation.json'
@@ -68,8 +74,10 @@ def sample_seed(random_state: int, index: int) -> int:
 def _read_inputs(img_list, world_point_list, names) -> tuple[list[Path], list[Path], list[str], np.ndarray]:
     images, points = [Path(p) for p in img_list], [Path(p) for p in world_point_list]
     if len(images) != len(points):
-        raise DataError(f'img_list has {len(images)} files but world_point_list has {len(points)}; '
-                        'expected one particle file per image.')
+        raise DataError(
+            f'img_list has {len(images)} files but world_point_list has {len(points)}; '
+            'expected one particle file per image.'
+        )
     if len(points) < 2:
         only = f' ("{points[0]}")' if points else ''
         raise DataError(f'augmentation needs at least 2 training shapes for a PCA; got {len(points)}{only}.')
@@ -82,8 +90,11 @@ def _read_inputs(img_list, world_point_list, names) -> tuple[list[Path], list[Pa
     shapes = [read_particles(p) for p in points]
     counts = [len(s) for s in shapes]
     expected = max(set(counts), key=counts.count)
-    wrong = [f'"{p}" holds {c} particles; expected {expected} (as the other files).'
-             for p, c in zip(points, counts) if c != expected]
+    wrong = [
+        f'"{p}" holds {c} particles; expected {expected} (as the other files).'
+        for p, c in zip(points, counts)
+        if c != expected
+    ]
     if wrong:
         raise DataError(wrong)
     return [p.resolve() for p in images], [p.resolve() for p in points], names, np.stack(shapes)
@@ -92,8 +103,9 @@ def _read_inputs(img_list, world_point_list, names) -> tuple[list[Path], list[Pa
 def _model(shapes: np.ndarray, params: dict, names: list[str]):
     pca = ShapePCA(params['num_dim'] or None, percent_variability=params['percent_variability'])
     pca.fit(shapes, names=names)
-    sampler = get_sampler(params['sampler'], mixture_num=params['mixture_num'],
-                          random_state=params['random_state'] % (2 ** 32)).fit(pca.scores_)
+    sampler = get_sampler(
+        params['sampler'], mixture_num=params['mixture_num'], random_state=params['random_state'] % (2**32)
+    ).fit(pca.scores_)
     return pca, sampler
 
 
@@ -104,7 +116,7 @@ def _draw(sampler, seed: int) -> tuple[np.ndarray, int]:
 
 def _as_seed(random_state) -> int:
     if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(2 ** 63))
+        return int(random_state.integers(2**63))
     if random_state is None:
         return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
     check_in_range(random_state, name='random_state', low=0, integer=True)
@@ -117,8 +129,10 @@ def _read_sources(sources, images: list[Path]) -> list[dict | None]:
         return [None] * len(images)
     sources = list(sources)
     if len(sources) != len(images):
-        raise DataError(f'sources has {len(sources)} entries but img_list has {len(images)}; expected one '
-                        '(original scan, transform) pair per image.')
+        raise DataError(
+            f'sources has {len(sources)} entries but img_list has {len(images)}; expected one '
+            '(original scan, transform) pair per image.'
+        )
     out = []
     for i, (path, T) in enumerate(sources):
         path = Path(path)
@@ -126,14 +140,16 @@ def _read_sources(sources, images: list[Path]) -> list[dict | None]:
             raise FileNotFoundError(f'Original scan of input {i + 1} not found: "{path}"')
         T = np.asarray(T, dtype=float)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-            raise DataError(f'sources[{i}]: the transform of "{path}" must be a finite (4, 4) matrix; got shape '
-                            f'{T.shape}.')
+            raise DataError(
+                f'sources[{i}]: the transform of "{path}" must be a finite (4, 4) matrix; got shape {T.shape}.'
+            )
         out.append({'source': str(path.resolve()), 'to_world': T.tolist()})
     return out
 
 
-def _fingerprint(params: dict, images: list[Path], points: list[Path], shapes: np.ndarray,
-                 sources: list[dict | None]) -> str:
+def _fingerprint(
+    params: dict, images: list[Path], points: list[Path], shapes: np.ndarray, sources: list[dict | None]
+) -> str:
     files = images + [Path(s['source']) for s in sources if s]
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     key = {k: v for k, v in params.items() if k != 'num_samples'}
@@ -160,8 +176,14 @@ def _synthesizer(base: dict, warp: dict):
 
         _BASE.clear()
         grid = ImageGrid.from_file(base['image'], name='groomed base image')
-        scan = base_scan(base['id'], base['particles'], grid, groomed_image=base['image'], source=base.get('source'),
-                         to_world=base.get('to_world'))
+        scan = base_scan(
+            base['id'],
+            base['particles'],
+            grid,
+            groomed_image=base['image'],
+            source=base.get('source'),
+            to_world=base.get('to_world'),
+        )
         _BASE.update(key=key, synth=SampleSynthesizer([scan], grid, **warp))
     return _BASE['synth']
 
@@ -195,7 +217,7 @@ def _run_tasks(tasks: list[dict], processes: int, progress: bool) -> None:
                 bar.update()
             return
         size = max(1, min(16, len(tasks) // (4 * processes)))
-        chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+        chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
         ctx = multiprocessing.get_context('spawn')
         with cf.ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker) as pool:
             futures = {pool.submit(_generate_chunk, chunk): len(chunk) for chunk in chunks}
@@ -208,7 +230,8 @@ def _run_tasks(tasks: list[dict], processes: int, progress: bool) -> None:
                 raise RuntimeError(
                     'an augmentation worker process died. Workers are started with the "spawn" method, so a script '
                     "must call the augmentation under `if __name__ == '__main__':`; a worker may also have run out "
-                    'of memory. Finished samples are kept; rerun (or use processes=1) to resume.') from None
+                    'of memory. Finished samples are kept; rerun (or use processes=1) to resume.'
+                ) from None
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -223,11 +246,26 @@ def _generate_chunk(chunk: list[dict]) -> list[str]:
 # --------------------------------------------------------------------------- the stage
 
 
-def run_data_augmentation(out_dir, img_list, world_point_list, num_samples: int = 3, num_dim: int = 0,
-                          percent_variability: float = 0.95, sampler: str = 'kde', mixture_num: int = 0,
-                          processes: int = 1, random_state=0, *, landmark_step: int = 2, grid_step: float = 4.0,
-                          interpolation: str = 'cubic', kink_radius: float = 2.0, names=None,
-                          sources=None, progress: bool = True) -> int:
+def run_data_augmentation(
+    out_dir,
+    img_list,
+    world_point_list,
+    num_samples: int = 3,
+    num_dim: int = 0,
+    percent_variability: float = 0.95,
+    sampler: str = 'kde',
+    mixture_num: int = 0,
+    processes: int = 1,
+    random_state=0,
+    *,
+    landmark_step: int = 2,
+    grid_step: float = 4.0,
+    interpolation: str = 'cubic',
+    kink_radius: float = 2.0,
+    names=None,
+    sources=None,
+    progress: bool = True,
+) -> int:
     """Generate ``num_samples`` shapes and images from the training set (resumable).
 
     Args:
@@ -264,12 +302,19 @@ def run_data_augmentation(out_dir, img_list, world_point_list, num_samples: int 
     check_in_range(num_dim, name='num_dim', low=0, integer=True)
     check_in_range(processes, name='processes', low=1, integer=True)
     check_in_range(landmark_step, name='landmark_step', low=1, integer=True)
-    params = dict(num_samples=int(num_samples), num_dim=int(num_dim), percent_variability=float(percent_variability),
-                  sampler=look_up_option(sampler, SAMPLERS, name='sampler'), mixture_num=int(mixture_num),
-                  random_state=_as_seed(random_state), landmark_step=int(landmark_step),
-                  grid_step=float(grid_step), interpolation=look_up_option(interpolation, INTERPOLATIONS,
-                                                                           name='interpolation'),
-                  kink_radius=float(kink_radius), warp_from='groomed' if sources is None else 'original')
+    params = {
+        'num_samples': int(num_samples),
+        'num_dim': int(num_dim),
+        'percent_variability': float(percent_variability),
+        'sampler': look_up_option(sampler, SAMPLERS, name='sampler'),
+        'mixture_num': int(mixture_num),
+        'random_state': _as_seed(random_state),
+        'landmark_step': int(landmark_step),
+        'grid_step': float(grid_step),
+        'interpolation': look_up_option(interpolation, INTERPOLATIONS, name='interpolation'),
+        'kink_radius': float(kink_radius),
+        'warp_from': 'groomed' if sources is None else 'original',
+    }
     images, points, names, shapes = _read_inputs(img_list, world_point_list, names)
     src = _read_sources(sources, images)
     fingerprint = _fingerprint(params, images, points, shapes, src)
@@ -285,26 +330,57 @@ def run_data_augmentation(out_dir, img_list, world_point_list, num_samples: int 
         scores, base = _draw(smp, seed)
         plan.append((sample_name(i), seed, scores, base))
     _clean(out, keep={p[0] for p in plan} if resume else set())
-    rows = [{'name': p.name.split('.')[0], 'base': n, 'seed': None, 'image': str(p), 'particles': str(q)}
-            for p, q, n in zip(images, points, names)]
-    rows += [{'name': name, 'base': names[b], 'base_index': b, 'seed': seed,
-              'image': str((out / IMAGE_DIR / f'{name}.nrrd').resolve()),
-              'particles': str((out / PARTICLE_DIR / f'{name}.particles').resolve())}
-             for name, seed, _, b in plan]
-    info = {'format': _FORMAT, 'complete': False, 'fingerprint': fingerprint, 'num_samples': params['num_samples'],
-            'num_dim': params['num_dim'], 'n_components': pca.n_components_, 'parameters': params,
-            'sampler': smp.params(), 'inputs': [{'id': n, 'image': str(p), 'particles': str(q), **(x or {})}
-                                                for p, q, n, x in zip(images, points, names, src)], 'rows': rows}
+    rows = [
+        {'name': p.name.split('.')[0], 'base': n, 'seed': None, 'image': str(p), 'particles': str(q)}
+        for p, q, n in zip(images, points, names)
+    ]
+    rows += [
+        {
+            'name': name,
+            'base': names[b],
+            'base_index': b,
+            'seed': seed,
+            'image': str((out / IMAGE_DIR / f'{name}.nrrd').resolve()),
+            'particles': str((out / PARTICLE_DIR / f'{name}.particles').resolve()),
+        }
+        for name, seed, _, b in plan
+    ]
+    info = {
+        'format': _FORMAT,
+        'complete': False,
+        'fingerprint': fingerprint,
+        'num_samples': params['num_samples'],
+        'num_dim': params['num_dim'],
+        'n_components': pca.n_components_,
+        'parameters': params,
+        'sampler': smp.params(),
+        'inputs': [
+            {'id': n, 'image': str(p), 'particles': str(q), **(x or {})}
+            for p, q, n, x in zip(images, points, names, src)
+        ],
+        'rows': rows,
+    }
     write_json(out / JSON_NAME, info)
-    warp = dict(landmark_step=params['landmark_step'], grid_step=params['grid_step'],
-                interpolation=params['interpolation'], kink_radius=params['kink_radius'])
+    warp = {
+        'landmark_step': params['landmark_step'],
+        'grid_step': params['grid_step'],
+        'interpolation': params['interpolation'],
+        'kink_radius': params['kink_radius'],
+    }
     tasks = []
-    for row, (name, _, scores, b) in sorted(zip(rows[len(images):], plan), key=lambda t: (t[1][3], t[0]['name'])):
+    for row, (name, _, scores, b) in sorted(zip(rows[len(images) :], plan), key=lambda t: (t[1][3], t[0]['name'])):
         if Path(row['image']).is_file() and Path(row['particles']).is_file():
             continue
-        tasks.append({'name': name, 'image_out': row['image'], 'particles_out': row['particles'],
-                      'particles': pca.inverse_transform(scores),
-                      'base': _task_base(names[b], images[b], shapes[b], src[b]), 'warp': warp})
+        tasks.append(
+            {
+                'name': name,
+                'image_out': row['image'],
+                'particles_out': row['particles'],
+                'particles': pca.inverse_transform(scores),
+                'base': _task_base(names[b], images[b], shapes[b], src[b]),
+                'warp': warp,
+            }
+        )
     _run_tasks(tasks, int(processes), progress)
     scores_all = np.concatenate([pca.scores_, np.array([p[2] for p in plan]).reshape(-1, pca.n_components_)])
     lines = [','.join([r['image'], r['particles']] + [repr(float(v)) for v in s]) for r, s in zip(rows, scores_all)]
@@ -328,9 +404,13 @@ def _previous(out: Path) -> dict:
 
 def _finished(out: Path, info: dict, num_samples: int) -> bool:
     rows = info.get('rows', [])
-    return (info.get('complete') is True and info.get('num_samples') == num_samples and (out / CSV_NAME).is_file()
-            and (out / PCA_DIR / 'mean.particles').is_file()
-            and all(Path(r['image']).is_file() and Path(r['particles']).is_file() for r in rows))
+    return (
+        info.get('complete') is True
+        and info.get('num_samples') == num_samples
+        and (out / CSV_NAME).is_file()
+        and (out / PCA_DIR / 'mean.particles').is_file()
+        and all(Path(r['image']).is_file() and Path(r['particles']).is_file() for r in rows)
+    )
 
 
 def _clean(out: Path, keep: set[str]) -> None:
@@ -362,14 +442,28 @@ def run_augmentation(cfg, groomed, *, progress: bool = True) -> int:
         train = [groomed[i] for i in groomed.ids('train')]
         missing = [s.id for s in train if s.source is None]
         if missing:
-            raise DataError(f'"{groomed.root / "groom.json"}" names no original scan for {missing[:5]}; rerun '
-                            "grooming, or set augment.warp_from = 'groomed'.")
+            raise DataError(
+                f'"{groomed.root / "groom.json"}" names no original scan for {missing[:5]}; rerun '
+                "grooming, or set augment.warp_from = 'groomed'."
+            )
         sources = [(s.source, s.transform) for s in train]
     return run_data_augmentation(
-        cfg.resolved_paths()['aug_dir'], groomed.images('train'), groomed.particle_files('train'),
-        num_samples=a.num_samples, num_dim=a.num_dim, percent_variability=a.percent_variability, sampler=a.sampler,
-        mixture_num=a.mixture_num, processes=a.processes, random_state=cfg.seed, landmark_step=a.landmark_step,
-        grid_step=a.grid_step, names=groomed.ids('train'), sources=sources, progress=progress)
+        cfg.resolved_paths()['aug_dir'],
+        groomed.images('train'),
+        groomed.particle_files('train'),
+        num_samples=a.num_samples,
+        num_dim=a.num_dim,
+        percent_variability=a.percent_variability,
+        sampler=a.sampler,
+        mixture_num=a.mixture_num,
+        processes=a.processes,
+        random_state=cfg.seed,
+        landmark_step=a.landmark_step,
+        grid_step=a.grid_step,
+        names=groomed.ids('train'),
+        sources=sources,
+        progress=progress,
+    )
 
 
 def regenerate_sample(aug_dir, index: int, out_dir) -> tuple[Path, Path]:
@@ -385,17 +479,26 @@ def regenerate_sample(aug_dir, index: int, out_dir) -> tuple[Path, Path]:
     params = info['parameters']
     if not 1 <= index <= params['num_samples']:
         raise ValueError(f'index must be in [1, {params["num_samples"]}]; got {index}.')
-    images, points, names, shapes = _read_inputs([d['image'] for d in info['inputs']],
-                                                 [d['particles'] for d in info['inputs']],
-                                                 [d['id'] for d in info['inputs']])
-    src = _read_sources([(d['source'], d['to_world']) for d in info['inputs']]
-                        if params.get('warp_from') == 'original' else None, images)
+    images, points, names, shapes = _read_inputs(
+        [d['image'] for d in info['inputs']],
+        [d['particles'] for d in info['inputs']],
+        [d['id'] for d in info['inputs']],
+    )
+    src = _read_sources(
+        [(d['source'], d['to_world']) for d in info['inputs']] if params.get('warp_from') == 'original' else None,
+        images,
+    )
     pca, smp = _model(shapes, params, [str(p) for p in points])
     scores, b = _draw(smp, sample_seed(params['random_state'], index))
     name, out = sample_name(index), Path(out_dir)
-    task = {'name': name, 'image_out': out / f'{name}.nrrd', 'particles_out': out / f'{name}.particles',
-            'particles': pca.inverse_transform(scores), 'base': _task_base(names[b], images[b], shapes[b], src[b]),
-            'warp': {k: params[k] for k in ('landmark_step', 'grid_step', 'interpolation', 'kink_radius')}}
+    task = {
+        'name': name,
+        'image_out': out / f'{name}.nrrd',
+        'particles_out': out / f'{name}.particles',
+        'particles': pca.inverse_transform(scores),
+        'base': _task_base(names[b], images[b], shapes[b], src[b]),
+        'warp': {k: params[k] for k in ('landmark_step', 'grid_step', 'interpolation', 'kink_radius')},
+    }
     _generate(task)
     return task['image_out'], task['particles_out']
 
@@ -426,8 +529,10 @@ def read_total_data(csv_path) -> dict:
         except ValueError:
             values = []
         if len(cols) < 3 or not values or (scores and len(values) != len(scores[0])):
-            raise DataError(f'"{path}", line {lineno}: expected image_path,particle_path,score_1..score_L with '
-                            f'numeric scores; got {line[:120]!r}.')
+            raise DataError(
+                f'"{path}", line {lineno}: expected image_path,particle_path,score_1..score_L with '
+                f'numeric scores; got {line[:120]!r}.'
+            )
         images.append(cols[0])
         particles.append(cols[1])
         scores.append(values)

@@ -35,8 +35,14 @@ import torch
 from ._validation import DataError, check_array
 from .io import read_json, write_json
 
-__all__ = ['CALIBRATION_FILE', 'apply_calibration', 'calibrate_model', 'calibration_record', 'fit_calibration',
-           'load_calibration']
+__all__ = [
+    'CALIBRATION_FILE',
+    'apply_calibration',
+    'calibrate_model',
+    'calibration_record',
+    'fit_calibration',
+    'load_calibration',
+]
 
 CALIBRATION_FILE = 'calibration.json'
 
@@ -44,14 +50,17 @@ CALIBRATION_FILE = 'calibration.json'
 def _head(net: torch.nn.Module) -> torch.nn.Linear:
     head = getattr(getattr(net, 'encoder', None), 'head', None)
     if not isinstance(head, torch.nn.Linear) or not hasattr(net, 'decoder'):
-        raise TypeError('calibration applies to a Base-DeepSSM network (DeepSSMNet: encoder.head -> PCA decoder); '
-                        f'got {type(net).__name__}.')
+        raise TypeError(
+            'calibration applies to a Base-DeepSSM network (DeepSSMNet: encoder.head -> PCA decoder); '
+            f'got {type(net).__name__}.'
+        )
     return head
 
 
 @torch.no_grad()
-def fit_calibration(net: torch.nn.Module, loader: Any, *,
-                    device: str | torch.device = 'cpu') -> tuple[np.ndarray, dict[str, float]]:
+def fit_calibration(
+    net: torch.nn.Module, loader: Any, *, device: str | torch.device = 'cpu'
+) -> tuple[np.ndarray, dict[str, float]]:
     """Fit one shrinkage factor per PCA mode on a (validation) loader.
 
     Args:
@@ -80,11 +89,11 @@ def fit_calibration(net: torch.nn.Module, loader: Any, *,
         raise DataError('calibration needs validation samples; the loader is empty.')
     z, y, p = torch.cat(pred), torch.cat(true), torch.cat(parts)
     if z.shape != y.shape:
-        raise DataError(f'the loader\'s scores have shape {tuple(y.shape)}; the network predicts {tuple(z.shape)}.')
+        raise DataError(f"the loader's scores have shape {tuple(y.shape)}; the network predicts {tuple(z.shape)}.")
     denom = (z * z).sum(0)
     alpha = torch.where(denom > 0, (z * y).sum(0) / denom.clamp_min(1e-12), torch.zeros_like(denom)).clamp(0.0, 1.0)
-    rmse = lambda q: float(((net.decoder(q) - p) ** 2).sum(-1).mean().sqrt())  # noqa: E731
-    report = {'val_rmse_mm_before': rmse(z), 'val_rmse_mm_after': rmse(z * alpha), 'num_samples': int(len(z))}
+    rmse = lambda q: float(((net.decoder(q) - p) ** 2).sum(-1).mean().sqrt())
+    report = {'val_rmse_mm_before': rmse(z), 'val_rmse_mm_after': rmse(z * alpha), 'num_samples': len(z)}
     return alpha.cpu().numpy().astype(np.float64), report
 
 
@@ -112,8 +121,9 @@ def _stamp(model_file: Path) -> list:
     return [model_file.name, st.st_size, st.st_mtime_ns]
 
 
-def calibrate_model(net: torch.nn.Module, model_file: str | os.PathLike, loader: Any, *,
-                    device: str | torch.device = 'cpu') -> dict[str, Any]:
+def calibrate_model(
+    net: torch.nn.Module, model_file: str | os.PathLike, loader: Any, *, device: str | torch.device = 'cpu'
+) -> dict[str, Any]:
     """Fit the calibration of the model in ``model_file`` and write ``calibration.json`` beside it.
 
     ``net`` must hold the weights of ``model_file`` (uncalibrated). An up-to-date file is reused.

@@ -26,39 +26,58 @@ _STAGES = ('cohort', 'groom', 'augment', 'loaders', 'train', 'predict', 'analyze
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m deepssm_nb`` (also the ``deepssm-nb`` script)."""
     parser = argparse.ArgumentParser(
-        prog='deepssm-nb', description='DeepSSM: statistical shape models predicted from 3D images. Runs the '
+        prog='deepssm-nb',
+        description='DeepSSM: statistical shape models predicted from 3D images. Runs the '
         'pipeline (cohort, groom, augment, loaders, train, predict, analyze) headless from a config JSON.',
-        epilog='Write a starting config with "write-config", edit it, then "run --config FILE".')
+        epilog='Write a starting config with "write-config", edit it, then "run --config FILE".',
+    )
     sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
 
     def with_config(p: argparse.ArgumentParser) -> None:
         g = p.add_mutually_exclusive_group()
         g.add_argument('--config', '-c', metavar='FILE', help='config JSON (from write-config or save_config)')
-        g.add_argument('--profile', choices=('smoke', 'workshop', 'full'),
-                       help='use a preset instead of a config file (default: workshop)')
-        p.add_argument('--work-dir', metavar='DIR', help='override the config\'s work_dir (all outputs go there)')
+        g.add_argument(
+            '--profile',
+            choices=('smoke', 'workshop', 'full'),
+            help='use a preset instead of a config file (default: workshop)',
+        )
+        p.add_argument('--work-dir', metavar='DIR', help="override the config's work_dir (all outputs go there)")
 
-    run = sub.add_parser('run', help='run the pipeline up to a stage, skipping finished stages',
-                         description='Run every stage up to --until whose outputs are missing.')
+    run = sub.add_parser(
+        'run',
+        help='run the pipeline up to a stage, skipping finished stages',
+        description='Run every stage up to --until whose outputs are missing.',
+    )
     with_config(run)
     run.add_argument('--until', choices=_STAGES, default='analyze', help='last stage to run (default: analyze)')
 
     train = sub.add_parser('train', help='run the pipeline up to training (same as run --until train)')
     with_config(train)
 
-    pred = sub.add_parser('predict', help='predict the particles of new image files with a trained model',
-                          description='Register each image to the reference image, predict its particles and '
-                          'write <stem>.particles in the image\'s own frame.')
+    pred = sub.add_parser(
+        'predict',
+        help='predict the particles of new image files with a trained model',
+        description='Register each image to the reference image, predict its particles and '
+        "write <stem>.particles in the image's own frame.",
+    )
     pred.add_argument('images', nargs='+', metavar='IMAGE', help='image files (.nrrd, .nii.gz, ...)')
     with_config(pred)
     pred.add_argument('--out-dir', '-o', metavar='DIR', help='output folder (default: pred_dir/new_predictions)')
-    pred.add_argument('--side', choices=('L', 'R'), help='side of every image (default: from _L/_R in the file '
-                      'names); an image of the other side than the training reference is reflected and back')
+    pred.add_argument(
+        '--side',
+        choices=('L', 'R'),
+        help='side of every image (default: from _L/_R in the file '
+        'names); an image of the other side than the training reference is reflected and back',
+    )
 
-    write = sub.add_parser('write-config', help='write a preset config JSON to edit',
-                           description='Write the config of a profile (to stdout without -o).')
-    write.add_argument('--profile', choices=('smoke', 'workshop', 'full'), default='workshop',
-                       help='preset (default: workshop)')
+    write = sub.add_parser(
+        'write-config',
+        help='write a preset config JSON to edit',
+        description='Write the config of a profile (to stdout without -o).',
+    )
+    write.add_argument(
+        '--profile', choices=('smoke', 'workshop', 'full'), default='workshop', help='preset (default: workshop)'
+    )
     write.add_argument('--work-dir', metavar='DIR', help='work_dir written into the config')
     write.add_argument('--output', '-o', metavar='FILE', help='file to write (default: print to stdout)')
     return parser

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -33,12 +34,13 @@ from typing import Any
 from ._validation import ConfigError, nearest_spelling
 
 __all__ = [
+    'PROFILES',
     'AugmentConfig',
     'Config',
     'DataConfig',
     'DecayLRConfig',
-    'DeepSSMConfig',
     'DecoderConfig',
+    'DeepSSMConfig',
     'EncoderConfig',
     'FineTuneConfig',
     'GroomConfig',
@@ -46,7 +48,6 @@ __all__ = [
     'LoaderConfig',
     'LossConfig',
     'PathsConfig',
-    'PROFILES',
     'TLNetConfig',
     'TrainerConfig',
     'get_field',
@@ -78,14 +79,18 @@ def _f(default: Any = dataclasses.MISSING, *, factory: Any = None, doc: str = ''
 class DataConfig:
     """Where the cohort comes from and how the embedded femur cohort is built."""
 
-    cohort: str = _f('femur', doc="'femur' (the embedded cohort), a cohort folder, or a ShapeWorks project "
-                                  "(.swproj, .xlsx)")
-    domain: str | None = _f(None, nullable=True,
-                            doc='the domain of a ShapeWorks project to read (needed when it has several)')
-    image_column: str | None = _f(None, nullable=True,
-                                  doc='the image column (image_<name>) of a ShapeWorks project with several')
-    data_dir: str | None = _f(None, nullable=True,
-                              doc='cache folder; None means $DEEPSSM_DATA_DIR or ~/.cache/deepssm_nb')
+    cohort: str = _f(
+        'femur', doc="'femur' (the embedded cohort), a cohort folder, or a ShapeWorks project (.swproj, .xlsx)"
+    )
+    domain: str | None = _f(
+        None, nullable=True, doc='the domain of a ShapeWorks project to read (needed when it has several)'
+    )
+    image_column: str | None = _f(
+        None, nullable=True, doc='the image column (image_<name>) of a ShapeWorks project with several'
+    )
+    data_dir: str | None = _f(
+        None, nullable=True, doc='cache folder; None means $DEEPSSM_DATA_DIR or ~/.cache/deepssm_nb'
+    )
     num_subjects: int = _f(26, low=4, high=26, doc='subjects of the embedded cohort to build')
     num_particles: int = _f(512, low=16, high=8192, doc='particles (correspondence points) per shape')
     spacing: float = _f(1.0, gt=0.0, high=10.0, doc='voxel size of the synthetic CT volumes, mm')
@@ -101,11 +106,15 @@ class GroomConfig:
     padding: float = _f(10.0, low=0.0, high=200.0, doc='margin around the union bounding box, mm')
     reference: str = _f('medoid', doc="'medoid' or a subject id used as the alignment reference")
     registration_iterations: int = _f(200, low=1, high=10000, doc='optimizer iterations per registration stage')
-    mask_margin: float = _f(8.0, low=0.0, high=100.0,
-                            doc='registration uses voxels this close to the reference femur, mm; 0 = whole box')
+    mask_margin: float = _f(
+        8.0, low=0.0, high=100.0, doc='registration uses voxels this close to the reference femur, mm; 0 = whole box'
+    )
     procrustes_scaling: bool = _f(True, doc='similarity (True) or rigid (False) Procrustes of the training shapes')
-    train_alignment: str = _f('registration', options=('registration', 'procrustes'),
-                              doc='how training images are aligned: registered like new images, or by their particles')
+    train_alignment: str = _f(
+        'registration',
+        options=('registration', 'procrustes'),
+        doc='how training images are aligned: registered like new images, or by their particles',
+    )
     processes: int = _f(2, low=1, high=64, doc='worker processes')
 
 
@@ -137,15 +146,24 @@ class AugmentConfig:
     mixture_num: int = _f(0, low=0, doc='mixture components; 0 means choose by BIC/AIC')
     landmark_step: int = _f(2, low=1, doc='every k-th particle defines the thin-plate spline')
     grid_step: float = _f(4.0, gt=0.0, high=50.0, doc='spacing of the coarse warp grid, voxels')
-    warp_from: str = _f('groomed', options=('groomed', 'original'),
-                        doc="warp each base subject's original scan through its grooming transform (one "
-                            "interpolation, as real groomed images), or its groomed image (two)")
-    fresh_samples: int = _f(0, low=0, doc='new samples drawn and warped for every training epoch (in the loader), '
-                                          'in place of the stored ones; 0 replays the stored samples')
-    pose_jitter_mm: float = _f(0.0, low=0.0, high=20.0,
-                               doc='random translation of each fresh sample (image and particles), std per axis, mm')
-    pose_jitter_deg: float = _f(0.0, low=0.0, high=20.0,
-                                doc='random rotation of each fresh sample about its centroid, std of the angle, deg')
+    warp_from: str = _f(
+        'groomed',
+        options=('groomed', 'original'),
+        doc="warp each base subject's original scan through its grooming transform (one "
+        'interpolation, as real groomed images), or its groomed image (two)',
+    )
+    fresh_samples: int = _f(
+        0,
+        low=0,
+        doc='new samples drawn and warped for every training epoch (in the loader), '
+        'in place of the stored ones; 0 replays the stored samples',
+    )
+    pose_jitter_mm: float = _f(
+        0.0, low=0.0, high=20.0, doc='random translation of each fresh sample (image and particles), std per axis, mm'
+    )
+    pose_jitter_deg: float = _f(
+        0.0, low=0.0, high=20.0, doc='random rotation of each fresh sample about its centroid, std of the angle, deg'
+    )
     intensity: IntensityConfig = _f(factory=IntensityConfig)
     processes: int = _f(2, low=1, high=64, doc='worker processes')
 
@@ -177,10 +195,14 @@ class EncoderConfig:
     deterministic: bool = _f(True, doc='only deterministic encoders are implemented')
     channels: list[int] = _f(factory=lambda: [12, 24, 48, 96, 192], doc='channels of the 5 conv layers')
     dropout: float = _f(0.0, low=0.0, high=0.9, doc='dropout before each fully connected layer')
-    input_margin_mm: float = _f(0.0, low=0.0, high=100.0,
-                                doc='> 0: the encoder reads only voxels this close to the mean training '
-                                    'shape (the rest set to the mean intensity, the input cropped to '
-                                    'them); 0 = the whole image')
+    input_margin_mm: float = _f(
+        0.0,
+        low=0.0,
+        high=100.0,
+        doc='> 0: the encoder reads only voxels this close to the mean training '
+        'shape (the rest set to the mean intensity, the input cropped to '
+        'them); 0 = the whole image',
+    )
 
 
 @dataclass
@@ -201,8 +223,10 @@ class LossConfig:
 class DecayLRConfig:
     enabled: bool = _f(True)
     type: str = _f('CosineAnnealing', options=('CosineAnnealing', 'Step'))
-    parameters: dict[str, float] = _f(factory=lambda: {'T_max': 0, 'eta_min': 0.0, 'step_size': 1, 'gamma': 0.99},
-                                      doc='T_max 0 means the whole run; step_size and gamma for Step')
+    parameters: dict[str, float] = _f(
+        factory=lambda: {'T_max': 0, 'eta_min': 0.0, 'step_size': 1, 'gamma': 0.99},
+        doc='T_max 0 means the whole run; step_size and gamma for Step',
+    )
 
 
 @dataclass
@@ -214,8 +238,11 @@ class TrainerConfig:
     weight_decay: float = _f(0.0, low=0.0, doc='L2 penalty of Adam')
     early_stopping: int = _f(0, low=0, doc='stop after this many validations without improvement; 0 = off')
     device: str = _f('auto', options=('auto', 'cpu', 'cuda'))
-    precision: str = _f('auto', options=('auto', 'fp32', 'bf16', 'fp16'),
-                        doc='auto: mixed precision on GPU, bf16 + channels-last on CPU where it helps')
+    precision: str = _f(
+        'auto',
+        options=('auto', 'fp32', 'bf16', 'fp16'),
+        doc='auto: mixed precision on GPU, bf16 + channels-last on CPU where it helps',
+    )
     seed: int = _f(0, low=0, doc='seed of the weights and of the batch order (every stage starts from it)')
 
 
@@ -255,8 +282,11 @@ class DeepSSMConfig:
     trainer: TrainerConfig = _f(factory=TrainerConfig)
     fine_tune: FineTuneConfig = _f(factory=FineTuneConfig)
     use_best_model: bool = _f(True)
-    calibrate: bool = _f(True, doc='shrink each predicted PCA score towards the mean by the factor that minimises '
-                                   'the validation error (Base-DeepSSM; see deepssm_nb.calibration)')
+    calibrate: bool = _f(
+        True,
+        doc='shrink each predicted PCA score towards the mean by the factor that minimises '
+        'the validation error (Base-DeepSSM; see deepssm_nb.calibration)',
+    )
     tl_net: TLNetConfig = _f(factory=TLNetConfig)
 
 
@@ -320,21 +350,31 @@ class Config:
             if self.data.num_test > self.data.num_subjects - 3 and self.data.cohort == 'femur':
                 problems.append(
                     f'config.data.num_test: must leave at least 3 training subjects out of '
-                    f'num_subjects={self.data.num_subjects}; got num_test={self.data.num_test}.')
+                    f'num_subjects={self.data.num_subjects}; got num_test={self.data.num_test}.'
+                )
             if not self.deepssm.encoder.deterministic:
-                problems.append('config.deepssm.encoder.deterministic: only deterministic encoders are implemented; '
-                                'expected true, got false.')
+                problems.append(
+                    'config.deepssm.encoder.deterministic: only deterministic encoders are implemented; '
+                    'expected true, got false.'
+                )
             if not (self.deepssm.decoder.deterministic and self.deepssm.decoder.linear):
-                problems.append('config.deepssm.decoder: only a deterministic linear decoder is implemented; '
-                                'expected deterministic=true and linear=true.')
+                problems.append(
+                    'config.deepssm.decoder: only a deterministic linear decoder is implemented; '
+                    'expected deterministic=true and linear=true.'
+                )
             a = self.augment
             if (a.pose_jitter_mm or a.pose_jitter_deg) and not a.fresh_samples:
-                problems.append('config.augment.pose_jitter_mm / pose_jitter_deg: the pose jitter is applied to fresh '
-                                f'samples; expected augment.fresh_samples > 0, got {a.fresh_samples}.')
+                problems.append(
+                    'config.augment.pose_jitter_mm / pose_jitter_deg: the pose jitter is applied to fresh '
+                    f'samples; expected augment.fresh_samples > 0, got {a.fresh_samples}.'
+                )
             if len(self.deepssm.encoder.channels) != 5 or any(
-                    isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in self.deepssm.encoder.channels):
-                problems.append('config.deepssm.encoder.channels: expected a list of 5 positive integers; '
-                                f'got {self.deepssm.encoder.channels!r}.')
+                isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in self.deepssm.encoder.channels
+            ):
+                problems.append(
+                    'config.deepssm.encoder.channels: expected a list of 5 positive integers; '
+                    f'got {self.deepssm.encoder.channels!r}.'
+                )
             params = self.deepssm.trainer.decay_lr.parameters
             for key in params:
                 if key not in ('T_max', 'eta_min', 'step_size', 'gamma'):
@@ -342,8 +382,10 @@ class Config:
                     hint = f" Did you mean '{near}'?" if near else ''
                     problems.append(f'config.deepssm.trainer.decay_lr.parameters.{key}: unknown key.{hint}')
                 elif isinstance(params[key], bool) or not isinstance(params[key], (int, float)) or params[key] < 0:
-                    problems.append(f'config.deepssm.trainer.decay_lr.parameters.{key}: expected a number >= 0; '
-                                    f'got {params[key]!r}.')
+                    problems.append(
+                        f'config.deepssm.trainer.decay_lr.parameters.{key}: expected a number >= 0; '
+                        f'got {params[key]!r}.'
+                    )
         return problems
 
     # ------------------------------------------------------------------ paths
@@ -559,7 +601,7 @@ def _check_tree(obj: Any, path: str, problems: list[str]) -> None:
             hint = f" Did you mean '{near}'?" if near else ''
             problems.append(f'{where}: expected one of {list(meta["options"])}; got {value!r}.{hint}')
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if value != value or value in (float('inf'), float('-inf')):
+            if isinstance(value, float) and not math.isfinite(value):  # NaN or infinite (an int always is finite)
                 problems.append(f'{where}: expected a finite number; got {value!r}.')
                 continue
             lo, hi, gt = meta.get('low'), meta.get('high'), meta.get('gt')
@@ -577,9 +619,18 @@ def get_field(config: Any, dotted: str) -> Any:
     return obj
 
 
-def profile_table(keys: tuple[str, ...] = ('data.num_subjects', 'data.num_particles', 'data.spacing',
-                                           'groom.spacing', 'augment.num_samples', 'loader.batch_size',
-                                           'deepssm.trainer.epochs', 'deepssm.fine_tune.epochs')) -> dict:
+def profile_table(
+    keys: tuple[str, ...] = (
+        'data.num_subjects',
+        'data.num_particles',
+        'data.spacing',
+        'groom.spacing',
+        'augment.num_samples',
+        'loader.batch_size',
+        'deepssm.trainer.epochs',
+        'deepssm.fine_tune.epochs',
+    ),
+) -> dict:
     """Print the values that differ between profiles, one row per key.
 
     Returns:

@@ -64,10 +64,9 @@ def get_device(requested: str = 'auto'):
     if requested == 'cuda':
         raise ConfigError(f"device: 'cuda' was requested but {reason}. Set the device to 'auto' or 'cpu'.")
     global _CPU_WARNING_SHOWN
-    if not _CPU_WARNING_SHOWN:   # once per process: a notebook calls this in many cells
+    if not _CPU_WARNING_SHOWN:  # once per process: a notebook calls this in many cells
         _CPU_WARNING_SHOWN = True
-        warnings.warn(f'Using the CPU ({reason}); training will be slower than on a GPU.', RuntimeWarning,
-                      stacklevel=2)
+        warnings.warn(f'Using the CPU ({reason}); training will be slower than on a GPU.', RuntimeWarning, stacklevel=2)
     return torch.device('cpu')
 
 
@@ -92,5 +91,7 @@ def print_config() -> None:
     if ok:
         print(f'Device: CUDA ({reason})')
     else:
-        print(f'Device: CPU, {torch.get_num_threads()} threads ({reason}). Everything runs on the CPU; '
-              'the workshop profile is sized for it.')
+        print(
+            f'Device: CPU, {torch.get_num_threads()} threads ({reason}). Everything runs on the CPU; '
+            'the workshop profile is sized for it.'
+        )

@@ -38,8 +38,17 @@ import numpy as np
 
 from ._validation import ConfigError, DataError, check_in_range, find_by_id, look_up_option, nearest_spelling
 from .io import read_image, read_json, read_particles, write_image, write_json, write_particles
-from .registration import (STAGES, apply_transform, generalized_procrustes, reference_grid, register_image,
-                           registration_error, resample_to_reference, rigid_transform, surface_band)
+from .registration import (
+    STAGES,
+    apply_transform,
+    generalized_procrustes,
+    reference_grid,
+    register_image,
+    registration_error,
+    resample_to_reference,
+    rigid_transform,
+    surface_band,
+)
 
 __all__ = [
     'GroomResult',
@@ -141,9 +150,11 @@ class GroomResult:
 
     def registration_table(self) -> list[dict[str, Any]]:
         """Per registered subject: ``id``, ``split``, ``mean_mm``, ``max_mm``."""
-        return [{'id': s.id, 'split': s.split, 'mean_mm': s.registration_error_mm,
-                 'max_mm': s.registration_error_max_mm}
-                for s in self.subjects if s.registration_error_mm is not None]
+        return [
+            {'id': s.id, 'split': s.split, 'mean_mm': s.registration_error_mm, 'max_mm': s.registration_error_max_mm}
+            for s in self.subjects
+            if s.registration_error_mm is not None
+        ]
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -155,11 +166,22 @@ class GroomResult:
 # --------------------------------------------------------------------------- the grooming
 
 
-def groom_cohort(cohort, *, spacing: float = 2.0, padding: float = 10.0, reference: str = 'medoid',
-                 registration_iterations: int = 200, mask_margin: float = 8.0, processes: int = 1,
-                 out_dir: str | os.PathLike, random_state: int | np.random.Generator = 0,
-                 stages: tuple[str, ...] = STAGES, scaling: bool = True, train_alignment: str = 'registration',
-                 progress: bool = True) -> GroomResult:
+def groom_cohort(
+    cohort,
+    *,
+    spacing: float = 2.0,
+    padding: float = 10.0,
+    reference: str = 'medoid',
+    registration_iterations: int = 200,
+    mask_margin: float = 8.0,
+    processes: int = 1,
+    out_dir: str | os.PathLike,
+    random_state: int | np.random.Generator = 0,
+    stages: tuple[str, ...] = STAGES,
+    scaling: bool = True,
+    train_alignment: str = 'registration',
+    progress: bool = True,
+) -> GroomResult:
     """Groom a cohort: align the training shapes, put every image on the reference grid.
 
     Args:
@@ -223,8 +245,13 @@ def groom_cohort(cohort, *, spacing: float = 2.0, padding: float = 10.0, referen
     # 2. Jobs: resample the reference (and, by Procrustes, the training images), register the others;
     #    the finished ones are skipped
     train_T = {s.id: T for s, T in zip(train, tr) if train_alignment == 'procrustes' or s.id == ref.id}
-    ref_key = {'id': ref.id, 'source_stat': _stat(ref.image), 'transform': np.round(tr[ref_idx], 9).tolist(),
-               'grid': grid_info, 'mask_margin': float(mask_margin)}
+    ref_key = {
+        'id': ref.id,
+        'source_stat': _stat(ref.image),
+        'transform': np.round(tr[ref_idx], 9).tolist(),
+        'grid': grid_info,
+        'mask_margin': float(mask_margin),
+    }
     jobs = []
     for s in subjects:
         if s.id in train_T:
@@ -232,8 +259,20 @@ def groom_cohort(cohort, *, spacing: float = 2.0, padding: float = 10.0, referen
         else:
             seed = int(np.random.SeedSequence([seed_base, zlib.crc32(s.id.encode())]).generate_state(1)[0])
             reflect = {} if np.array_equal(flips[s.id], np.eye(4)) else {'reflect': flips[s.id].tolist()}
-            jobs.append(_job('register', s, out, {'reference': ref_key, 'iterations': int(registration_iterations),
-                                                  'stages': list(stages), 'seed': seed, **reflect}))
+            jobs.append(
+                _job(
+                    'register',
+                    s,
+                    out,
+                    {
+                        'reference': ref_key,
+                        'iterations': int(registration_iterations),
+                        'stages': list(stages),
+                        'seed': seed,
+                        **reflect,
+                    },
+                )
+            )
     done = {j['id']: r for j in jobs if (r := _job_record(j)) is not None}
     ref_ok = (out / 'reference_image.nrrd').is_file() and _read_record(out / 'records' / '_reference.json') == ref_key
     if len(done) < len(jobs) or not ref_ok:
@@ -246,8 +285,9 @@ def groom_cohort(cohort, *, spacing: float = 2.0, padding: float = 10.0, referen
             band = surface_band(grid, meshes[ref_idx] if meshes else ref_world, mask_margin, dense=bool(meshes))
             write_image(out / 'reference_mask.nrrd', band)
         write_json(out / 'records' / '_reference.json', ref_key)
-    records = _run_jobs([j for j in jobs if j['id'] not in done], done, total=len(jobs), processes=processes,
-                        progress=progress)
+    records = _run_jobs(
+        [j for j in jobs if j['id'] not in done], done, total=len(jobs), processes=processes, progress=progress
+    )
 
     # 3. World particles, registration errors, groom.json
     transforms = {s.id: np.asarray(records[s.id]['transform'], dtype=float) for s in subjects}
@@ -259,29 +299,49 @@ def groom_cohort(cohort, *, spacing: float = 2.0, padding: float = 10.0, referen
     for s in subjects:
         T = transforms[s.id]
         write_particles(out / 'particles' / f'{s.id}.particles', world[s.id])
-        row = {'id': s.id, 'split': s.split, 'image': f'images/{s.id}.nrrd', 'particles': f'particles/{s.id}.particles',
-               'source_image': str(s.image), 'transform': T.tolist(), 'registration_error_mm': None,
-               'registration_error_max_mm': None, 'side': getattr(s, 'side', None),
-               'reflected': bool(np.linalg.det(T[:3, :3]) < 0)}
+        row = {
+            'id': s.id,
+            'split': s.split,
+            'image': f'images/{s.id}.nrrd',
+            'particles': f'particles/{s.id}.particles',
+            'source_image': str(s.image),
+            'transform': T.tolist(),
+            'registration_error_mm': None,
+            'registration_error_max_mm': None,
+            'side': getattr(s, 'side', None),
+            'reflected': bool(np.linalg.det(T[:3, :3]) < 0),
+        }
         if s.id not in train_T:
-            F = flips[s.id]                  # its own inverse; the error is measured on the reflected shape
-            err = registration_error(T @ F, apply_transform(F, parts[s.id]), ref_world,
-                                     scaling=stages[-1] == 'similarity')
+            F = flips[s.id]  # its own inverse; the error is measured on the reflected shape
+            err = registration_error(
+                T @ F, apply_transform(F, parts[s.id]), ref_world, scaling=stages[-1] == 'similarity'
+            )
             row.update(registration_error_mm=float(err.mean()), registration_error_max_mm=float(err.max()))
         rows.append(row)
     info = {
-        'format': _FORMAT, 'reference': ref.id, 'spacing': float(spacing), 'padding': float(padding),
-        'registration_iterations': int(registration_iterations), 'mask_margin': float(mask_margin),
-        'stages': list(stages), 'train_alignment': train_alignment, 'random_state': seed_base, 'grid': grid_info,
+        'format': _FORMAT,
+        'reference': ref.id,
+        'spacing': float(spacing),
+        'padding': float(padding),
+        'registration_iterations': int(registration_iterations),
+        'mask_margin': float(mask_margin),
+        'stages': list(stages),
+        'train_alignment': train_alignment,
+        'random_state': seed_base,
+        'grid': grid_info,
         'reference_side': ref_side,
         'bbox': [extent.min(0).tolist(), extent.max(0).tolist()],
-        'reference_image': 'reference_image.nrrd', 'reference_mask': 'reference_mask.nrrd' if mask_margin else None,
-        'mean_particles': 'mean.particles', 'subjects': rows,
+        'reference_image': 'reference_image.nrrd',
+        'reference_mask': 'reference_mask.nrrd' if mask_margin else None,
+        'mean_particles': 'mean.particles',
+        'subjects': rows,
     }
     errs = [r for r in rows if r['registration_error_mm'] is not None and r['split'] != 'train']
     if errs:
-        info['registration_error'] = {'mean_mm': float(np.mean([r['registration_error_mm'] for r in errs])),
-                                      'max_mm': float(max(r['registration_error_max_mm'] for r in errs))}
+        info['registration_error'] = {
+            'mean_mm': float(np.mean([r['registration_error_mm'] for r in errs])),
+            'max_mm': float(max(r['registration_error_max_mm'] for r in errs)),
+        }
     write_json(out / 'groom.json', info)
     return load_groomed(out)
 
@@ -292,13 +352,18 @@ def _check_cohort(cohort) -> tuple[list, dict[str, np.ndarray]]:
     if not subjects:
         raise DataError('The cohort holds no subjects; nothing to groom. Build or load a cohort first.')
     if not any(s.split == 'train' for s in subjects):
-        raise DataError(f'The cohort has no training subject (splits: {sorted({s.split for s in subjects})}); '
-                        'grooming needs at least one to define the reference.')
+        raise DataError(
+            f'The cohort has no training subject (splits: {sorted({s.split for s in subjects})}); '
+            'grooming needs at least one to define the reference.'
+        )
     parts = {s.id: read_particles(s.particles) for s in subjects}
     counts = [len(parts[s.id]) for s in subjects]
     common = max(set(counts), key=counts.count)
-    bad = [f'"{s.particles}" holds {n} particles; expected {common} like the others.'
-           for s, n in zip(subjects, counts) if n != common]
+    bad = [
+        f'"{s.particles}" holds {n} particles; expected {common} like the others.'
+        for s, n in zip(subjects, counts)
+        if n != common
+    ]
     if bad:
         raise DataError(bad)
     return subjects, parts
@@ -357,8 +422,9 @@ def reflect_image(image, F: np.ndarray):
     return out
 
 
-def _align_training(shapes: np.ndarray, ids: list[str], reference: str,
-                    scaling: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+def _align_training(
+    shapes: np.ndarray, ids: list[str], reference: str, scaling: bool = True
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Procrustes transforms (N, 4, 4), mean (M, 3) and reference index; the frame is the reference's own."""
     tr, mean = generalized_procrustes(shapes, reference=0, scaling=scaling)
     if reference == 'medoid':
@@ -381,8 +447,13 @@ def _stat(path) -> list | None:
 
 
 def _job(kind: str, subject, out: Path, params: dict[str, Any]) -> dict[str, Any]:
-    return {'id': subject.id, 'kind': kind, 'source': str(subject.image), 'out': str(out),
-            'params': {'kind': kind, 'source_stat': _stat(subject.image), **params}}
+    return {
+        'id': subject.id,
+        'kind': kind,
+        'source': str(subject.image),
+        'out': str(out),
+        'params': {'kind': kind, 'source_stat': _stat(subject.image), **params},
+    }
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
@@ -395,9 +466,9 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 def _job_record(job: dict[str, Any]) -> dict[str, Any] | None:
     """The saved record of a finished job whose parameters match, else None."""
     out = Path(job['out'])
-    if not (out / 'images' / f"{job['id']}.nrrd").is_file():
+    if not (out / 'images' / f'{job["id"]}.nrrd').is_file():
         return None
-    rec = _read_record(out / 'records' / f"{job['id']}.json")
+    rec = _read_record(out / 'records' / f'{job["id"]}.json')
     return rec if rec is not None and rec.get('params') == job['params'] else None
 
 
@@ -418,9 +489,15 @@ def _execute(job: dict[str, Any]) -> dict[str, Any]:
         reference = read_image(out / 'reference_image.nrrd', name='reference image')
         mask = read_image(out / 'reference_mask.nrrd', name='reference mask') if p['reference']['mask_margin'] else None
         flip = np.asarray(p['reflect'], dtype=float) if p.get('reflect') else np.eye(4)
-        groomed, T = register_image(reflect_image(image, flip), reference, iterations=p['iterations'], mask=mask,
-                                    stages=tuple(p['stages']), random_state=p['seed'],
-                                    name=f'"{job["source"]}" (subject {sid})')
+        groomed, T = register_image(
+            reflect_image(image, flip),
+            reference,
+            iterations=p['iterations'],
+            mask=mask,
+            stages=tuple(p['stages']),
+            random_state=p['seed'],
+            name=f'"{job["source"]}" (subject {sid})',
+        )
         T = T @ flip
     write_image(out / 'images' / f'{sid}.nrrd', groomed)
     record = {'id': sid, 'params': p, 'transform': T.tolist()}
@@ -434,8 +511,9 @@ def _init_worker(threads: int) -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
-def _run_jobs(todo: list[dict[str, Any]], records: dict[str, dict[str, Any]], *, total: int, processes: int,
-              progress: bool) -> dict[str, dict[str, Any]]:
+def _run_jobs(
+    todo: list[dict[str, Any]], records: dict[str, dict[str, Any]], *, total: int, processes: int, progress: bool
+) -> dict[str, dict[str, Any]]:
     """Run the jobs (in a process pool if ``processes`` > 1); return every record by id."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -446,8 +524,12 @@ def _run_jobs(todo: list[dict[str, Any]], records: dict[str, dict[str, Any]], *,
     with tqdm(total=total, initial=len(records), desc='Grooming', unit='image', disable=not progress) as bar:
         if processes > 1 and len(todo) > 1:
             n = min(processes, len(todo))
-            with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context('spawn'), initializer=_init_worker,
-                                     initargs=(max(1, (os.cpu_count() or 1) // n),)) as pool:
+            with ProcessPoolExecutor(
+                n,
+                mp_context=multiprocessing.get_context('spawn'),
+                initializer=_init_worker,
+                initargs=(max(1, (os.cpu_count() or 1) // n),),
+            ) as pool:
                 futures = [pool.submit(_execute, job) for job in todo]
                 try:
                     for fut in as_completed(futures):
@@ -493,10 +575,20 @@ def run_grooming(cfg, cohort=None, *, progress: bool = True) -> GroomResult:
 
         cohort = get_cohort(cfg)
     g = cfg.groom
-    return groom_cohort(cohort, spacing=g.spacing, padding=g.padding, reference=g.reference,
-                        registration_iterations=g.registration_iterations, mask_margin=g.mask_margin,
-                        processes=g.processes, scaling=g.procrustes_scaling, train_alignment=g.train_alignment,
-                        out_dir=cfg.resolved_paths()['groom_dir'], random_state=cfg.seed, progress=progress)
+    return groom_cohort(
+        cohort,
+        spacing=g.spacing,
+        padding=g.padding,
+        reference=g.reference,
+        registration_iterations=g.registration_iterations,
+        mask_margin=g.mask_margin,
+        processes=g.processes,
+        scaling=g.procrustes_scaling,
+        train_alignment=g.train_alignment,
+        out_dir=cfg.resolved_paths()['groom_dir'],
+        random_state=cfg.seed,
+        progress=progress,
+    )
 
 
 def load_groomed(groom_dir: str | os.PathLike) -> GroomResult:
@@ -513,27 +605,51 @@ def load_groomed(groom_dir: str | os.PathLike) -> GroomResult:
         raise FileNotFoundError(f'No groomed cohort in "{root}": "{info_path.name}" is missing; run grooming first.')
     info = read_json(info_path)
     try:
-        subjects = [GroomedSubject(d['id'], d['split'], root / d['image'], root / d['particles'],
-                                   np.asarray(d['transform'], dtype=float), d.get('registration_error_mm'),
-                                   d.get('registration_error_max_mm'),
-                                   Path(d['source_image']) if d.get('source_image') else None)
-                    for d in info['subjects']]
+        subjects = [
+            GroomedSubject(
+                d['id'],
+                d['split'],
+                root / d['image'],
+                root / d['particles'],
+                np.asarray(d['transform'], dtype=float),
+                d.get('registration_error_mm'),
+                d.get('registration_error_max_mm'),
+                Path(d['source_image']) if d.get('source_image') else None,
+            )
+            for d in info['subjects']
+        ]
         mask = info.get('reference_mask')
-        result = GroomResult(root, root / info['reference_image'], float(info['spacing']), subjects,
-                             info['reference'], np.asarray(info['bbox'], dtype=float),
-                             root / info['mean_particles'], root / mask if mask else None, info)
+        result = GroomResult(
+            root,
+            root / info['reference_image'],
+            float(info['spacing']),
+            subjects,
+            info['reference'],
+            np.asarray(info['bbox'], dtype=float),
+            root / info['mean_particles'],
+            root / mask if mask else None,
+            info,
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(f'"{info_path}" is malformed ({type(e).__name__}: {e}); rerun grooming.') from None
     missing = [str(p) for s in subjects for p in (s.image, s.particles) if not p.is_file()]
     missing += [str(p) for p in (result.reference_image, result.reference_mask) if p is not None and not p.is_file()]
     if missing:
-        raise FileNotFoundError(f'Groomed files listed in "{info_path}" are missing: {missing[:5]}'
-                                + (f' and {len(missing) - 5} more' if len(missing) > 5 else ''))
+        raise FileNotFoundError(
+            f'Groomed files listed in "{info_path}" are missing: {missing[:5]}'
+            + (f' and {len(missing) - 5} more' if len(missing) > 5 else '')
+        )
     return result
 
 
-def register_to_reference(image, groomed: GroomResult | str | os.PathLike, *, iterations: int | None = None,
-                          random_state: int = 0, name: str = 'image'):
+def register_to_reference(
+    image,
+    groomed: GroomResult | str | os.PathLike,
+    *,
+    iterations: int | None = None,
+    random_state: int = 0,
+    name: str = 'image',
+):
     """Register a new image to a groomed cohort's reference, as grooming did for its test images.
 
     Args:
@@ -555,5 +671,12 @@ def register_to_reference(image, groomed: GroomResult | str | os.PathLike, *, it
     info = groomed.info
     reference = read_image(groomed.reference_image, name='reference image')
     mask = read_image(groomed.reference_mask, name='reference mask') if groomed.reference_mask else None
-    return register_image(image, reference, iterations=int(iterations or info.get('registration_iterations', 200)),
-                          mask=mask, stages=tuple(info.get('stages', STAGES)), random_state=random_state, name=name)
+    return register_image(
+        image,
+        reference,
+        iterations=int(iterations or info.get('registration_iterations', 200)),
+        mask=mask,
+        stages=tuple(info.get('stages', STAGES)),
+        random_state=random_state,
+        name=name,
+    )

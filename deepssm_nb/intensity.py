@@ -141,8 +141,16 @@ class RandomIntensity:
         ConfigError: A negative amount, or one beyond its range (e.g. ``scale`` above 0.9).
     """
 
-    def __init__(self, *, scale: float = 0.15, shift: float = 0.2, gamma: float = 0.3, noise: float = 0.15,
-                 blur_mm: float = 1.0, bias: float = 0.2):
+    def __init__(
+        self,
+        *,
+        scale: float = 0.15,
+        shift: float = 0.2,
+        gamma: float = 0.3,
+        noise: float = 0.15,
+        blur_mm: float = 1.0,
+        bias: float = 0.2,
+    ):
         self.scale = check_in_range(scale, name='intensity.scale', low=0.0, high=0.9)
         self.shift = check_in_range(shift, name='intensity.shift', low=0.0, high=5.0)
         self.gamma = check_in_range(gamma, name='intensity.gamma', low=0.0, high=2.0)
@@ -155,8 +163,9 @@ class RandomIntensity:
         """From an :class:`~deepssm_nb.config.IntensityConfig`; None when it is disabled."""
         if not cfg.enabled:
             return None
-        return cls(scale=cfg.scale, shift=cfg.shift, gamma=cfg.gamma, noise=cfg.noise, blur_mm=cfg.blur_mm,
-                   bias=cfg.bias)
+        return cls(
+            scale=cfg.scale, shift=cfg.shift, gamma=cfg.gamma, noise=cfg.noise, blur_mm=cfg.blur_mm, bias=cfg.bias
+        )
 
     def sample(self, rng: np.random.Generator) -> IntensityParams:
         """Draw one set of parameters (always the same number of draws, so streams stay aligned)."""
@@ -172,12 +181,15 @@ class RandomIntensity:
             scale=float(np.exp(np.log1p(self.scale) * (2 * u[2] - 1))),
             shift=float(self.shift * (2 * u[3] - 1)),
             noise_std=float(self.noise * u[4]),
-            noise_seed=int(rng.integers(2 ** 63)))
+            noise_seed=int(rng.integers(2**63)),
+        )
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator, *, spacing: Sequence[float]) -> np.ndarray:
         """Draw parameters from ``rng`` and apply them to ``image`` (Z, Y, X)."""
         return adjust_intensity(image, self.sample(rng), spacing=spacing)
 
     def __repr__(self) -> str:
-        return (f'RandomIntensity(scale={self.scale}, shift={self.shift}, gamma={self.gamma}, noise={self.noise}, '
-                f'blur_mm={self.blur_mm}, bias={self.bias})')
+        return (
+            f'RandomIntensity(scale={self.scale}, shift={self.shift}, gamma={self.gamma}, noise={self.noise}, '
+            f'blur_mm={self.blur_mm}, bias={self.bias})'
+        )

@@ -63,7 +63,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)   # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -200,8 +200,9 @@ def read_image(path: str | os.PathLike, *, name: str = 'image'):
     if img.GetDimension() != 3:
         raise DataError(f'"{path}": {name} must be 3D; got a {img.GetDimension()}D image of size {img.GetSize()}.')
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(f'"{path}": {name} must have scalar voxels; got '
-                        f'{img.GetNumberOfComponentsPerPixel()} components per voxel.')
+        raise DataError(
+            f'"{path}": {name} must have scalar voxels; got {img.GetNumberOfComponentsPerPixel()} components per voxel.'
+        )
     if img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
         arr = sitk.GetArrayViewFromImage(img)
         if not np.all(np.isfinite(arr)):

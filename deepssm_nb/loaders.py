@@ -120,6 +120,7 @@ def read_total_data(csv_path: str | os.PathLike) -> TotalData:
             unknown to ``augmentation.json``.
     """
     import csv
+
     from .io import read_particles
 
     csv_path = Path(csv_path)
@@ -128,16 +129,20 @@ def read_total_data(csv_path: str | os.PathLike) -> TotalData:
     with open(csv_path, newline='') as f:
         rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
     if not rows:
-        raise DataError(f'"{csv_path}" holds no rows; expected image_path,particle_path,score_1..score_L per line '
-                        f'(run the augmentation stage first).')
+        raise DataError(
+            f'"{csv_path}" holds no rows; expected image_path,particle_path,score_1..score_L per line '
+            f'(run the augmentation stage first).'
+        )
     problems: list[str] = []
     images, particles, scores = [], [], []
     width = len(rows[0])
     for n, row in enumerate(rows, start=1):
         where = f'"{csv_path}", row {n}'
         if len(row) < 3 or len(row) != width:
-            problems.append(f'{where}: expected {max(width, 3)} columns (image_path, particle_path, score_1..'
-                            f'score_L); got {len(row)}.')
+            problems.append(
+                f'{where}: expected {max(width, 3)} columns (image_path, particle_path, score_1..'
+                f'score_L); got {len(row)}.'
+            )
             continue
         img, par = _resolve(row[0], csv_path.parent), _resolve(row[1], csv_path.parent)
         for kind, p in (('image', img), ('particle', par)):
@@ -154,8 +159,9 @@ def read_total_data(csv_path: str | os.PathLike) -> TotalData:
     names = [p.name.split('.')[0] for p in images]
     dupes = sorted({x for x in names if names.count(x) > 1})
     if dupes:
-        raise DataError(f'"{csv_path}": image names must be distinct (file name before the first dot); repeated: '
-                        f'{dupes[:10]}.')
+        raise DataError(
+            f'"{csv_path}": image names must be distinct (file name before the first dot); repeated: {dupes[:10]}.'
+        )
     score_arr = np.asarray(scores, dtype=np.float64)
     if not np.all(np.isfinite(score_arr)):
         raise DataError(f'"{csv_path}": scores contain NaN or infinite values.')
@@ -167,25 +173,34 @@ def read_total_data(csv_path: str | os.PathLike) -> TotalData:
 def _read_bases(path: Path, names: list[str]) -> list[str]:
     """The base subject of each row, from ``augmentation.json`` (entries with ``name`` and ``base``)."""
     if not path.is_file():
-        warnings.warn(f'"{path}" not found: every CSV row is treated as its own subject, so augmented copies of one '
-                      f'subject may fall on both sides of the train/validation split.', stacklevel=3)
+        warnings.warn(
+            f'"{path}" not found: every CSV row is treated as its own subject, so augmented copies of one '
+            f'subject may fall on both sides of the train/validation split.',
+            stacklevel=3,
+        )
         return list(names)
     info = read_json(path)
     entries = []
-    for value in (info.values() if isinstance(info, dict) else [info]):
-        if isinstance(value, list) and value and all(isinstance(e, dict) and 'name' in e and 'base' in e
-                                                     for e in value):
+    for value in info.values() if isinstance(info, dict) else [info]:
+        if (
+            isinstance(value, list)
+            and value
+            and all(isinstance(e, dict) and 'name' in e and 'base' in e for e in value)
+        ):
             entries += value
     lookup = {str(e['name']).split('.')[0]: str(e['base']) for e in entries}
     unknown = [x for x in names if x not in lookup]
     if unknown:
-        raise DataError(f'"{path}" has no entry (name, base) for {len(unknown)} CSV row(s), e.g. {unknown[:5]}; '
-                        f'it does not match TotalData.csv. Rerun the augmentation stage.')
+        raise DataError(
+            f'"{path}" has no entry (name, base) for {len(unknown)} CSV row(s), e.g. {unknown[:5]}; '
+            f'it does not match TotalData.csv. Rerun the augmentation stage.'
+        )
     return [lookup[x] for x in names]
 
 
-def split_by_subject(bases: Sequence[str], val_fraction: float = 0.2, *,
-                     random_state: int | np.random.Generator = 0) -> tuple[np.ndarray, np.ndarray]:
+def split_by_subject(
+    bases: Sequence[str], val_fraction: float = 0.2, *, random_state: int | np.random.Generator = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Split rows into train and validation so that each base subject is on one side only.
 
     Args:
@@ -203,8 +218,9 @@ def split_by_subject(bases: Sequence[str], val_fraction: float = 0.2, *,
     check_in_range(val_fraction, name='val_fraction', low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
     subjects = sorted(set(bases))
     if len(subjects) < 2:
-        raise DataError(f'the data hold {len(subjects)} subject(s) {subjects}; a train/validation split needs at '
-                        f'least 2.')
+        raise DataError(
+            f'the data hold {len(subjects)} subject(s) {subjects}; a train/validation split needs at least 2.'
+        )
     rng = np.random.default_rng(random_state)
     order = rng.permutation(len(subjects))
     n_val = int(min(max(round(val_fraction * len(subjects)), 1), len(subjects) - 1))
@@ -245,24 +261,38 @@ def downsample_image(image, factor: float | Sequence[float], *, name: str = 'ima
     new_size = np.maximum(1, np.round(size * factors.astype(float))).astype(int)
     if np.any(new_size < MIN_SIZE):
         how = f' after downsampling by {factor}' if np.any(factors.astype(float) < 1) else ''
-        raise DataError(f'{name} would be {tuple(int(s) for s in new_size)} voxels (x, y, z){how}; the network needs '
-                        f'at least {MIN_SIZE} per axis. Use a larger down_factor or a finer grooming spacing.')
+        raise DataError(
+            f'{name} would be {tuple(int(s) for s in new_size)} voxels (x, y, z){how}; the network needs '
+            f'at least {MIN_SIZE} per axis. Use a larger down_factor or a finer grooming spacing.'
+        )
     img = sitk.Cast(image, sitk.sitkFloat32)
     if np.all(new_size == size):
         return img
     spacing = np.array(image.GetSpacing())
     new_spacing = spacing * size / new_size
-    sigma = 0.5 * np.sqrt(np.maximum(new_spacing ** 2 - spacing ** 2, 0.0))
-    img = sitk.DiscreteGaussian(img, (sigma ** 2).tolist(), 32, 0.01, True)
+    sigma = 0.5 * np.sqrt(np.maximum(new_spacing**2 - spacing**2, 0.0))
+    img = sitk.DiscreteGaussian(img, (sigma**2).tolist(), 32, 0.01, True)
     direction = np.array(image.GetDirection()).reshape(3, 3)
     origin = np.array(image.GetOrigin()) + direction @ ((new_spacing - spacing) / 2)
-    return sitk.Resample(img, [int(s) for s in new_size], sitk.Transform(), sitk.sitkLinear, origin.tolist(),
-                         new_spacing.tolist(), image.GetDirection(), 0.0, sitk.sitkFloat32)
+    return sitk.Resample(
+        img,
+        [int(s) for s in new_size],
+        sitk.Transform(),
+        sitk.sitkLinear,
+        origin.tolist(),
+        new_spacing.tolist(),
+        image.GetDirection(),
+        0.0,
+        sitk.sitkFloat32,
+    )
 
 
 def _grid(image) -> dict[str, list[float]]:
-    return {'spacing': list(image.GetSpacing()), 'origin': list(image.GetOrigin()),
-            'direction': list(image.GetDirection())}
+    return {
+        'spacing': list(image.GetSpacing()),
+        'origin': list(image.GetOrigin()),
+        'direction': list(image.GetDirection()),
+    }
 
 
 def _load_image(path: Path, factor: float, down_dir: Path | None, *, name: str):
@@ -274,14 +304,16 @@ def _load_image(path: Path, factor: float, down_dir: Path | None, *, name: str):
         if cached.is_file() and cached.stat().st_mtime_ns >= path.stat().st_mtime_ns:
             return sitk.ReadImage(str(cached))
         from .io import write_image
+
         img = downsample_image(read_image(path, name=name), factor, name=f'{name} "{path}"')
         write_image(cached, img)
         return img
     return downsample_image(read_image(path, name=name), factor, name=f'{name} "{path}"')
 
 
-def _images_in_order(paths: Sequence[Path], factor: float, down_dir: Path | None, *,
-                     workers: int | None = None) -> Iterator[Any]:
+def _images_in_order(
+    paths: Sequence[Path], factor: float, down_dir: Path | None, *, workers: int | None = None
+) -> Iterator[Any]:
     """Yield the images of ``paths`` in order, read ahead by a few threads (SimpleITK reads without the GIL).
 
     At most ``2 * workers`` images are in memory at once.
@@ -296,8 +328,9 @@ def _images_in_order(paths: Sequence[Path], factor: float, down_dir: Path | None
 
     todo = iter(paths)
     with ThreadPoolExecutor(workers) as pool:
-        pending = deque(pool.submit(_load_image, p, factor, down_dir, name='image')
-                        for p in itertools.islice(todo, 2 * workers))
+        pending = deque(
+            pool.submit(_load_image, p, factor, down_dir, name='image') for p in itertools.islice(todo, 2 * workers)
+        )
         while pending:
             image = pending.popleft().result()
             nxt = next(todo, None)
@@ -306,18 +339,28 @@ def _images_in_order(paths: Sequence[Path], factor: float, down_dir: Path | None
             yield image
 
 
-def _convert(paths: Sequence[Path], out: Path, *, factor: float, down_dir: Path | None,
-             desc: str, expect: tuple[int, ...] | None = None) -> tuple[dict[str, Any], float, float, int]:
+def _convert(
+    paths: Sequence[Path],
+    out: Path,
+    *,
+    factor: float,
+    down_dir: Path | None,
+    desc: str,
+    expect: tuple[int, ...] | None = None,
+) -> tuple[dict[str, Any], float, float, int]:
     """Write the images into one (S, D, H, W) float32 ``.npy``; return grid, mean, M2, count."""
     from tqdm.auto import tqdm
 
     first = _load_image(paths[0], factor, down_dir, name='image')
     import SimpleITK as sitk
+
     shape = sitk.GetArrayViewFromImage(first).shape
     if expect is not None and tuple(shape) != tuple(expect):
-        raise DataError(f'"{paths[0]}" gives an array of shape {tuple(shape)} (z, y, x) after downsampling by '
-                        f'{factor:g}; the training images have {tuple(expect)}. Test images must be groomed onto '
-                        f'the same reference grid and use the same down_factor.')
+        raise DataError(
+            f'"{paths[0]}" gives an array of shape {tuple(shape)} (z, y, x) after downsampling by '
+            f'{factor:g}; the training images have {tuple(expect)}. Test images must be groomed onto '
+            f'the same reference grid and use the same down_factor.'
+        )
     ref_size = read_image(paths[0]).GetSize() if factor < 1 else first.GetSize()
     header = np.lib.format.open_memmap(out, mode='w+', dtype=np.float32, shape=(len(paths), *shape))
     offset = int(header.offset)
@@ -330,14 +373,16 @@ def _convert(paths: Sequence[Path], out: Path, *, factor: float, down_dir: Path 
             vol = sitk.GetArrayViewFromImage(img)
             if vol.shape != shape:
                 size = read_image(path).GetSize() if factor < 1 else img.GetSize()
-                raise DataError(f'"{path}" has size {size} (x, y, z) but "{paths[0]}" has {ref_size}; all images '
-                                f'of one set must share one grid (groom them onto the reference image first).')
+                raise DataError(
+                    f'"{path}" has size {size} (x, y, z) but "{paths[0]}" has {ref_size}; all images '
+                    f'of one set must share one grid (groom them onto the reference image first).'
+                )
             v = np.ascontiguousarray(vol, dtype=np.float32)
             f.write(v.tobytes())
             n, m = v.size, float(v.mean(dtype=np.float64))
             s2 = float(((v - m) ** 2).sum(dtype=np.float64))
             delta, tot = m - mean, count + n
-            mean, m2, count = mean + delta * n / tot, m2 + s2 + delta ** 2 * count * n / tot, tot
+            mean, m2, count = mean + delta * n / tot, m2 + s2 + delta**2 * count * n / tot, tot
     return _grid(first), mean, m2, count
 
 
@@ -364,7 +409,7 @@ class _NpyRows:
 
     def __getitem__(self, i: int) -> np.ndarray:
         if self._fh is None or self._pid != os.getpid():  # one handle per (worker) process
-            self._fh, self._pid = open(self.path, 'rb'), os.getpid()  # noqa: SIM115
+            self._fh, self._pid = open(self.path, 'rb'), os.getpid()  # noqa: SIM115 - kept open for the next reads
         out = np.empty(self.row_shape, dtype=self.dtype)
         self._fh.seek(self.offset + int(i) * self.row_bytes)
         if self._fh.readinto(memoryview(out).cast('B')) != self.row_bytes:
@@ -404,8 +449,10 @@ class DeepSSMDataset(Dataset):
             self.scores = np.load(folder / f'{prefix}_scores.npy')
             self.particle_file = _NpyRows(folder / f'{prefix}_particles.npy')
         if len(self.names) != len(self.image_file):
-            raise DataError(f'"{folder}": {len(self.names)} names but {len(self.image_file)} images in {prefix}; '
-                            f'delete loaders.json to rebuild.')
+            raise DataError(
+                f'"{folder}": {len(self.names)} names but {len(self.image_file)} images in {prefix}; '
+                f'delete loaders.json to rebuild.'
+            )
 
     def __len__(self) -> int:
         return len(self.names)
@@ -417,8 +464,9 @@ class DeepSSMDataset(Dataset):
         image /= np.float32(norm['image_std'])
         item = {'image': torch.from_numpy(image[None]), 'name': self.names[i]}
         if self.has_targets:
-            scores = (self.scores[i] - np.asarray(norm['score_mean'], np.float32)) / np.asarray(norm['score_std'],
-                                                                                                np.float32)
+            scores = (self.scores[i] - np.asarray(norm['score_mean'], np.float32)) / np.asarray(
+                norm['score_std'], np.float32
+            )
             item['scores'] = torch.from_numpy(scores.astype(np.float32))
             item['particles'] = torch.from_numpy(self.particle_file[i])
         return item
@@ -441,7 +489,7 @@ def _stamp(path: Path) -> list | None:
 
 def _seed(random_state: int | np.random.Generator) -> int:
     if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(2 ** 31 - 1))
+        return int(random_state.integers(2**31 - 1))
     return int(check_in_range(random_state, name='random_state', low=0, integer=True))
 
 
@@ -461,9 +509,11 @@ def load_normalization(loader_dir: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(loader_dir) / 'normalization.json'
     if not path.is_file():
-        raise FileNotFoundError(f'Normalization file not found: "{path}". Build the training loaders first '
-                                f'(get_train_val_loaders or build_loaders) so images are whitened with training '
-                                f'statistics.')
+        raise FileNotFoundError(
+            f'Normalization file not found: "{path}". Build the training loaders first '
+            f'(get_train_val_loaders or build_loaders) so images are whitened with training '
+            f'statistics.'
+        )
     return read_json(path)
 
 
@@ -471,19 +521,32 @@ def _make_loaders(loader_dir: Path, batch_size: int, seed: int, num_workers: int
     norm = load_normalization(loader_dir)
     generator = torch.Generator().manual_seed(seed)
     kw = {'num_workers': num_workers, 'persistent_workers': num_workers > 0, 'pin_memory': torch.cuda.is_available()}
-    train = DataLoader(DeepSSMDataset(loader_dir, 'train', norm), batch_size=batch_size, shuffle=True,
-                       generator=generator, **kw)
+    train = DataLoader(
+        DeepSSMDataset(loader_dir, 'train', norm), batch_size=batch_size, shuffle=True, generator=generator, **kw
+    )
     # The validation loader draws its worker seed from a generator of its own, not from the global torch stream:
     # persistent workers draw it once, a loader without workers at every evaluation, and dropout must not notice.
-    val = DataLoader(DeepSSMDataset(loader_dir, 'val', norm), batch_size=batch_size, shuffle=False,
-                     generator=torch.Generator().manual_seed(seed), **kw)
+    val = DataLoader(
+        DeepSSMDataset(loader_dir, 'val', norm),
+        batch_size=batch_size,
+        shuffle=False,
+        generator=torch.Generator().manual_seed(seed),
+        **kw,
+    )
     return train, val
 
 
-def get_train_val_loaders(loader_dir: str | os.PathLike, data_aug_csv: str | os.PathLike, batch_size: int = 8,
-                          down_factor: float = 1.0, down_dir: str | os.PathLike | None = None, *,
-                          val_fraction: float = 0.2, random_state: int | np.random.Generator = 0,
-                          num_workers: int = 0) -> tuple[DataLoader, DataLoader]:
+def get_train_val_loaders(
+    loader_dir: str | os.PathLike,
+    data_aug_csv: str | os.PathLike,
+    batch_size: int = 8,
+    down_factor: float = 1.0,
+    down_dir: str | os.PathLike | None = None,
+    *,
+    val_fraction: float = 0.2,
+    random_state: int | np.random.Generator = 0,
+    num_workers: int = 0,
+) -> tuple[DataLoader, DataLoader]:
     """Split the augmented data by subject and build the train and validation loaders.
 
     Every row of ``TotalData.csv`` belongs to a base subject (read from
@@ -521,12 +584,19 @@ def get_train_val_loaders(loader_dir: str | os.PathLike, data_aug_csv: str | os.
     csv = Path(data_aug_csv)
     if not csv.is_file():
         raise FileNotFoundError(f'Augmented data CSV not found: "{csv}". Run the augmentation stage first.')
-    stamp = {'version': _VERSION, 'csv': _stamp(csv), 'augmentation_json': _stamp(csv.parent / 'augmentation.json'),
-             'down_factor': float(down_factor), 'val_fraction': float(val_fraction), 'seed': seed}
+    stamp = {
+        'version': _VERSION,
+        'csv': _stamp(csv),
+        'augmentation_json': _stamp(csv.parent / 'augmentation.json'),
+        'down_factor': float(down_factor),
+        'val_fraction': float(val_fraction),
+        'seed': seed,
+    }
     old = read_json(loader_dir / 'loaders.json') if (loader_dir / 'loaders.json').is_file() else {}
     if not (old and all(old.get(k) == v for k, v in stamp.items())):
-        _build_train_val(loader_dir, read_total_data(csv), stamp, down_factor,
-                         Path(down_dir) if down_dir is not None else None)
+        _build_train_val(
+            loader_dir, read_total_data(csv), stamp, down_factor, Path(down_dir) if down_dir is not None else None
+        )
     return _make_loaders(loader_dir, batch_size, seed, num_workers)
 
 
@@ -538,38 +608,64 @@ def _build_train_val(loader_dir: Path, data: TotalData, stamp: dict, factor: flo
         stats = {}
         for prefix, idx in (('train', train_idx), ('val', val_idx)):
             paths = [data.images[i] for i in idx]
-            grid, mean, m2, count = _convert(paths, tmp / f'{prefix}_images.npy', factor=factor, down_dir=down_dir,
-                                             desc=f'{prefix} images',
-                                             expect=stats['shape'] if stats else None)
+            grid, mean, m2, count = _convert(
+                paths,
+                tmp / f'{prefix}_images.npy',
+                factor=factor,
+                down_dir=down_dir,
+                desc=f'{prefix} images',
+                expect=stats['shape'] if stats else None,
+            )
             if not stats:
-                stats = {'grid': grid, 'mean': mean, 'std': float(np.sqrt(m2 / count)),
-                         'shape': np.load(tmp / 'train_images.npy', mmap_mode='r').shape[1:]}
+                stats = {
+                    'grid': grid,
+                    'mean': mean,
+                    'std': float(np.sqrt(m2 / count)),
+                    'shape': np.load(tmp / 'train_images.npy', mmap_mode='r').shape[1:],
+                }
             np.save(tmp / f'{prefix}_scores.npy', data.scores[idx].astype(np.float32))
             np.save(tmp / f'{prefix}_particles.npy', data.load_particles(idx).astype(np.float32))
             (tmp / f'{prefix}_names.txt').write_text(''.join(f'{data.names[i]}\n' for i in idx))
         scores = data.scores[train_idx]
         score_std = scores.std(axis=0)
-        norm = {'image_mean': stats['mean'], 'image_std': stats['std'] if stats['std'] > 1e-12 else 1.0,
-                'score_mean': scores.mean(axis=0).tolist(),
-                'score_std': np.where(score_std > 1e-12, score_std, 1.0).tolist(),
-                'image_shape': [int(s) for s in stats['shape']], 'down_factor': stamp['down_factor'],
-                'grid': stats['grid'], 'num_latent': int(scores.shape[1]),
-                'num_correspondences': int(data.num_particles), 'num_train': len(train_idx), 'num_val': len(val_idx)}
+        norm = {
+            'image_mean': stats['mean'],
+            'image_std': stats['std'] if stats['std'] > 1e-12 else 1.0,
+            'score_mean': scores.mean(axis=0).tolist(),
+            'score_std': np.where(score_std > 1e-12, score_std, 1.0).tolist(),
+            'image_shape': [int(s) for s in stats['shape']],
+            'down_factor': stamp['down_factor'],
+            'grid': stats['grid'],
+            'num_latent': int(scores.shape[1]),
+            'num_correspondences': int(data.num_particles),
+            'num_train': len(train_idx),
+            'num_val': len(val_idx),
+        }
         write_json(tmp / 'normalization.json', norm)
         bases = np.asarray(data.bases)
         subjects, counts = np.unique(bases, return_counts=True)
-        stamp = {**stamp, 'train_subjects': sorted(set(bases[train_idx])), 'val_subjects': sorted(set(bases[val_idx])),
-                 'num_train': len(train_idx), 'num_val': len(val_idx),
-                 'rows_per_subject': {str(k): int(v) for k, v in zip(subjects, counts)}}
+        stamp = {
+            **stamp,
+            'train_subjects': sorted(set(bases[train_idx])),
+            'val_subjects': sorted(set(bases[val_idx])),
+            'num_train': len(train_idx),
+            'num_val': len(val_idx),
+            'rows_per_subject': {str(k): int(v) for k, v in zip(subjects, counts)},
+        }
         _install(tmp, loader_dir, 'loaders.json', stamp)
         (loader_dir / 'test_loader.json').unlink(missing_ok=True)  # test arrays depend on the training grid
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def get_test_loader(loader_dir: str | os.PathLike, test_img_list: Sequence[str | os.PathLike],
-                    down_factor: float = 1.0, down_dir: str | os.PathLike | None = None, *,
-                    normalization: dict[str, Any] | None = None) -> DataLoader:
+def get_test_loader(
+    loader_dir: str | os.PathLike,
+    test_img_list: Sequence[str | os.PathLike],
+    down_factor: float = 1.0,
+    down_dir: str | os.PathLike | None = None,
+    *,
+    normalization: dict[str, Any] | None = None,
+) -> DataLoader:
     """A loader over new images (batch 1, in the given order), whitened with training statistics.
 
     Args:
@@ -594,8 +690,10 @@ def get_test_loader(loader_dir: str | os.PathLike, test_img_list: Sequence[str |
     norm = normalization if normalization is not None else load_normalization(loader_dir)
     check_in_range(down_factor, name='down_factor', low=0.0, high=1.0, low_inclusive=False)
     if abs(float(norm['down_factor']) - float(down_factor)) > 1e-12:
-        raise ConfigError(f'down_factor {down_factor:g} differs from the {norm["down_factor"]:g} used for the '
-                          f'training loaders in "{loader_dir}"; test images must be downsampled the same way.')
+        raise ConfigError(
+            f'down_factor {down_factor:g} differs from the {norm["down_factor"]:g} used for the '
+            f'training loaders in "{loader_dir}"; test images must be downsampled the same way.'
+        )
     paths = [Path(p) for p in test_img_list]
     if not paths:
         raise DataError('test_img_list is empty; expected at least one image file.')
@@ -606,16 +704,25 @@ def get_test_loader(loader_dir: str | os.PathLike, test_img_list: Sequence[str |
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise DataError(f'test images must have distinct names (file name before the first dot); repeated: {dupes}.')
-    stamp = {'version': _VERSION, 'images': [_stamp(p) for p in paths], 'down_factor': float(down_factor),
-             'image_shape': list(norm['image_shape'])}
+    stamp = {
+        'version': _VERSION,
+        'images': [_stamp(p) for p in paths],
+        'down_factor': float(down_factor),
+        'image_shape': list(norm['image_shape']),
+    }
     path = loader_dir / 'test_loader.json'
     if not (path.is_file() and read_json(path) == stamp and (loader_dir / 'test_images.npy').is_file()):
         loader_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix='.build-', dir=loader_dir))
         try:
-            _convert(paths, tmp / 'test_images.npy', factor=float(down_factor),
-                     down_dir=Path(down_dir) if down_dir is not None else None, desc='test images',
-                     expect=tuple(norm['image_shape']))
+            _convert(
+                paths,
+                tmp / 'test_images.npy',
+                factor=float(down_factor),
+                down_dir=Path(down_dir) if down_dir is not None else None,
+                desc='test images',
+                expect=tuple(norm['image_shape']),
+            )
             (tmp / 'test_names.txt').write_text(''.join(f'{n}\n' for n in names))
             _install(tmp, loader_dir, 'test_loader.json', stamp)
         finally:
@@ -642,8 +749,10 @@ def prepare_image(image, normalization: dict[str, Any], *, name: str = 'image') 
     img = downsample_image(image, float(normalization['down_factor']), name=name)
     arr = sitk.GetArrayFromImage(img).astype(np.float32)
     if list(arr.shape) != list(normalization['image_shape']):
-        raise DataError(f'{name} has shape {arr.shape} (z, y, x) after downsampling; the network expects '
-                        f'{tuple(normalization["image_shape"])}. Register it to the reference image first.')
+        raise DataError(
+            f'{name} has shape {arr.shape} (z, y, x) after downsampling; the network expects '
+            f'{tuple(normalization["image_shape"])}. Register it to the reference image first.'
+        )
     arr = (arr - np.float32(normalization['image_mean'])) / np.float32(normalization['image_std'])
     return torch.from_numpy(arr[None, None])
 
@@ -670,8 +779,14 @@ def build_loaders(cfg) -> Loaders:
     """
     paths = cfg.resolved_paths()
     train, val = get_train_val_loaders(
-        paths['loader_dir'], paths['aug_dir'] / 'TotalData.csv', cfg.loader.batch_size, cfg.loader.down_factor,
-        val_fraction=cfg.loader.val_fraction, random_state=cfg.seed, num_workers=cfg.loader.num_workers)
+        paths['loader_dir'],
+        paths['aug_dir'] / 'TotalData.csv',
+        cfg.loader.batch_size,
+        cfg.loader.down_factor,
+        val_fraction=cfg.loader.val_fraction,
+        random_state=cfg.seed,
+        num_workers=cfg.loader.num_workers,
+    )
     from .groom import load_groomed
 
     test_images = list(load_groomed(paths['groom_dir']).images('test'))
@@ -694,11 +809,19 @@ def _augmented(cfg, train: DataLoader, norm: dict[str, Any]) -> DataLoader:
         return train
     paths = cfg.resolved_paths()
     stamp = read_json(paths['loader_dir'] / 'loaders.json')
-    return build_training_loader(train.dataset, aug_dir=paths['aug_dir'], train_subjects=stamp['train_subjects'],
-                                 normalization=norm, batch_size=cfg.loader.batch_size, seed=stamp['seed'],
-                                 fresh_samples=a.fresh_samples, intensity=intensity,
-                                 pose_jitter_mm=a.pose_jitter_mm, pose_jitter_deg=a.pose_jitter_deg,
-                                 num_workers=cfg.loader.num_workers)
+    return build_training_loader(
+        train.dataset,
+        aug_dir=paths['aug_dir'],
+        train_subjects=stamp['train_subjects'],
+        normalization=norm,
+        batch_size=cfg.loader.batch_size,
+        seed=stamp['seed'],
+        fresh_samples=a.fresh_samples,
+        intensity=intensity,
+        pose_jitter_mm=a.pose_jitter_mm,
+        pose_jitter_deg=a.pose_jitter_deg,
+        num_workers=cfg.loader.num_workers,
+    )
 
 
 def load_train_val_loaders(cfg) -> tuple[DataLoader, DataLoader, dict[str, Any]]:
@@ -714,8 +837,14 @@ def load_train_val_loaders(cfg) -> tuple[DataLoader, DataLoader, dict[str, Any]]
         warnings.warn(f'"{csv}" is gone; reusing the arrays stored in "{loader_dir}".', stacklevel=2)
         train, val = _make_loaders(loader_dir, cfg.loader.batch_size, stamp['seed'], cfg.loader.num_workers)
     else:
-        train, val = get_train_val_loaders(loader_dir, csv, cfg.loader.batch_size, cfg.loader.down_factor,
-                                           val_fraction=cfg.loader.val_fraction, random_state=cfg.seed,
-                                           num_workers=cfg.loader.num_workers)
+        train, val = get_train_val_loaders(
+            loader_dir,
+            csv,
+            cfg.loader.batch_size,
+            cfg.loader.down_factor,
+            val_fraction=cfg.loader.val_fraction,
+            random_state=cfg.seed,
+            num_workers=cfg.loader.num_workers,
+        )
     norm = load_normalization(loader_dir)
     return _augmented(cfg, train, norm), val, norm

@@ -52,7 +52,7 @@ def focal_loss(pred: torch.Tensor, target: torch.Tensor, a: float = 1.32, c: flo
     check_in_range(c, name='c', low=0.0)
     err = torch.abs(pred - target)
     # l**2 / (1 + exp(a (c - l))) written with a sigmoid, which does not overflow for large a (c - l).
-    return torch.mean(err ** 2 * torch.sigmoid(a * (err - c)))
+    return torch.mean(err**2 * torch.sigmoid(a * (err - c)))
 
 
 def get_loss(name: str, *, a: float = 1.32, c: float = 10.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -96,5 +96,6 @@ def particle_rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def _check_same_shape(pred: torch.Tensor, target: torch.Tensor) -> None:
     if pred.shape != target.shape:
-        raise ValueError(f'pred and target must have the same shape; got {tuple(pred.shape)} '
-                         f'and {tuple(target.shape)}.')
+        raise ValueError(
+            f'pred and target must have the same shape; got {tuple(pred.shape)} and {tuple(target.shape)}.'
+        )

@@ -19,8 +19,14 @@ from .io import atomic_path
 __all__ = ['read_mesh', 'write_mesh']
 
 
-def write_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
-               point_data: dict[str, np.ndarray] | None = None, *, title: str = 'deepssm_nb mesh') -> Path:
+def write_mesh(
+    path: str | os.PathLike,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    point_data: dict[str, np.ndarray] | None = None,
+    *,
+    title: str = 'deepssm_nb mesh',
+) -> Path:
     """Write a triangle mesh as a binary legacy VTK POLYDATA file, atomically.
 
     Args:
@@ -42,8 +48,13 @@ def write_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
     if not np.all(np.isfinite(v)):
         raise DataError(f'vertices for "{path}" contain NaN or infinite values.')
     cells = np.hstack([np.full((len(f), 1), 3), f]).astype('>i4')
-    parts = [f'# vtk DataFile Version 3.0\n{title}\nBINARY\nDATASET POLYDATA\nPOINTS {len(v)} float\n'.encode(),
-             v.tobytes(), f'\nPOLYGONS {len(f)} {cells.size}\n'.encode(), cells.tobytes(), b'\n']
+    parts = [
+        f'# vtk DataFile Version 3.0\n{title}\nBINARY\nDATASET POLYDATA\nPOINTS {len(v)} float\n'.encode(),
+        v.tobytes(),
+        f'\nPOLYGONS {len(f)} {cells.size}\n'.encode(),
+        cells.tobytes(),
+        b'\n',
+    ]
     if point_data:
         parts.append(f'POINT_DATA {len(v)}\n'.encode())
         for name, values in point_data.items():
@@ -73,8 +84,12 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str
     if not path.is_file():
         raise FileNotFoundError(f'Mesh file not found: "{path}"')
     raw = path.read_bytes()
-    if path.suffix.lower() == '.vtk' and raw.startswith(b'# vtk DataFile') and b'\nBINARY\n' in raw[:200] \
-            and b'DATASET POLYDATA' in raw[:200]:
+    if (
+        path.suffix.lower() == '.vtk'
+        and raw.startswith(b'# vtk DataFile')
+        and b'\nBINARY\n' in raw[:200]
+        and b'DATASET POLYDATA' in raw[:200]
+    ):
         try:
             return _parse_binary_polydata(raw)
         except (ValueError, IndexError):
@@ -91,7 +106,7 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str
     if mesh.n_cells == 0:
         raise DataError(f'"{path}" holds no triangles.')
     faces = np.asarray(mesh.faces).reshape(-1, 4)[:, 1:].astype(np.int64)
-    data = {k: np.asarray(mesh.point_data[k]) for k in mesh.point_data.keys()}
+    data = {k: np.asarray(mesh.point_data[k]) for k in mesh.point_data}
     return np.asarray(mesh.points, dtype=float), faces, data
 
 
@@ -113,7 +128,7 @@ def _parse_binary_polydata(raw: bytes) -> tuple[np.ndarray, np.ndarray, dict[str
         pos = raw.find(b'SCALARS ', cursor)
         if pos < 0:
             break
-        name = raw[pos:raw.index(b'\n', pos)].split()[1].decode()
+        name = raw[pos : raw.index(b'\n', pos)].split()[1].decode()
         lut = raw.index(b'LOOKUP_TABLE', pos)
         start = raw.index(b'\n', lut) + 1
         data[name] = np.frombuffer(raw, dtype='>f4', count=n, offset=start).astype(float)

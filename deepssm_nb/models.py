@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -40,10 +41,10 @@ from torch import nn
 from ._validation import NotFittedError, look_up_option
 
 __all__ = [
+    'MODEL_KINDS',
     'ConvBackbone',
     'DeepSSMNet',
     'InputMask',
-    'MODEL_KINDS',
     'TLDeepSSMNet',
     'build_model',
     'init_pca_decoder',
@@ -91,8 +92,14 @@ class ConvBackbone(nn.Module):
         flatten_size: Inputs of the first fully connected layer.
     """
 
-    def __init__(self, in_shape: Sequence[int], channels: Sequence[int] = (12, 24, 48, 96, 192), *,
-                 padding: str = 'auto', dropout: float = 0.0):
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        channels: Sequence[int] = (12, 24, 48, 96, 192),
+        *,
+        padding: str = 'auto',
+        dropout: float = 0.0,
+    ):
         super().__init__()
         shape = _check_in_shape(in_shape)
         padding = look_up_option(padding, ('auto', 'valid', 'same'), name='padding')
@@ -105,8 +112,10 @@ class ConvBackbone(nn.Module):
         for axis, size in zip('DHW', shape):
             plan = None if padding == 'same' else _plan_axis(size, 'valid')
             if plan is None and padding == 'valid':
-                raise ValueError(f"in_shape {tuple(in_shape)}: axis {axis} has {size} voxels, too few for "
-                                 "padding='valid' (at least 60 are needed); use padding='auto' or 'same'.")
+                raise ValueError(
+                    f'in_shape {tuple(in_shape)}: axis {axis} has {size} voxels, too few for '
+                    "padding='valid' (at least 60 are needed); use padding='auto' or 'same'."
+                )
             plans.append(plan if plan is not None else _plan_axis(size, 'same'))
         pads = tuple(p[0] for p in plans)
         layers: dict[str, nn.Module] = {}
@@ -132,8 +141,9 @@ class ConvBackbone(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images: (B, 1, D, H, W)`` -> features ``(B, 96)`` (fully connected part in float32)."""
         if images.ndim != 5 or tuple(images.shape[1:]) != self.in_shape:
-            raise ValueError(f'images must have shape (B, {", ".join(map(str, self.in_shape))}); '
-                             f'got {tuple(images.shape)}.')
+            raise ValueError(
+                f'images must have shape (B, {", ".join(map(str, self.in_shape))}); got {tuple(images.shape)}.'
+            )
         x = self.features(images).flatten(1)
         with torch.autocast(images.device.type, enabled=False):
             return self.fc(x.float())
@@ -165,8 +175,9 @@ class InputMask(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images: (B, 1, D, H, W)`` -> ``(B, 1, d, h, w)``, masked."""
         if images.ndim != 5 or tuple(images.shape[1:]) != self.in_shape:
-            raise ValueError(f'images must have shape (B, {", ".join(map(str, self.in_shape))}); '
-                             f'got {tuple(images.shape)}.')
+            raise ValueError(
+                f'images must have shape (B, {", ".join(map(str, self.in_shape))}); got {tuple(images.shape)}.'
+            )
         (z0, z1), (y0, y1), (x0, x1) = self.box
         return images[:, :, z0:z1, y0:y1, x0:x1] * self.mask.to(images.dtype)
 
@@ -177,8 +188,10 @@ def _check_box(box: Sequence[Sequence[int]], shape: tuple[int, int, int]) -> tup
     except (TypeError, ValueError):
         raise ValueError(f'input_box must be 3 pairs (start, stop) of voxel indices; got {box!r}.') from None
     if len(out) != 3 or any(not 0 <= a < b <= n for (a, b), n in zip(out, shape)):
-        raise ValueError(f'input_box must be 3 pairs (start, stop) with 0 <= start < stop <= size for an input '
-                         f'of size {shape} (z, y, x); got {box!r}.')
+        raise ValueError(
+            f'input_box must be 3 pairs (start, stop) with 0 <= start < stop <= size for an input '
+            f'of size {shape} (z, y, x); got {box!r}.'
+        )
     return out
 
 
@@ -190,8 +203,10 @@ def input_box(mask: np.ndarray) -> list[list[int]]:
     """
     mask = np.asarray(mask)
     if mask.ndim != 3 or not mask.any():
-        raise ValueError(f'mask must be a 3D array with at least one nonzero voxel; got shape {mask.shape} '
-                         f'with {int(np.count_nonzero(mask))} nonzero.')
+        raise ValueError(
+            f'mask must be a 3D array with at least one nonzero voxel; got shape {mask.shape} '
+            f'with {int(np.count_nonzero(mask))} nonzero.'
+        )
     box = []
     for axis in range(3):
         hit = np.flatnonzero(mask.any(axis=tuple(j for j in range(3) if j != axis)))
@@ -216,7 +231,7 @@ def set_input_mask(net: nn.Module, mask: np.ndarray) -> nn.Module:
     (z0, z1), (y0, y1), (x0, x1) = im.box
     inside = mask[z0:z1, y0:y1, x0:x1]
     if np.count_nonzero(mask) != np.count_nonzero(inside):
-        raise ValueError(f'mask has nonzero voxels outside the network\'s input_box {im.box}.')
+        raise ValueError(f"mask has nonzero voxels outside the network's input_box {im.box}.")
     with torch.no_grad():
         im.mask.copy_(torch.from_numpy(np.ascontiguousarray(inside)))
     return net
@@ -280,13 +295,21 @@ class DeepSSMNet(nn.Module):
 
     kind = 'base'
 
-    def __init__(self, in_shape: Sequence[int], num_latent: int, num_correspondences: int,
-                 channels: Sequence[int] = (12, 24, 48, 96, 192), dropout: float = 0.0, padding: str = 'auto',
-                 input_box: Sequence[Sequence[int]] | None = None):
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        num_latent: int,
+        num_correspondences: int,
+        channels: Sequence[int] = (12, 24, 48, 96, 192),
+        dropout: float = 0.0,
+        padding: str = 'auto',
+        input_box: Sequence[Sequence[int]] | None = None,
+    ):
         super().__init__()
         _check_sizes(num_latent, num_correspondences)
-        self.model_kwargs = _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, padding,
-                                          input_box)
+        self.model_kwargs = _model_kwargs(
+            in_shape, num_latent, num_correspondences, channels, dropout, padding, input_box
+        )
         self.encoder = _ImageEncoder(in_shape, num_latent, channels, dropout, padding, input_box)
         self.decoder = _PCADecoder(num_latent, num_correspondences)
 
@@ -318,7 +341,7 @@ class _ImageEncoder(nn.Module):
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.PReLU())
@@ -345,13 +368,21 @@ class TLDeepSSMNet(nn.Module):
 
     kind = 'tl'
 
-    def __init__(self, in_shape: Sequence[int], num_latent: int, num_correspondences: int,
-                 channels: Sequence[int] = (12, 24, 48, 96, 192), dropout: float = 0.0, padding: str = 'auto',
-                 input_box: Sequence[Sequence[int]] | None = None):
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        num_latent: int,
+        num_correspondences: int,
+        channels: Sequence[int] = (12, 24, 48, 96, 192),
+        dropout: float = 0.0,
+        padding: str = 'auto',
+        input_box: Sequence[Sequence[int]] | None = None,
+    ):
         super().__init__()
         _check_sizes(num_latent, num_correspondences)
-        self.model_kwargs = _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, padding,
-                                          input_box)
+        self.model_kwargs = _model_kwargs(
+            in_shape, num_latent, num_correspondences, channels, dropout, padding, input_box
+        )
         m3 = 3 * num_correspondences
         self.image_encoder = _ImageEncoder(in_shape, num_latent, channels, dropout, padding, input_box)
         self.ae_encoder = _mlp([m3, 1024, 512, num_latent])
@@ -390,9 +421,14 @@ def _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, 
 
     ``input_box`` is only present when set, so the model files of networks without one are unchanged.
     """
-    kwargs = dict(in_shape=[1, *_check_in_shape(in_shape)], num_latent=int(num_latent),
-                  num_correspondences=int(num_correspondences), channels=[int(c) for c in channels],
-                  dropout=float(dropout), padding=padding)
+    kwargs = {
+        'in_shape': [1, *_check_in_shape(in_shape)],
+        'num_latent': int(num_latent),
+        'num_correspondences': int(num_correspondences),
+        'channels': [int(c) for c in channels],
+        'dropout': float(dropout),
+        'padding': padding,
+    }
     if input_box is not None:
         kwargs['input_box'] = [list(b) for b in _check_box(input_box, _check_in_shape(in_shape))]
     return kwargs
@@ -404,8 +440,9 @@ def _check_sizes(num_latent: int, num_correspondences: int) -> None:
             raise ValueError(f'{name} must be an integer >= 1; got {v!r}.')
 
 
-def init_pca_decoder(net: nn.Module, mean: np.ndarray, components: np.ndarray, score_mean: np.ndarray,
-                     score_std: np.ndarray) -> nn.Module:
+def init_pca_decoder(
+    net: nn.Module, mean: np.ndarray, components: np.ndarray, score_mean: np.ndarray, score_std: np.ndarray
+) -> nn.Module:
     """Load the PCA model into a network (in place) and return it.
 
     For :class:`DeepSSMNet` the decoder becomes ``particles = mean + (z * score_std
@@ -426,14 +463,18 @@ def init_pca_decoder(net: nn.Module, mean: np.ndarray, components: np.ndarray, s
     """
     kw = net.model_kwargs
     m, lat = kw['num_correspondences'], kw['num_latent']
-    arrays = {'mean': (np.asarray(mean, dtype=np.float64), (m, 3)),
-              'components': (np.asarray(components, dtype=np.float64), (lat, m, 3)),
-              'score_mean': (np.asarray(score_mean, dtype=np.float64).ravel(), (lat,)),
-              'score_std': (np.asarray(score_std, dtype=np.float64).ravel(), (lat,))}
+    arrays = {
+        'mean': (np.asarray(mean, dtype=np.float64), (m, 3)),
+        'components': (np.asarray(components, dtype=np.float64), (lat, m, 3)),
+        'score_mean': (np.asarray(score_mean, dtype=np.float64).ravel(), (lat,)),
+        'score_std': (np.asarray(score_std, dtype=np.float64).ravel(), (lat,)),
+    }
     for name, (arr, shape) in arrays.items():
         if arr.shape != shape or not np.all(np.isfinite(arr)):
-            raise ValueError(f'{name} must be a finite array of shape {shape} for this network '
-                             f'(num_latent={lat}, num_correspondences={m}); got shape {arr.shape}.')
+            raise ValueError(
+                f'{name} must be a finite array of shape {shape} for this network '
+                f'(num_latent={lat}, num_correspondences={m}); got shape {arr.shape}.'
+            )
     if np.any(arrays['score_std'][0] <= 0):
         raise ValueError(f'score_std must be > 0; got {arrays["score_std"][0]}.')
     t = {k: torch.as_tensor(a, dtype=torch.float32) for k, (a, _) in arrays.items()}
@@ -458,8 +499,10 @@ def check_initialized(net: nn.Module) -> None:
     """Raise NotFittedError if :func:`init_pca_decoder` was not called on ``net``."""
     flag = net.decoder.initialized if isinstance(net, DeepSSMNet) else getattr(net, 'initialized', None)
     if flag is not None and not bool(flag):
-        raise NotFittedError(f'This {type(net).__name__} has no PCA model yet. '
-                             'Call init_pca_decoder(net, mean, components, score_mean, score_std) first.')
+        raise NotFittedError(
+            f'This {type(net).__name__} has no PCA model yet. '
+            'Call init_pca_decoder(net, mean, components, score_mean, score_std) first.'
+        )
 
 
 def set_decoder_trainable(net: nn.Module, trainable: bool = True) -> nn.Module:
@@ -477,4 +520,4 @@ def build_model(kind: str, **model_kwargs: Any) -> nn.Module:
 
 
 # file access and inspection live in _model_tools; re-exported here
-from ._model_tools import load_model_file, load_trained_model, model_file, parameter_changes, summary  # noqa: E402
+from ._model_tools import load_model_file, load_trained_model, model_file, parameter_changes, summary

@@ -77,8 +77,7 @@ class ShapePCA:
             ConfigError: ``n_components`` or ``percent_variability`` out of range.
         """
         x = _check_shapes(particles, names)
-        check_in_range(self.percent_variability, name='percent_variability', low=0.0, high=1.0,
-                       low_inclusive=False)
+        check_in_range(self.percent_variability, name='percent_variability', low=0.0, high=1.0, low_inclusive=False)
         n, m, _ = x.shape
         flat = x.reshape(n, -1)
         mean = flat.mean(axis=0)
@@ -156,8 +155,10 @@ class ShapePCA:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, 'components_'):
-            raise NotFittedError('This ShapePCA instance is not fitted yet. Call `fit` with the training '
-                                 'particles (N, M, 3) before using it.')
+            raise NotFittedError(
+                'This ShapePCA instance is not fitted yet. Call `fit` with the training '
+                'particles (N, M, 3) before using it.'
+            )
 
     def __repr__(self) -> str:
         return f'ShapePCA(n_components={self.n_components!r}, percent_variability={self.percent_variability!r})'
@@ -208,11 +209,12 @@ class ShapePCA:
             raise DataError(f'"{folder}" holds {len(modes)} pcamode files but the scores have {num} columns.')
         modes = np.array(modes)
         if modes.shape[1] != mean.size:
-            raise DataError(f'"{folder}": the modes have {modes.shape[1] // 3} particles; mean.particles has '
-                            f'{len(mean)}.')
+            raise DataError(
+                f'"{folder}": the modes have {modes.shape[1] // 3} particles; mean.particles has {len(mean)}.'
+            )
         total = float(eig.sum())
         pca = cls(num, percent_variability=1.0)
-        pca._set(mean, modes, eig[:len(modes)], total, num, scores)
+        pca._set(mean, modes, eig[: len(modes)], total, num, scores)
         return pca
 
 

@@ -134,8 +134,13 @@ def key_figures(cfg: Config) -> dict[str, Any]:
         figures['calibrated_val_rmse_mm'] = round(record['val_rmse_mm_after'], 3)
     summary = _json(paths['analysis_dir'] / 'summary.json')
     if summary:
-        for key in ('mean_surface_distance_mm', 'hausdorff_mm', 'particle_rmse_mm', 'mean_shape_baseline_mm',
-                    'pca_floor_mm'):
+        for key in (
+            'mean_surface_distance_mm',
+            'hausdorff_mm',
+            'particle_rmse_mm',
+            'mean_shape_baseline_mm',
+            'pca_floor_mm',
+        ):
             if key in summary:
                 figures[key] = summary[key]
     return figures

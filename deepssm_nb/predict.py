@@ -36,9 +36,15 @@ def _apply(T: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict_loader(net: torch.nn.Module, loader, pred_dir: str | os.PathLike, *,
-                   transforms: Mapping[str, np.ndarray] | None = None, device: str | torch.device = 'cpu',
-                   verbose: bool = True) -> dict[str, dict[str, Any]]:
+def predict_loader(
+    net: torch.nn.Module,
+    loader,
+    pred_dir: str | os.PathLike,
+    *,
+    transforms: Mapping[str, np.ndarray] | None = None,
+    device: str | torch.device = 'cpu',
+    verbose: bool = True,
+) -> dict[str, dict[str, Any]]:
     """Run a network over a test loader and write the predicted particles.
 
     Args:
@@ -68,8 +74,11 @@ def predict_loader(net: torch.nn.Module, loader, pred_dir: str | os.PathLike, *,
         for name, world in zip(batch['name'], particles):
             if not np.all(np.isfinite(world)):
                 raise DataError(f'the network predicted NaN or infinite particles for "{name}".')
-            entry = {'world': write_particles(pred_dir / 'world_predictions' / f'{name}.particles', world),
-                     'local': None, 'seconds': seconds}
+            entry = {
+                'world': write_particles(pred_dir / 'world_predictions' / f'{name}.particles', world),
+                'local': None,
+                'seconds': seconds,
+            }
             if name in transforms:
                 local = _apply(np.linalg.inv(transforms[name]), world)
                 entry['local'] = write_particles(pred_dir / 'local_predictions' / f'{name}.particles', local)
@@ -85,8 +94,13 @@ def _load_net(cfg, *, fine_tuned: bool | None = None, device: str | torch.device
 
     if fine_tuned is None:
         fine_tuned = bool(cfg.deepssm.fine_tune.enabled)
-    return load_trained_model(cfg.resolved_paths()['model_dir'], use_best=cfg.deepssm.use_best_model,
-                              fine_tuned=fine_tuned, calibrated=cfg.deepssm.calibrate, device=device)
+    return load_trained_model(
+        cfg.resolved_paths()['model_dir'],
+        use_best=cfg.deepssm.use_best_model,
+        fine_tuned=fine_tuned,
+        calibrated=cfg.deepssm.calibrate,
+        device=device,
+    )
 
 
 def _normalization(net: torch.nn.Module, cfg) -> dict[str, Any]:
@@ -131,9 +145,12 @@ def test_deepssm(cfg, *, overwrite: bool = False, verbose: bool = True) -> list[
     device = _device(cfg)
     net = _load_net(cfg, device=device)
     model_path = Path(net.model_info['path'])
-    record = {'model': str(model_path), 'model_mtime_ns': model_path.stat().st_mtime_ns,
-              'calibration': net.model_info.get('calibration'),
-              'images': [[str(s.image), Path(s.image).stat().st_mtime_ns] for s in subjects]}
+    record = {
+        'model': str(model_path),
+        'model_mtime_ns': model_path.stat().st_mtime_ns,
+        'calibration': net.model_info.get('calibration'),
+        'images': [[str(s.image), Path(s.image).stat().st_mtime_ns] for s in subjects],
+    }
     info_path = pred_dir / 'predictions.json'
     local = [pred_dir / 'local_predictions' / f'{s.id}.particles' for s in subjects]
     if not overwrite and info_path.is_file() and all(p.is_file() for p in local):
@@ -143,10 +160,15 @@ def test_deepssm(cfg, *, overwrite: bool = False, verbose: bool = True) -> list[
                 print(f'Predictions up to date in "{pred_dir}" ({len(local)} test images).')
             return local
     norm = _normalization(net, cfg)
-    loader = get_test_loader(paths['loader_dir'], [s.image for s in subjects],
-                             float(norm.get('down_factor', cfg.loader.down_factor)), normalization=norm)
-    results = predict_loader(net, loader, pred_dir, transforms={s.id: s.transform for s in subjects},
-                             device=device, verbose=verbose)
+    loader = get_test_loader(
+        paths['loader_dir'],
+        [s.image for s in subjects],
+        float(norm.get('down_factor', cfg.loader.down_factor)),
+        normalization=norm,
+    )
+    results = predict_loader(
+        net, loader, pred_dir, transforms={s.id: s.transform for s in subjects}, device=device, verbose=verbose
+    )
     seconds = {name: r['seconds'] for name, r in results.items()}
     write_json(info_path, {**record, 'seconds': seconds, 'mean_seconds': float(np.mean(list(seconds.values())))})
     if verbose:
@@ -177,9 +199,17 @@ def _cached(key: tuple, make):
     return _CACHE[key]
 
 
-def predict_image(image_path: str | os.PathLike, cfg, *, out_dir: str | os.PathLike | None = None,
-                  net: torch.nn.Module | None = None, stages: tuple[str, ...] | str | None = 'fast',
-                  iterations: int | None = None, side: str | None = None, verbose: bool = True) -> np.ndarray:
+def predict_image(
+    image_path: str | os.PathLike,
+    cfg,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    net: torch.nn.Module | None = None,
+    stages: tuple[str, ...] | str | None = 'fast',
+    iterations: int | None = None,
+    side: str | None = None,
+    verbose: bool = True,
+) -> np.ndarray:
     """Predict the particles of one new image file, in that image's own frame.
 
     The image is registered to the groomed reference image (as the test images
@@ -225,9 +255,16 @@ def predict_image(image_path: str | os.PathLike, cfg, *, out_dir: str | os.PathL
         fine = bool(cfg.deepssm.fine_tune.enabled)
         mfile = model_file(paths['model_dir'], use_best=cfg.deepssm.use_best_model, fine_tuned=fine)
         calib = mfile.parent / 'calibration.json'
-        net = _cached(('net', str(mfile), mfile.stat().st_mtime_ns, bool(cfg.deepssm.calibrate),
-                       calib.stat().st_mtime_ns if calib.is_file() else None),
-                      lambda: _load_net(cfg, fine_tuned=fine, device=_device(cfg)))
+        net = _cached(
+            (
+                'net',
+                str(mfile),
+                mfile.stat().st_mtime_ns,
+                bool(cfg.deepssm.calibrate),
+                calib.stat().st_mtime_ns if calib.is_file() else None,
+            ),
+            lambda: _load_net(cfg, fine_tuned=fine, device=_device(cfg)),
+        )
     norm = _normalization(net, cfg)
     flip = _reflection(image_path, cfg, side)
     if flip is not None:
@@ -256,8 +293,7 @@ def predict_image(image_path: str | os.PathLike, cfg, *, out_dir: str | os.PathL
     if verbose:
         total = time.perf_counter() - t0
         mirrored = ', reflected to the reference side and back' if flip is not None else ''
-        print(f'{image_path.name}: {local.shape[0]} particles in {total:.2f} s (registration {t_reg:.2f} s'
-              f'{mirrored})')
+        print(f'{image_path.name}: {local.shape[0]} particles in {total:.2f} s (registration {t_reg:.2f} s{mirrored})')
     return local
 
 
@@ -269,18 +305,21 @@ def _reflection(image_path: Path, cfg, side: str | None) -> np.ndarray | None:
     info_path = Path(cfg.resolved_paths()['groom_dir']) / 'groom.json'
     stamp = info_path.stat().st_mtime_ns if info_path.is_file() else None
     ref_side = _cached(('groom', str(info_path), stamp), lambda: load_groomed(info_path.parent)).info.get(
-        'reference_side')
+        'reference_side'
+    )
     if ref_side is None and side is not None:
-        warnings.warn(f'predict_image: side={side!r} is ignored for "{image_path}": the training shapes were groomed '
-                      'without sides, so nothing says which side the model was trained on.', stacklevel=3)
+        warnings.warn(
+            f'predict_image: side={side!r} is ignored for "{image_path}": the training shapes were groomed '
+            'without sides, so nothing says which side the model was trained on.',
+            stacklevel=3,
+        )
     side = side or infer_side(image_path.name)
     if ref_side is None or side is None or side == ref_side:
         return None
     return image_x_reflection(image_path)
 
 
-def _register(image, cfg, *, name: str, stages: tuple[str, ...] | str | None = None,
-              iterations: int | None = None):
+def _register(image, cfg, *, name: str, stages: tuple[str, ...] | str | None = None, iterations: int | None = None):
     """Register ``image`` to the groomed reference as grooming did; return ``(registered, T)``.
 
     For speed the registration runs on a copy of the image smoothed and
@@ -297,12 +336,14 @@ def _register(image, cfg, *, name: str, stages: tuple[str, ...] | str | None = N
     info_path = Path(cfg.resolved_paths()['groom_dir']) / 'groom.json'
     stamp = info_path.stat().st_mtime_ns if info_path.is_file() else None
     groomed = _cached(('groom', str(info_path), stamp), lambda: load_groomed(info_path.parent))
-    reference = _cached(('ref', str(groomed.reference_image), stamp),
-                        lambda: sitk.ReadImage(str(groomed.reference_image)))
+    reference = _cached(
+        ('ref', str(groomed.reference_image), stamp), lambda: sitk.ReadImage(str(groomed.reference_image))
+    )
     mask = None
     if groomed.reference_mask:
-        mask = _cached(('mask', str(groomed.reference_mask), stamp),
-                       lambda: sitk.ReadImage(str(groomed.reference_mask)))
+        mask = _cached(
+            ('mask', str(groomed.reference_mask), stamp), lambda: sitk.ReadImage(str(groomed.reference_mask))
+        )
     factors = np.minimum(1.0, np.asarray(image.GetSpacing()) / np.asarray(reference.GetSpacing()))
     coarse = image
     if np.all(np.asarray(image.GetSize()) * factors >= 16) and np.any(factors < 0.9):
@@ -314,8 +355,9 @@ def _register(image, cfg, *, name: str, stages: tuple[str, ...] | str | None = N
     kwargs = {'stages': tuple(stages)} if stages else {}
     if iterations is None:
         iterations = int(info.get('registration_iterations', cfg.groom.registration_iterations))
-    _, T = register_image(coarse, reference, iterations=iterations, random_state=cfg.seed, name=name, mask=mask,
-                          **kwargs)
+    _, T = register_image(
+        coarse, reference, iterations=iterations, random_state=cfg.seed, name=name, mask=mask, **kwargs
+    )
     return resample_to_reference(image, reference, T), T
 
 
@@ -339,29 +381,43 @@ def prediction_errors(cfg) -> list[dict[str, Any]]:
         if s.split != 'test':
             continue
         true_world = read_particles(s.particles)
-        pred_world = read_particles(paths['pred_dir'] / 'world_predictions' / f'{s.id}.particles',
-                                    num_particles=true_world.shape[0])
-        pred_local = read_particles(paths['pred_dir'] / 'local_predictions' / f'{s.id}.particles',
-                                    num_particles=true_world.shape[0])
+        pred_world = read_particles(
+            paths['pred_dir'] / 'world_predictions' / f'{s.id}.particles', num_particles=true_world.shape[0]
+        )
+        pred_local = read_particles(
+            paths['pred_dir'] / 'local_predictions' / f'{s.id}.particles', num_particles=true_world.shape[0]
+        )
         true_local = _apply(np.linalg.inv(s.transform), true_world)
         d_local = np.linalg.norm(pred_local - true_local, axis=1)
         d_world = np.linalg.norm(pred_world - true_world, axis=1)
-        rows.append({'id': s.id, 'rmse_mm': float(np.sqrt(np.mean(d_local ** 2))),
-                     'rmse_world_mm': float(np.sqrt(np.mean(d_world ** 2))), 'max_mm': float(d_local.max()),
-                     'registration_error_mm': s.registration_error_mm})
+        rows.append(
+            {
+                'id': s.id,
+                'rmse_mm': float(np.sqrt(np.mean(d_local**2))),
+                'rmse_world_mm': float(np.sqrt(np.mean(d_world**2))),
+                'max_mm': float(d_local.max()),
+                'registration_error_mm': s.registration_error_mm,
+            }
+        )
     return rows
 
 
 def format_errors(rows: list[dict[str, Any]]) -> str:
     """A plain-text table of :func:`prediction_errors` rows, with a mean row."""
-    cols = [('id', 'subject'), ('rmse_mm', 'RMSE (mm)'), ('max_mm', 'max (mm)'),
-            ('rmse_world_mm', 'RMSE world (mm)'), ('registration_error_mm', 'registration (mm)')]
+    cols = [
+        ('id', 'subject'),
+        ('rmse_mm', 'RMSE (mm)'),
+        ('max_mm', 'max (mm)'),
+        ('rmse_world_mm', 'RMSE world (mm)'),
+        ('registration_error_mm', 'registration (mm)'),
+    ]
 
     def cell(v: Any) -> str:
         return '-' if v is None else (f'{v:.2f}' if isinstance(v, float) else str(v))
 
-    mean = {k: float(np.mean([r[k] for r in rows])) for k, _ in cols[1:] if rows and
-            all(r.get(k) is not None for r in rows)}
+    mean = {
+        k: float(np.mean([r[k] for r in rows])) for k, _ in cols[1:] if rows and all(r.get(k) is not None for r in rows)
+    }
     table = [[h for _, h in cols]] + [[cell(r.get(k)) for k, _ in cols] for r in rows]
     table.append(['mean'] + [cell(mean.get(k)) for k, _ in cols[1:]])
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]

@@ -101,8 +101,9 @@ def rigid_transform(source: np.ndarray, target: np.ndarray, *, scaling: bool = F
     return T
 
 
-def generalized_procrustes(shapes: np.ndarray, *, reference: int = 0, scaling: bool = False,
-                           iterations: int = 20, tol: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
+def generalized_procrustes(
+    shapes: np.ndarray, *, reference: int = 0, scaling: bool = False, iterations: int = 20, tol: float = 1e-9
+) -> tuple[np.ndarray, np.ndarray]:
     """Generalised Procrustes alignment of N shapes onto their own mean.
 
     Shapes are first aligned to ``shapes[reference]``; then, repeatedly, the
@@ -172,8 +173,9 @@ def matrix_from_sitk(transform) -> np.ndarray:
     return T
 
 
-def resample_to_reference(image, reference, T: np.ndarray, *, interpolator: str = 'linear',
-                          default_value: float | None = None):
+def resample_to_reference(
+    image, reference, T: np.ndarray, *, interpolator: str = 'linear', default_value: float | None = None
+):
     """Resample ``image`` onto the grid of ``reference`` through ``T``.
 
     Args:
@@ -228,8 +230,7 @@ def reference_grid(points: np.ndarray, *, spacing: float, padding: float):
     return grid
 
 
-def registration_error(T: np.ndarray, particles: np.ndarray, target: np.ndarray, *,
-                       scaling: bool = True) -> np.ndarray:
+def registration_error(T: np.ndarray, particles: np.ndarray, target: np.ndarray, *, scaling: bool = True) -> np.ndarray:
     """Per-particle error of an image registration, mm.
 
     The registered particles ``T @ particles`` are compared with the same
@@ -281,13 +282,22 @@ def surface_band(grid, points: np.ndarray, margin: float, *, dense: bool):
     return mask
 
 
-
 # --------------------------------------------------------------------------- image registration
 
 
-def register_image(moving, reference, *, iterations: int = 200, bbox: np.ndarray | None = None,
-                   mask=None, stages: tuple[str, ...] = STAGES, metric: str = 'mattes',
-                   random_state: int = 0, num_threads: int = 1, name: str = 'image'):
+def register_image(
+    moving,
+    reference,
+    *,
+    iterations: int = 200,
+    bbox: np.ndarray | None = None,
+    mask=None,
+    stages: tuple[str, ...] = STAGES,
+    metric: str = 'mattes',
+    random_state: int = 0,
+    num_threads: int = 1,
+    name: str = 'image',
+):
     """Register an image to the reference image; return it on the reference grid and ``T``.
 
     Stages run in the order given (default translation, rigid (Euler 3D),
@@ -346,22 +356,27 @@ def register_image(moving, reference, *, iterations: int = 200, bbox: np.ndarray
         if not isinstance(img, sitk.Image):
             raise DataError(f'{what} must be a SimpleITK image; got {type(img).__name__}.')
         if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-            raise DataError(f'{what} must be a 3D scalar image; got a {img.GetDimension()}D image with '
-                            f'{img.GetNumberOfComponentsPerPixel()} component(s) of size {img.GetSize()}.')
+            raise DataError(
+                f'{what} must be a 3D scalar image; got a {img.GetDimension()}D image with '
+                f'{img.GetNumberOfComponentsPerPixel()} component(s) of size {img.GetSize()}.'
+            )
         if min(img.GetSize()) < 4:
-            raise DataError(f'{what} is too small to register: size {img.GetSize()}; expected at least 4 voxels '
-                            'along every axis.')
+            raise DataError(
+                f'{what} is too small to register: size {img.GetSize()}; expected at least 4 voxels along every axis.'
+            )
         stats = sitk.MinimumMaximumImageFilter()
         stats.Execute(img)
         if stats.GetMinimum() == stats.GetMaximum():
-            raise DataError(f'{what} is constant (every voxel is {stats.GetMinimum():g}); there is nothing to '
-                            'register.')
+            raise DataError(
+                f'{what} is constant (every voxel is {stats.GetMinimum():g}); there is nothing to register.'
+            )
     seed = int(np.random.default_rng(random_state).integers(1, 2**31 - 1))
     fixed = _crop_to_box(sitk.Cast(reference, sitk.sitkFloat32), bbox)
     fixed_mask = None
     if mask is not None:
-        fixed_mask = sitk.Resample(sitk.Cast(mask != 0, sitk.sitkUInt8), fixed, sitk.Transform(),
-                                   sitk.sitkNearestNeighbor, 0)
+        fixed_mask = sitk.Resample(
+            sitk.Cast(mask != 0, sitk.sitkUInt8), fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0
+        )
     mov = _match_resolution(sitk.Cast(moving, sitk.sitkFloat32), float(min(fixed.GetSpacing())))
     center = np.asarray(fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in fixed.GetSize()]))
     mov_center = np.asarray(mov.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in mov.GetSize()]))
@@ -372,15 +387,15 @@ def register_image(moving, reference, *, iterations: int = 200, bbox: np.ndarray
     try:
         for stage in stages:
             tx = _stage_transform(stage, current, center)
-            current = _run_stage(fixed, mov, tx, fixed_mask, stage=stage, iterations=iterations, metric=metric,
-                                 seed=seed, name=name)
+            current = _run_stage(
+                fixed, mov, tx, fixed_mask, stage=stage, iterations=iterations, metric=metric, seed=seed, name=name
+            )
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     _check_result(fixed, fixed_mask, mov, current, name=name)
     T = np.linalg.inv(current)
     fill = float(sitk.GetArrayViewFromImage(moving).min())
-    registered = sitk.Resample(moving, reference, sitk_from_matrix(current), sitk.sitkLinear, fill,
-                               moving.GetPixelID())
+    registered = sitk.Resample(moving, reference, sitk_from_matrix(current), sitk.sitkLinear, fill, moving.GetPixelID())
     return registered, T
 
 
@@ -395,7 +410,7 @@ def _crop_to_box(image, bbox):
     hi = np.minimum(np.ceil(idx.max(axis=0)).astype(int), np.array(image.GetSize()) - 1)
     if np.any(hi - lo < 3):
         raise DataError(f'bbox {box.tolist()} overlaps the reference image by less than 4 voxels per axis.')
-    return image[int(lo[0]):int(hi[0]) + 1, int(lo[1]):int(hi[1]) + 1, int(lo[2]):int(hi[2]) + 1]
+    return image[int(lo[0]) : int(hi[0]) + 1, int(lo[1]) : int(hi[1]) + 1, int(lo[2]) : int(hi[2]) + 1]
 
 
 def _match_resolution(image, spacing: float):
@@ -415,9 +430,17 @@ def _match_resolution(image, spacing: float):
     smooth = sitk.SmoothingRecursiveGaussian(image, sigma.tolist())
     size = np.maximum(np.round(np.asarray(image.GetSize()) * old / new).astype(int), 1)
     origin = np.asarray(image.GetOrigin()) + np.asarray(image.GetDirection()).reshape(3, 3) @ ((new - old) / 2)
-    return sitk.Resample(smooth, [int(n) for n in size], sitk.Transform(), sitk.sitkLinear, origin.tolist(),
-                         new.tolist(), image.GetDirection(), float(sitk.GetArrayViewFromImage(image).min()),
-                         sitk.sitkFloat32)
+    return sitk.Resample(
+        smooth,
+        [int(n) for n in size],
+        sitk.Transform(),
+        sitk.sitkLinear,
+        origin.tolist(),
+        new.tolist(),
+        image.GetDirection(),
+        float(sitk.GetArrayViewFromImage(image).min()),
+        sitk.sitkFloat32,
+    )
 
 
 def _stage_transform(stage: str, current: np.ndarray, center: np.ndarray):
@@ -449,7 +472,8 @@ def _stage_transform(stage: str, current: np.ndarray, center: np.ndarray):
 
 def _levels(spacing: float) -> tuple[list[int], list[float]]:
     """Shrink factors (coarsest about 8 mm voxels) and smoothing sigmas (mm)."""
-    shrinks = sorted({max(1, int(round(8.0 / spacing))), max(1, int(round(4.0 / spacing))), 1}, reverse=True)
+    coarse, middle = int(round(8.0 / spacing)), int(round(4.0 / spacing))  # noqa: RUF046 - numpy < 2 rounds to a float
+    shrinks = sorted({max(1, coarse), max(1, middle), 1}, reverse=True)
     sigmas = [0.5 * f * spacing if f > 1 else 0.0 for f in shrinks]
     return shrinks, sigmas
 
@@ -472,9 +496,13 @@ def _run_stage(fixed, moving, tx, fixed_mask, *, stage, iterations, metric, seed
         reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
     step = {'translation': 4.0, 'rigid': 2.0, 'similarity': 1.0}[stage] * max(1.0, spacing / 2)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=step, minStep=1e-3 * spacing,
-                                                 numberOfIterations=int(iterations), relaxationFactor=0.6,
-                                                 gradientMagnitudeTolerance=1e-8)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=step,
+        minStep=1e-3 * spacing,
+        numberOfIterations=int(iterations),
+        relaxationFactor=0.6,
+        gradientMagnitudeTolerance=1e-8,
+    )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel(shrinks)
     reg.SetSmoothingSigmasPerLevel(sigmas)
@@ -485,13 +513,16 @@ def _run_stage(fixed, moving, tx, fixed_mask, *, stage, iterations, metric, seed
     except RuntimeError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = lines[-1] if lines else 'unknown error'
-        raise DataError(f'Registration of {name} to the reference image failed in the {stage} stage: {why} '
-                        '(do the image and the reference show the same anatomy, and do they overlap after '
-                        'centring?).') from None
+        raise DataError(
+            f'Registration of {name} to the reference image failed in the {stage} stage: {why} '
+            '(do the image and the reference show the same anatomy, and do they overlap after '
+            'centring?).'
+        ) from None
     value = reg.GetMetricValue()
     if not np.isfinite(value):
-        raise DataError(f'Registration of {name} to the reference image failed in the {stage} stage: the metric '
-                        f'became {value}.')
+        raise DataError(
+            f'Registration of {name} to the reference image failed in the {stage} stage: the metric became {value}.'
+        )
     return matrix_from_sitk(tx)
 
 
@@ -502,13 +533,17 @@ def _check_result(fixed, fixed_mask, moving, current: np.ndarray, *, name: str) 
     det = float(np.linalg.det(current[:3, :3]))
     scale = float(np.cbrt(abs(det))) if np.isfinite(det) else float('nan')
     if not (np.isfinite(scale) and 0.67 <= scale <= 1.5 and det > 0):
-        raise DataError(f'Registration of {name} to the reference image failed: the result scales the image by '
-                        f'{scale:.3g} (expected 0.67 to 1.5).')
+        raise DataError(
+            f'Registration of {name} to the reference image failed: the result scales the image by '
+            f'{scale:.3g} (expected 0.67 to 1.5).'
+        )
     ones = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
     ones.CopyInformation(moving)
     cover = sitk.GetArrayFromImage(sitk.Resample(ones, fixed, sitk_from_matrix(current), sitk.sitkNearestNeighbor, 0))
     region = (sitk.GetArrayViewFromImage(fixed_mask) > 0) if fixed_mask is not None else np.ones(cover.shape, bool)
     frac = float(cover[region].mean()) if region.any() else 0.0
     if frac < 0.5:
-        raise DataError(f'Registration of {name} to the reference image failed: only {100 * frac:.0f}% of the '
-                        'reference region falls inside the image after registration (expected at least 50%).')
+        raise DataError(
+            f'Registration of {name} to the reference image failed: only {100 * frac:.0f}% of the '
+            'reference region falls inside the image after registration (expected at least 50%).'
+        )

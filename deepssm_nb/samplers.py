@@ -36,10 +36,10 @@ import numpy as np
 from ._validation import DataError, check_array, check_in_range, look_up_option
 
 __all__ = [
+    'SAMPLERS',
     'GaussianSampler',
     'KDESampler',
     'MixtureSampler',
-    'SAMPLERS',
     'choose_mixture_components',
     'get_sampler',
     'kde_bandwidth',
@@ -193,8 +193,7 @@ class MixtureSampler(_Sampler):
         return z, mahalanobis_nearest(z, self.scores_, self.precision_)
 
     def params(self) -> dict:
-        return {'method': self.name, 'n_components': int(self.n_components_),
-                'weights': self.weights_.tolist()}
+        return {'method': self.name, 'n_components': int(self.n_components_), 'weights': self.weights_.tolist()}
 
 
 def kde_bandwidth(scores: np.ndarray, precision: np.ndarray | None = None) -> float:
@@ -253,8 +252,9 @@ def get_sampler(method: str = 'kde', *, mixture_num: int = 0, random_state: int 
     return MixtureSampler(mixture_num, random_state=random_state)
 
 
-def sample_scores(scores: np.ndarray, n: int, method: str = 'kde', *, mixture_num: int = 0,
-                  random_state=None) -> tuple[np.ndarray, np.ndarray]:
+def sample_scores(
+    scores: np.ndarray, n: int, method: str = 'kde', *, mixture_num: int = 0, random_state=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Fit a sampler on real ``scores`` (N, L) and draw ``n`` new score vectors.
 
     Example:
@@ -267,6 +267,6 @@ def sample_scores(scores: np.ndarray, n: int, method: str = 'kde', *, mixture_nu
         ``(scores (n, L), base_index (n,))``.
     """
     rng = np.random.default_rng(random_state)
-    fit_seed = int(rng.integers(2 ** 31 - 1))
+    fit_seed = int(rng.integers(2**31 - 1))
     sampler = get_sampler(method, mixture_num=mixture_num, random_state=fit_seed).fit(scores)
     return sampler.sample(n, random_state=rng)

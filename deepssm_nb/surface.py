@@ -60,8 +60,15 @@ STAT_KEYS = ('mean', 'rms', 'p95', 'hausdorff')
 # --------------------------------------------------------------------------- meshes from images
 
 
-def image_to_mesh(image: Any, *, iso_value: float | None = None, smooth_iterations: int = 50,
-                  pass_band: float = 0.05, max_volume_change: float = 0.01, largest: bool = True) -> pv.PolyData:
+def image_to_mesh(
+    image: Any,
+    *,
+    iso_value: float | None = None,
+    smooth_iterations: int = 50,
+    pass_band: float = 0.05,
+    max_volume_change: float = 0.01,
+    largest: bool = True,
+) -> pv.PolyData:
     """Extract the surface of a segmentation or distance transform.
 
     Args:
@@ -95,8 +102,10 @@ def image_to_mesh(image: Any, *, iso_value: float | None = None, smooth_iteratio
     if iso_value is None:
         iso_value = _default_iso_value(arr, image)
     if not (arr.min() < iso_value < arr.max()):
-        raise DataError(f'{source}: no surface at iso value {iso_value:g}; the image values span '
-                        f'[{arr.min():g}, {arr.max():g}]. Is the segmentation empty?')
+        raise DataError(
+            f'{source}: no surface at iso value {iso_value:g}; the image values span '
+            f'[{arr.min():g}, {arr.max():g}]. Is the segmentation empty?'
+        )
     # Contour on the voxel index grid, then map indices to physical points
     # exactly as SimpleITK does: p = origin + direction @ (spacing * index).
     grid = pv.ImageData(dimensions=arr.shape[::-1])
@@ -117,8 +126,11 @@ def image_to_mesh(image: Any, *, iso_value: float | None = None, smooth_iteratio
         smoothed = mesh.smooth_taubin(n_iter=smooth_iterations, pass_band=pass_band)
         change = abs(smoothed.volume - mesh.volume) / max(mesh.volume, 1e-12)
         if change > max_volume_change:
-            warnings.warn(f'{source}: Taubin smoothing changed the volume by {100 * change:.2f} % '
-                          f'(> {100 * max_volume_change:g} %); the unsmoothed surface is returned.', stacklevel=2)
+            warnings.warn(
+                f'{source}: Taubin smoothing changed the volume by {100 * change:.2f} % '
+                f'(> {100 * max_volume_change:g} %); the unsmoothed surface is returned.',
+                stacklevel=2,
+            )
         else:
             mesh = smoothed
     mesh = mesh.compute_normals(auto_orient_normals=True, split_vertices=False, cell_normals=False)
@@ -131,8 +143,10 @@ def _default_iso_value(arr: np.ndarray, image: Any) -> float:
         values = np.unique(arr)
         if values.size <= 2:
             return 0.5 * float(values[0] + values[-1]) if values.size == 2 else 0.5
-        raise DataError(f'an integer image with {values.size} labels ({values[:5].tolist()}...) is neither a binary '
-                        'segmentation nor a distance transform; pass iso_value= explicitly.')
+        raise DataError(
+            f'an integer image with {values.size} labels ({values[:5].tolist()}...) is neither a binary '
+            'segmentation nor a distance transform; pass iso_value= explicitly.'
+        )
     return 0.0
 
 
@@ -219,8 +233,9 @@ def warp_mesh(mesh: pv.PolyData, source_points: np.ndarray, target_points: np.nd
 # --------------------------------------------------------------------------- distances
 
 
-def surface_distance(source: pv.PolyData, target: pv.PolyData, *, signed: bool = False,
-                     name: str = 'distance') -> pv.PolyData:
+def surface_distance(
+    source: pv.PolyData, target: pv.PolyData, *, signed: bool = False, name: str = 'distance'
+) -> pv.PolyData:
     """Distance from each vertex of ``source`` to the surface ``target``.
 
     The distance is to the closest point on ``target``'s triangles (edges and
@@ -261,12 +276,17 @@ def distance_stats(distances: np.ndarray) -> dict[str, float]:
     d = np.abs(check_array(distances, name='distances', ndim=1))
     if d.size == 0:
         raise DataError('distances is empty; expected one value per vertex.')
-    return {'mean': float(d.mean()), 'rms': float(np.sqrt(np.mean(d ** 2))),
-            'p95': float(np.percentile(d, 95)), 'hausdorff': float(d.max())}
+    return {
+        'mean': float(d.mean()),
+        'rms': float(np.sqrt(np.mean(d**2))),
+        'p95': float(np.percentile(d, 95)),
+        'hausdorff': float(d.max()),
+    }
 
 
-def symmetric_surface_distance(a: pv.PolyData, b: pv.PolyData, *,
-                               name: str = 'distance') -> tuple[pv.PolyData, pv.PolyData, dict[str, dict[str, float]]]:
+def symmetric_surface_distance(
+    a: pv.PolyData, b: pv.PolyData, *, name: str = 'distance'
+) -> tuple[pv.PolyData, pv.PolyData, dict[str, dict[str, float]]]:
     """Distances in both directions between two surfaces.
 
     Args:
@@ -284,14 +304,18 @@ def symmetric_surface_distance(a: pv.PolyData, b: pv.PolyData, *,
     a_d = surface_distance(a, b, name=name)
     b_d = surface_distance(b, a, name=name)
     ab, ba = distance_stats(a_d[name]), distance_stats(b_d[name])
-    sym = {'mean': 0.5 * (ab['mean'] + ba['mean']),
-           'rms': float(np.sqrt(0.5 * (ab['rms'] ** 2 + ba['rms'] ** 2))),
-           'p95': max(ab['p95'], ba['p95']), 'hausdorff': max(ab['hausdorff'], ba['hausdorff'])}
+    sym = {
+        'mean': 0.5 * (ab['mean'] + ba['mean']),
+        'rms': float(np.sqrt(0.5 * (ab['rms'] ** 2 + ba['rms'] ** 2))),
+        'p95': max(ab['p95'], ba['p95']),
+        'hausdorff': max(ab['hausdorff'], ba['hausdorff']),
+    }
     return a_d, b_d, {'a_to_b': ab, 'b_to_a': ba, 'symmetric': sym}
 
 
-def particle_error_map(mesh: pv.PolyData, particles: np.ndarray, errors: np.ndarray, *, k: int = 8,
-                       name: str = 'particle_error') -> pv.PolyData:
+def particle_error_map(
+    mesh: pv.PolyData, particles: np.ndarray, errors: np.ndarray, *, k: int = 8, name: str = 'particle_error'
+) -> pv.PolyData:
     """Spread per-particle errors onto a mesh's vertices (inverse-distance weights).
 
     Args:

@@ -76,8 +76,15 @@ def _read(path: Path, what: str) -> tuple[np.ndarray, ImageGrid, np.dtype]:
     return view.astype(np.float32), ImageGrid.from_image(image), view.dtype
 
 
-def base_scan(subject_id: str, particles: np.ndarray, reference: ImageGrid, *, groomed_image: str | Path | None = None,
-              source: str | Path | None = None, to_world: np.ndarray | None = None) -> BaseScan:
+def base_scan(
+    subject_id: str,
+    particles: np.ndarray,
+    reference: ImageGrid,
+    *,
+    groomed_image: str | Path | None = None,
+    source: str | Path | None = None,
+    to_world: np.ndarray | None = None,
+) -> BaseScan:
     """One warp source: the subject's original scan (``source`` and ``to_world``) or its groomed image.
 
     Args:
@@ -101,11 +108,19 @@ def base_scan(subject_id: str, particles: np.ndarray, reference: ImageGrid, *, g
     return BaseScan(subject_id, array, grid, to_world, np.asarray(particles, float), float(array.min()), dtype)
 
 
-def _crop(array: np.ndarray, grid: ImageGrid, to_world: np.ndarray, reference: ImageGrid) -> tuple[np.ndarray,
-                                                                                                      ImageGrid]:
+def _crop(
+    array: np.ndarray, grid: ImageGrid, to_world: np.ndarray, reference: ImageGrid
+) -> tuple[np.ndarray, ImageGrid]:
     """The part of ``array`` that the reference grid (plus a margin) can map onto."""
-    corners = np.array([[z, y, x] for z in (0, reference.shape[0] - 1) for y in (0, reference.shape[1] - 1)
-                        for x in (0, reference.shape[2] - 1)], float)
+    corners = np.array(
+        [
+            [z, y, x]
+            for z in (0, reference.shape[0] - 1)
+            for y in (0, reference.shape[1] - 1)
+            for x in (0, reference.shape[2] - 1)
+        ],
+        float,
+    )
     world = reference.index_to_physical(corners)
     lo_w, hi_w = world.min(0) - _CROP_MARGIN_MM, world.max(0) + _CROP_MARGIN_MM
     box = np.array([[a, b, c] for a in (lo_w[0], hi_w[0]) for b in (lo_w[1], hi_w[1]) for c in (lo_w[2], hi_w[2])])
@@ -115,13 +130,14 @@ def _crop(array: np.ndarray, grid: ImageGrid, to_world: np.ndarray, reference: I
     hi = np.minimum(np.ceil(index.max(0)).astype(int) + 2, array.shape)
     if np.any(hi <= lo):
         raise DataError('the reference grid does not overlap the base scan at all; check its grooming transform.')
-    crop = np.ascontiguousarray(array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    crop = np.ascontiguousarray(array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
     origin = grid.index_to_physical(lo.astype(float))
     return crop, ImageGrid(tuple(int(s) for s in crop.shape), origin, grid.spacing, grid.direction)
 
 
-def random_pose(rng: np.random.Generator, *, translation_mm: float, rotation_deg: float,
-                center: np.ndarray) -> np.ndarray:
+def random_pose(
+    rng: np.random.Generator, *, translation_mm: float, rotation_deg: float, center: np.ndarray
+) -> np.ndarray:
     """A random rigid map: rotation about ``center`` (random axis, angle ~ N(0, rotation_deg)) and translation.
 
     Args:
@@ -159,8 +175,16 @@ class SampleSynthesizer:
         ConfigError: A parameter out of range.
     """
 
-    def __init__(self, bases: Sequence[BaseScan], grid: ImageGrid, *, landmark_step: int = 2,
-                 grid_step: float = 4.0, interpolation: str = 'cubic', kink_radius: float = 2.0):
+    def __init__(
+        self,
+        bases: Sequence[BaseScan],
+        grid: ImageGrid,
+        *,
+        landmark_step: int = 2,
+        grid_step: float = 4.0,
+        interpolation: str = 'cubic',
+        kink_radius: float = 2.0,
+    ):
         if not bases:
             raise DataError('SampleSynthesizer needs at least one base scan; got none.')
         counts = {len(b.particles) for b in bases}
@@ -201,8 +225,9 @@ class SampleSynthesizer:
         target = check_array(particles, name='particles', ndim=2, shape=(self.num_particles, 3))
         step = self.landmark_step
         tps = ThinPlateSpline.fit(target[::step], b.particles[::step])
-        field = warp_field(tps, self.grid, grid_step=self.grid_step, interpolation=self.interpolation,
-                           kink_radius=self.kink_radius)
+        field = warp_field(
+            tps, self.grid, grid_step=self.grid_step, interpolation=self.interpolation, kink_radius=self.kink_radius
+        )
         m = self._maps[base].astype(np.float32)
         shape = field.shape[1:]
         out = np.empty(shape, np.float32)
@@ -210,10 +235,11 @@ class SampleSynthesizer:
         xx = np.arange(shape[2], dtype=np.float32)[None, :]
         mode, cval = ('nearest', 0.0) if b.background is None else ('constant', b.background)
         for z0 in range(0, shape[0], 16):
-            f = field[:, z0:z0 + 16]
+            f = field[:, z0 : z0 + 16]
             zz = np.arange(z0, z0 + f.shape[1], dtype=np.float32)[:, None, None]
             idx = (f[0] + zz, f[1] + yy, f[2] + xx)
             coords = np.stack([m[a, 0] * idx[0] + m[a, 1] * idx[1] + m[a, 2] * idx[2] + m[a, 3] for a in range(3)])
-            out[z0:z0 + f.shape[1]] = ndimage.map_coordinates(b.array, coords, order=1, mode=mode, cval=cval,
-                                                               output=np.float32)
+            out[z0 : z0 + f.shape[1]] = ndimage.map_coordinates(
+                b.array, coords, order=1, mode=mode, cval=cval, output=np.float32
+            )
         return out

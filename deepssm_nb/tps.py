@@ -70,8 +70,12 @@ class ImageGrid:
     def from_image(cls, image) -> ImageGrid:
         """The grid of a ``SimpleITK.Image``."""
         size = image.GetSize()
-        return cls((size[2], size[1], size[0]), np.array(image.GetOrigin(), float),
-                   np.array(image.GetSpacing(), float), np.array(image.GetDirection(), float).reshape(3, 3))
+        return cls(
+            (size[2], size[1], size[0]),
+            np.array(image.GetOrigin(), float),
+            np.array(image.GetSpacing(), float),
+            np.array(image.GetDirection(), float).reshape(3, 3),
+        )
 
     @classmethod
     def from_file(cls, path, *, name: str = 'image') -> ImageGrid:
@@ -88,8 +92,12 @@ class ImageGrid:
         reader.SetFileName(str(path))
         reader.ReadImageInformation()
         size = reader.GetSize()
-        return cls((size[2], size[1], size[0]), np.array(reader.GetOrigin(), float),
-                   np.array(reader.GetSpacing(), float), np.array(reader.GetDirection(), float).reshape(3, 3))
+        return cls(
+            (size[2], size[1], size[0]),
+            np.array(reader.GetOrigin(), float),
+            np.array(reader.GetSpacing(), float),
+            np.array(reader.GetDirection(), float).reshape(3, 3),
+        )
 
     @property
     def matrix(self) -> np.ndarray:
@@ -148,8 +156,8 @@ class ThinPlateSpline:
         a = np.zeros((n + 4, n + 4))
         a[:n, :n] = _distances(c, c)
         a[:n, n] = a[n, :n] = 1.0
-        a[:n, n + 1:] = c
-        a[n + 1:, :n] = c.T
+        a[:n, n + 1 :] = c
+        a[n + 1 :, :n] = c.T
         b = np.zeros((n + 4, 3))
         b[:n] = tgt
         try:
@@ -177,9 +185,9 @@ class ThinPlateSpline:
         w = self.weights.astype(dtype)
         out = np.empty_like(pts)
         for s in range(0, len(pts), chunk_size):
-            p = pts[s:s + chunk_size]
-            out[s:s + chunk_size] = _distances(p.astype(dtype), c) @ w
-            out[s:s + chunk_size] += self.affine[0] + p @ self.affine[1:]
+            p = pts[s : s + chunk_size]
+            out[s : s + chunk_size] = _distances(p.astype(dtype), c) @ w
+            out[s : s + chunk_size] += self.affine[0] + p @ self.affine[1:]
         return out
 
 
@@ -234,8 +242,14 @@ def _interp_matrix(n: int, step: float, num_cells: int, nodes: np.ndarray, kind:
 # --------------------------------------------------------------------------- displacement fields
 
 
-def warp_field(tps: ThinPlateSpline, grid: ImageGrid, *, grid_step: float | None = 4.0,
-               interpolation: str = 'cubic', kink_radius: float = 2.0) -> np.ndarray:
+def warp_field(
+    tps: ThinPlateSpline,
+    grid: ImageGrid,
+    *,
+    grid_step: float | None = 4.0,
+    interpolation: str = 'cubic',
+    kink_radius: float = 2.0,
+) -> np.ndarray:
     """Where each voxel of ``grid`` samples the input image, as a displacement.
 
     Args:
@@ -280,12 +294,13 @@ def _exact_field(tps: ThinPlateSpline, grid: ImageGrid, planes_per_chunk: int = 
         zs = np.arange(z0, min(z0 + planes_per_chunk, shape[0]))
         idx = np.concatenate([np.repeat(zs, len(yx))[:, None], np.tile(yx, (len(zs), 1))], axis=1).astype(float)
         disp = grid.physical_to_index(tps(grid.index_to_physical(idx))) - idx
-        field[:, z0:z0 + len(zs)] = disp.T.reshape(3, len(zs), shape[1], shape[2])
+        field[:, z0 : z0 + len(zs)] = disp.T.reshape(3, len(zs), shape[1], shape[2])
     return field
 
 
-def _correct_kinks(field: np.ndarray, tps: ThinPlateSpline, grid: ImageGrid, step: float,
-                   cells: list[int], kind: str, radius: float) -> None:
+def _correct_kinks(
+    field: np.ndarray, tps: ThinPlateSpline, grid: ImageGrid, step: float, cells: list[int], kind: str, radius: float
+) -> None:
     """Add ``w_i (U - interpolated U)`` in a box around each control point, in place.
 
     Everything here is float32: the terms are differences of distances of at
@@ -307,8 +322,9 @@ def _correct_kinks(field: np.ndarray, tps: ThinPlateSpline, grid: ImageGrid, ste
         m[np.arange(n)[:, None, None], np.arange(box)[None, :, None], rel] = w  # taps of a voxel are distinct
         mats.append(m)
         sp = grid.spacing[2 - a]
-        node_d2.append(_outer_axis(((((k_lo[:, None] + np.arange(nb)) * step - p[:, a, None]) * sp) ** 2)
-                                   .astype(np.float32), a))
+        node_d2.append(
+            _outer_axis(((((k_lo[:, None] + np.arange(nb)) * step - p[:, a, None]) * sp) ** 2).astype(np.float32), a)
+        )
         vox_d2.append(_outer_axis((((v - p[:, a, None]) * sp) ** 2).astype(np.float32), a))
     mz, my, mx = mats
     cone = np.sqrt(node_d2[0] + node_d2[1] + node_d2[2])  # (n, Nz, Ny, Nx) kernel at the nodes
@@ -359,17 +375,25 @@ def resample(array: np.ndarray, field: np.ndarray, *, order: int = 1, planes_per
     yy = np.arange(shape[1], dtype=np.float32)[:, None]
     xx = np.arange(shape[2], dtype=np.float32)[None, :]
     for z0 in range(0, shape[0], planes_per_chunk):
-        f = field[:, z0:z0 + planes_per_chunk]
+        f = field[:, z0 : z0 + planes_per_chunk]
         zz = np.arange(z0, z0 + f.shape[1], dtype=np.float32)[:, None, None]
         coords = np.stack([f[0] + zz, f[1] + yy, f[2] + xx])
-        out[z0:z0 + f.shape[1]] = ndimage.map_coordinates(src, coords, order=order, mode='nearest',
-                                                           output=np.float32)
+        out[z0 : z0 + f.shape[1]] = ndimage.map_coordinates(src, coords, order=order, mode='nearest', output=np.float32)
     return out
 
 
-def warp_array(array: np.ndarray, grid: ImageGrid, image_points: np.ndarray, output_points: np.ndarray, *,
-               landmark_step: int = 2, grid_step: float | None = 4.0, interpolation: str = 'cubic',
-               kink_radius: float = 2.0, order: int = 1) -> np.ndarray:
+def warp_array(
+    array: np.ndarray,
+    grid: ImageGrid,
+    image_points: np.ndarray,
+    output_points: np.ndarray,
+    *,
+    landmark_step: int = 2,
+    grid_step: float | None = 4.0,
+    interpolation: str = 'cubic',
+    kink_radius: float = 2.0,
+    order: int = 1,
+) -> np.ndarray:
     """Warp an image array so that ``image_points`` move to ``output_points``.
 
     Args:

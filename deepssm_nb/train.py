@@ -38,14 +38,29 @@ import numpy as np
 import torch
 
 from ._checkpoint import fingerprint_diffs
-from ._train_loop import (LOG_COLUMNS, FitResult, StageSpec, load_checkpoint, read_train_log, resolve_precision,
-                          run_stage, stage_result)
+from ._train_loop import (
+    LOG_COLUMNS,
+    FitResult,
+    StageSpec,
+    load_checkpoint,
+    read_train_log,
+    resolve_precision,
+    run_stage,
+    stage_result,
+)
 from ._validation import ConfigError, DataError
 from .config import Config, DecayLRConfig, TLNetConfig, TrainerConfig
 from .io import plain
 from .losses import get_loss
-from .models import (DeepSSMNet, TLDeepSSMNet, build_model, init_pca_decoder, input_box, load_trained_model,
-                     set_input_mask)
+from .models import (
+    DeepSSMNet,
+    TLDeepSSMNet,
+    build_model,
+    init_pca_decoder,
+    input_box,
+    load_trained_model,
+    set_input_mask,
+)
 
 __all__ = [
     'LOG_COLUMNS',
@@ -66,15 +81,33 @@ Callback = Callable[[dict], Any]
 
 
 def _settings(tc: TrainerConfig, **extra: Any) -> dict[str, Any]:
-    return {'epochs': tc.epochs, 'learning_rate': tc.learning_rate, 'decay_lr': dataclasses.asdict(tc.decay_lr),
-            'val_freq': tc.val_freq, 'weight_decay': tc.weight_decay, 'early_stopping': tc.early_stopping,
-            'seed': tc.seed, **extra}
+    return {
+        'epochs': tc.epochs,
+        'learning_rate': tc.learning_rate,
+        'decay_lr': dataclasses.asdict(tc.decay_lr),
+        'val_freq': tc.val_freq,
+        'weight_decay': tc.weight_decay,
+        'early_stopping': tc.early_stopping,
+        'seed': tc.seed,
+        **extra,
+    }
 
 
 def _spec(name: str, suffix: str, tc: TrainerConfig, step, trainable, **extra: Any) -> StageSpec:
-    return StageSpec(name=name, suffix=suffix, epochs=tc.epochs, learning_rate=tc.learning_rate, step=step,
-                     trainable=trainable, decay=tc.decay_lr, val_freq=tc.val_freq, weight_decay=tc.weight_decay,
-                     early_stopping=tc.early_stopping, seed=tc.seed, settings=_settings(tc, **extra))
+    return StageSpec(
+        name=name,
+        suffix=suffix,
+        epochs=tc.epochs,
+        learning_rate=tc.learning_rate,
+        step=step,
+        trainable=trainable,
+        decay=tc.decay_lr,
+        val_freq=tc.val_freq,
+        weight_decay=tc.weight_decay,
+        early_stopping=tc.early_stopping,
+        seed=tc.seed,
+        settings=_settings(tc, **extra),
+    )
 
 
 def _base_spec(tc: TrainerConfig, stage: str, loss: str, focal_a: float, focal_c: float) -> StageSpec:
@@ -88,8 +121,16 @@ def _base_spec(tc: TrainerConfig, stage: str, loss: str, focal_a: float, focal_c
     if stage == 'base':
         return _spec('base', '', tc, step, lambda net: [net.encoder], loss=loss, focal_a=focal_a, focal_c=focal_c)
     if stage == 'fine_tune':
-        spec = _spec('fine_tune', '_ft', tc, step, lambda net: [net.encoder, net.decoder], loss=loss,
-                     focal_a=focal_a, focal_c=focal_c)
+        spec = _spec(
+            'fine_tune',
+            '_ft',
+            tc,
+            step,
+            lambda net: [net.encoder, net.decoder],
+            loss=loss,
+            focal_a=focal_a,
+            focal_c=focal_c,
+        )
         return dataclasses.replace(spec, keep_start=True)
     raise ConfigError(f"stage must be 'base' or 'fine_tune'; got {stage!r}.")
 
@@ -121,12 +162,26 @@ def _tl_specs(tc: TrainerConfig, tl: TLNetConfig, loss: str) -> list[StageSpec]:
         return ae_loss(recon, target) + tl.alpha * lat_loss(z_img, z_ae), pred, target
 
     extra = {'loss': loss, **dataclasses.asdict(tl)}
-    ae = lambda net: [net.ae_encoder, net.ae_decoder]  # noqa: E731
-    return [_spec('tl_ae', '_ae', dataclasses.replace(tc, epochs=tl.ae_epochs), ae_step, ae, **extra),
-            _spec('tl_tf', '_tf', dataclasses.replace(tc, epochs=tl.tf_epochs), tf_step,
-                  lambda net: [net.image_encoder], **extra),
-            _spec('tl_joint', '', dataclasses.replace(tc, epochs=tl.joint_epochs), joint_step,
-                  lambda net: [net.image_encoder, *ae(net)], **extra)]
+    ae = lambda net: [net.ae_encoder, net.ae_decoder]
+    return [
+        _spec('tl_ae', '_ae', dataclasses.replace(tc, epochs=tl.ae_epochs), ae_step, ae, **extra),
+        _spec(
+            'tl_tf',
+            '_tf',
+            dataclasses.replace(tc, epochs=tl.tf_epochs),
+            tf_step,
+            lambda net: [net.image_encoder],
+            **extra,
+        ),
+        _spec(
+            'tl_joint',
+            '',
+            dataclasses.replace(tc, epochs=tl.joint_epochs),
+            joint_step,
+            lambda net: [net.image_encoder, *ae(net)],
+            **extra,
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------- public training functions
@@ -138,10 +193,23 @@ def _device(trainer_cfg: TrainerConfig, device: str | torch.device | None) -> to
     return torch.device(device) if device is not None else get_device(trainer_cfg.device)
 
 
-def fit(net: DeepSSMNet, train_loader: Any, val_loader: Any, *, trainer_cfg: TrainerConfig,
-        model_dir: str | os.PathLike, loss: str = 'MSE', focal_a: float = 1.32, focal_c: float = 10.0,
-        stage: str = 'base', normalization: dict | None = None, callback: Callback | None = None,
-        progress: bool = True, restart: bool = False, device: str | torch.device | None = None) -> FitResult:
+def fit(
+    net: DeepSSMNet,
+    train_loader: Any,
+    val_loader: Any,
+    *,
+    trainer_cfg: TrainerConfig,
+    model_dir: str | os.PathLike,
+    loss: str = 'MSE',
+    focal_a: float = 1.32,
+    focal_c: float = 10.0,
+    stage: str = 'base',
+    normalization: dict | None = None,
+    callback: Callback | None = None,
+    progress: bool = True,
+    restart: bool = False,
+    device: str | torch.device | None = None,
+) -> FitResult:
     """Train a Base-DeepSSM network on particles through its PCA decoder.
 
     Args:
@@ -168,21 +236,46 @@ def fit(net: DeepSSMNet, train_loader: Any, val_loader: Any, *, trainer_cfg: Tra
         raise TypeError(f'fit trains a DeepSSMNet; got {type(net).__name__} (use fit_tl for TL-DeepSSM).')
     dev = _device(trainer_cfg, device)
     spec = _base_spec(trainer_cfg, stage, loss, focal_a, focal_c)
-    return run_stage(net, train_loader, val_loader, spec, model_dir=Path(model_dir), device=dev,
-                     precision=resolve_precision(trainer_cfg.precision, dev), normalization=normalization,
-                     callback=callback, progress=progress, restart=restart)
+    return run_stage(
+        net,
+        train_loader,
+        val_loader,
+        spec,
+        model_dir=Path(model_dir),
+        device=dev,
+        precision=resolve_precision(trainer_cfg.precision, dev),
+        normalization=normalization,
+        callback=callback,
+        progress=progress,
+        restart=restart,
+    )
 
 
 def fine_tune_config(trainer_cfg: TrainerConfig, fine_tune_cfg: Any) -> TrainerConfig:
     """The trainer settings of fine tuning: its own epochs, rate and cosine decay (over its epochs)."""
-    decay = DecayLRConfig(enabled=bool(fine_tune_cfg.decay_lr), type='CosineAnnealing',
-                          parameters={'T_max': 0, 'eta_min': 0.0})
-    return dataclasses.replace(trainer_cfg, epochs=fine_tune_cfg.epochs, learning_rate=fine_tune_cfg.learning_rate,
-                               decay_lr=decay, val_freq=fine_tune_cfg.val_freq, seed=trainer_cfg.seed + 1)
+    decay = DecayLRConfig(
+        enabled=bool(fine_tune_cfg.decay_lr), type='CosineAnnealing', parameters={'T_max': 0, 'eta_min': 0.0}
+    )
+    return dataclasses.replace(
+        trainer_cfg,
+        epochs=fine_tune_cfg.epochs,
+        learning_rate=fine_tune_cfg.learning_rate,
+        decay_lr=decay,
+        val_freq=fine_tune_cfg.val_freq,
+        seed=trainer_cfg.seed + 1,
+    )
 
 
-def fine_tune(net: DeepSSMNet, train_loader: Any, val_loader: Any, *, trainer_cfg: TrainerConfig,
-              fine_tune_cfg: Any, model_dir: str | os.PathLike, **kwargs: Any) -> FitResult:
+def fine_tune(
+    net: DeepSSMNet,
+    train_loader: Any,
+    val_loader: Any,
+    *,
+    trainer_cfg: TrainerConfig,
+    fine_tune_cfg: Any,
+    model_dir: str | os.PathLike,
+    **kwargs: Any,
+) -> FitResult:
     """Fine tuning: train encoder and (freed) PCA decoder with ``fine_tune_cfg``'s loss, epochs and rate.
 
     Keyword arguments are passed to :func:`fit`; the files end in ``_ft``.
@@ -190,14 +283,33 @@ def fine_tune(net: DeepSSMNet, train_loader: Any, val_loader: Any, *, trainer_cf
     ``best_model_ft.torch`` is that model when no fine-tuning epoch validates
     better (``best_epoch == 0``).
     """
-    return fit(net, train_loader, val_loader, trainer_cfg=fine_tune_config(trainer_cfg, fine_tune_cfg),
-               model_dir=model_dir, loss=fine_tune_cfg.loss, stage='fine_tune', **kwargs)
+    return fit(
+        net,
+        train_loader,
+        val_loader,
+        trainer_cfg=fine_tune_config(trainer_cfg, fine_tune_cfg),
+        model_dir=model_dir,
+        loss=fine_tune_cfg.loss,
+        stage='fine_tune',
+        **kwargs,
+    )
 
 
-def fit_tl(net: TLDeepSSMNet, train_loader: Any, val_loader: Any, *, trainer_cfg: TrainerConfig,
-           tl_cfg: TLNetConfig, model_dir: str | os.PathLike, loss: str = 'MSE', normalization: dict | None = None,
-           callback: Callback | None = None, progress: bool = True, restart: bool = False,
-           device: str | torch.device | None = None) -> dict[str, FitResult]:
+def fit_tl(
+    net: TLDeepSSMNet,
+    train_loader: Any,
+    val_loader: Any,
+    *,
+    trainer_cfg: TrainerConfig,
+    tl_cfg: TLNetConfig,
+    model_dir: str | os.PathLike,
+    loss: str = 'MSE',
+    normalization: dict | None = None,
+    callback: Callback | None = None,
+    progress: bool = True,
+    restart: bool = False,
+    device: str | torch.device | None = None,
+) -> dict[str, FitResult]:
     """Train TL-DeepSSM in three phases (each a stage with its own checkpoint and schedule).
 
     1. ``tl_ae``: the correspondence autoencoder (``ae_epochs``); loss on the
@@ -220,9 +332,19 @@ def fit_tl(net: TLDeepSSMNet, train_loader: Any, val_loader: Any, *, trainer_cfg
     precision = resolve_precision(trainer_cfg.precision, dev)
     results = {}
     for spec in _tl_specs(trainer_cfg, tl_cfg, loss):
-        results[spec.name] = run_stage(net, train_loader, val_loader, spec, model_dir=Path(model_dir), device=dev,
-                                       precision=precision, normalization=normalization, callback=callback,
-                                       progress=progress, restart=restart)
+        results[spec.name] = run_stage(
+            net,
+            train_loader,
+            val_loader,
+            spec,
+            model_dir=Path(model_dir),
+            device=dev,
+            precision=precision,
+            normalization=normalization,
+            callback=callback,
+            progress=progress,
+            restart=restart,
+        )
     return results
 
 
@@ -260,15 +382,20 @@ class TrainResult:
 
     def summary(self) -> str:
         """One line per stage: epochs, best epoch and validation RMSE, time."""
-        lines = [f'{"stage":<10} {"epochs":>6} {"best epoch":>10} {"best val mm":>11} {"final val mm":>12} '
-                 f'{"minutes":>8}']
+        lines = [
+            f'{"stage":<10} {"epochs":>6} {"best epoch":>10} {"best val mm":>11} {"final val mm":>12} {"minutes":>8}'
+        ]
         for name, r in self.stages.items():
-            lines.append(f'{name:<10} {len(r.history):>6} {r.best_epoch:>10} {r.best_val_rmse_mm:>11.3f} '
-                         f'{r.final_val_rmse_mm:>12.3f} {r.seconds / 60:>8.1f}')
+            lines.append(
+                f'{name:<10} {len(r.history):>6} {r.best_epoch:>10} {r.best_val_rmse_mm:>11.3f} '
+                f'{r.final_val_rmse_mm:>12.3f} {r.seconds / 60:>8.1f}'
+            )
         if self.calibration:
             c = self.calibration
-            lines.append(f'calibration: validation RMSE {c["val_rmse_mm_before"]:.3f} -> {c["val_rmse_mm_after"]:.3f} '
-                         f'mm; factors per mode {" ".join(f"{a:.2f}" for a in c["alpha"])}')
+            lines.append(
+                f'calibration: validation RMSE {c["val_rmse_mm_before"]:.3f} -> {c["val_rmse_mm_after"]:.3f} '
+                f'mm; factors per mode {" ".join(f"{a:.2f}" for a in c["alpha"])}'
+            )
         return '\n'.join(lines)
 
 
@@ -281,9 +408,13 @@ def _training_data(cfg: Config) -> dict[str, Any]:
     a = cfg.augment
     if not a.fresh_samples and not a.intensity.enabled:
         return {}
-    return {'fresh_samples': a.fresh_samples, 'pose_jitter_mm': a.pose_jitter_mm,
-            'pose_jitter_deg': a.pose_jitter_deg, 'warp_from': a.warp_from,
-            'intensity': dataclasses.asdict(a.intensity) if a.intensity.enabled else None}
+    return {
+        'fresh_samples': a.fresh_samples,
+        'pose_jitter_mm': a.pose_jitter_mm,
+        'pose_jitter_deg': a.pose_jitter_deg,
+        'warp_from': a.warp_from,
+        'intensity': dataclasses.asdict(a.intensity) if a.intensity.enabled else None,
+    }
 
 
 def _plan(cfg: Config) -> tuple[str, TrainerConfig, list[StageSpec]]:
@@ -294,14 +425,20 @@ def _plan(cfg: Config) -> tuple[str, TrainerConfig, list[StageSpec]]:
     else:
         kind, specs = 'base', [_base_spec(tc, 'base', ds.loss.function, ds.loss.focal_a, ds.loss.focal_c)]
         if ds.fine_tune.enabled:
-            specs.append(_base_spec(fine_tune_config(tc, ds.fine_tune), 'fine_tune', ds.fine_tune.loss,
-                                    ds.loss.focal_a, ds.loss.focal_c))
+            specs.append(
+                _base_spec(
+                    fine_tune_config(tc, ds.fine_tune), 'fine_tune', ds.fine_tune.loss, ds.loss.focal_a, ds.loss.focal_c
+                )
+            )
     data = _training_data(cfg)
     if data:
         specs = [dataclasses.replace(s, settings={**s.settings, 'training_data': data}) for s in specs]
     # the encoder's numbers, so that a finished run with other ones is not taken for this one
-    encoder = {'channels': list(ds.encoder.channels), 'dropout': ds.encoder.dropout,
-               'input_margin_mm': ds.encoder.input_margin_mm}
+    encoder = {
+        'channels': list(ds.encoder.channels),
+        'dropout': ds.encoder.dropout,
+        'input_margin_mm': ds.encoder.input_margin_mm,
+    }
     specs = [dataclasses.replace(s, settings={**s.settings, 'encoder': encoder}) for s in specs]
     return kind, tc, specs
 
@@ -332,11 +469,12 @@ def input_mask(normalization: dict[str, Any], mean_shape: np.ndarray, margin: fl
     image.SetSpacing([float(v) for v in grid['spacing']])
     image.SetOrigin([float(v) for v in grid['origin']])
     image.SetDirection([float(v) for v in grid['direction']])
-    mask = sitk.GetArrayFromImage(surface_band(image, np.asarray(mean_shape, dtype=np.float64), margin,
-                                               dense=False))
+    mask = sitk.GetArrayFromImage(surface_band(image, np.asarray(mean_shape, dtype=np.float64), margin, dense=False))
     if not mask.any():
-        raise DataError(f'encoder.input_margin_mm={margin}: no voxel of the loader grid lies that close to the mean '
-                        'shape; the particles and the images are not in the same frame.')
+        raise DataError(
+            f'encoder.input_margin_mm={margin}: no voxel of the loader grid lies that close to the mean '
+            'shape; the particles and the images are not in the same frame.'
+        )
     return mask
 
 
@@ -360,8 +498,9 @@ def _finished(cfg: Config, model_dir: Path, kind: str, specs: list[StageSpec], p
     return TrainResult(model_dir, kind, stages, read_train_log(model_dir), _model_path(model_dir, cfg, stages))
 
 
-def train_deepssm(cfg: Config, *, callback: Callback | None = None, progress: bool = True,
-                  restart: bool = False) -> TrainResult:
+def train_deepssm(
+    cfg: Config, *, callback: Callback | None = None, progress: bool = True, restart: bool = False
+) -> TrainResult:
     """Train the network described by ``cfg.deepssm`` on the loaders in ``loader_dir``.
 
     Reads the loaders with :func:`deepssm_nb.loaders.load_train_val_loaders`
@@ -404,12 +543,19 @@ def train_deepssm(cfg: Config, *, callback: Callback | None = None, progress: bo
     train_loader, val_loader, norm, pca = _load_inputs(cfg, paths)
     num_latent = int(pca.components_.shape[0])
     if ds.num_latent_dim not in (0, num_latent):
-        raise ConfigError(f'config.deepssm.num_latent_dim: the PCA in "{paths["aug_dir"]}" keeps {num_latent} '
-                          f'modes; got num_latent_dim={ds.num_latent_dim}. Set it to 0 (use the PCA) or {num_latent}.')
+        raise ConfigError(
+            f'config.deepssm.num_latent_dim: the PCA in "{paths["aug_dir"]}" keeps {num_latent} '
+            f'modes; got num_latent_dim={ds.num_latent_dim}. Set it to 0 (use the PCA) or {num_latent}.'
+        )
     first = train_loader.dataset[0]
     in_shape = [1, *first['image'].shape[-3:]] if isinstance(first, dict) else [1, *norm['image_shape']]
-    kwargs = dict(in_shape=in_shape, num_latent=num_latent, num_correspondences=int(pca.mean_.shape[0]),
-                  channels=list(ds.encoder.channels), dropout=ds.encoder.dropout)
+    kwargs = {
+        'in_shape': in_shape,
+        'num_latent': num_latent,
+        'num_correspondences': int(pca.mean_.shape[0]),
+        'channels': list(ds.encoder.channels),
+        'dropout': ds.encoder.dropout,
+    }
     mask = None
     if ds.encoder.input_margin_mm > 0:
         mask = input_mask(norm, pca.mean_, ds.encoder.input_margin_mm)
@@ -419,8 +565,15 @@ def train_deepssm(cfg: Config, *, callback: Callback | None = None, progress: bo
     if mask is not None:
         set_input_mask(net, mask)
     init_pca_decoder(net, pca.mean_, pca.components_, norm['score_mean'], norm['score_std'])
-    common = dict(model_dir=model_dir, device=dev, precision=precision, normalization=norm, callback=callback,
-                  progress=progress, restart=restart)
+    common = {
+        'model_dir': model_dir,
+        'device': dev,
+        'precision': precision,
+        'normalization': norm,
+        'callback': callback,
+        'progress': progress,
+        'restart': restart,
+    }
     stages: dict[str, FitResult] = {}
     for spec in specs:
         if spec.name == 'fine_tune':
@@ -443,8 +596,9 @@ def _calibrate(cfg: Config, result: TrainResult, val_loader: Any, device: torch.
     if record is None:
         if val_loader is None:
             _, val_loader, _, _ = _load_inputs(cfg, cfg.resolved_paths())
-        record = calibrate_model(load_model_file(result.model_path, device=device), result.model_path, val_loader,
-                                 device=device)
+        record = calibrate_model(
+            load_model_file(result.model_path, device=device), result.model_path, val_loader, device=device
+        )
     result.calibration = record
     return result
 
@@ -472,6 +626,5 @@ def _load_inputs(cfg: Config, paths: dict[str, Path]) -> tuple[Any, Any, dict, A
     pca = ShapePCA.load(pca_dir if pca_dir.is_dir() else aug_dir)
     for key in ('score_mean', 'score_std'):
         if key not in norm:
-            raise DataError(f'The loaders\' normalization has no {key!r}; found {sorted(norm)}.')
+            raise DataError(f"The loaders' normalization has no {key!r}; found {sorted(norm)}.")
     return train_loader, val_loader, norm, pca
-

@@ -63,7 +63,7 @@ class EpochDraws(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         n = len(self)
         order = torch.randperm(n, generator=self.generator).tolist()
-        seeds = torch.randint(0, 2 ** 62, (n,), generator=self.generator, dtype=torch.int64).tolist()
+        seeds = torch.randint(0, 2**62, (n,), generator=self.generator, dtype=torch.int64).tolist()
         keys = self.rows + [FRESH] * self.fresh
         for k, seed in zip(order, seeds):
             yield keys[k], int(seed)
@@ -91,8 +91,18 @@ class AugmentedTrainingSet(Dataset):
         pose_jitter_deg: Standard deviation of its rotation angle, degrees.
     """
 
-    def __init__(self, rows: Any, *, normalization: dict[str, Any], intensity: Any = None, synthesizer: Any = None,
-                 pca: Any = None, sampler: Any = None, pose_jitter_mm: float = 0.0, pose_jitter_deg: float = 0.0):
+    def __init__(
+        self,
+        rows: Any,
+        *,
+        normalization: dict[str, Any],
+        intensity: Any = None,
+        synthesizer: Any = None,
+        pca: Any = None,
+        sampler: Any = None,
+        pose_jitter_mm: float = 0.0,
+        pose_jitter_deg: float = 0.0,
+    ):
         self.rows = rows
         self.normalization = normalization
         self.intensity = intensity
@@ -100,8 +110,10 @@ class AugmentedTrainingSet(Dataset):
         self.pose_jitter_mm = float(check_in_range(pose_jitter_mm, name='pose_jitter_mm', low=0.0))
         self.pose_jitter_deg = float(check_in_range(pose_jitter_deg, name='pose_jitter_deg', low=0.0))
         if synthesizer is not None and sampler is not None and len(sampler.scores_) != len(synthesizer.bases):
-            raise DataError(f'the score sampler was fitted on {len(sampler.scores_)} shapes but the synthesizer has '
-                            f'{len(synthesizer.bases)} base scans; fit it on the bases\' scores, in their order.')
+            raise DataError(
+                f'the score sampler was fitted on {len(sampler.scores_)} shapes but the synthesizer has '
+                f"{len(synthesizer.bases)} base scans; fit it on the bases' scores, in their order."
+            )
         self.spacing = tuple(float(s) for s in normalization['grid']['spacing'])
         self._image_mean = np.float32(normalization['image_mean'])
         self._image_std = np.float32(normalization['image_std'])
@@ -129,24 +141,33 @@ class AugmentedTrainingSet(Dataset):
     def fresh_sample(self, rng: np.random.Generator, *, name: str = 'fresh') -> dict[str, Any]:
         """A new sample (before intensity changes): shape, base, pose jitter and warp, all from ``rng``."""
         if not self.has_fresh:
-            raise DataError('this training set has no synthesizer, PCA and sampler, so it cannot make fresh samples '
-                            '(set augment.fresh_samples > 0 when building it).')
+            raise DataError(
+                'this training set has no synthesizer, PCA and sampler, so it cannot make fresh samples '
+                '(set augment.fresh_samples > 0 when building it).'
+            )
         from .registration import apply_transform
         from .synthesis import random_pose
 
         scores, base = self.sampler.sample(1, random_state=rng)
         particles = self.pca.inverse_transform(scores[0])
         if self.pose_jitter_mm or self.pose_jitter_deg:
-            pose = random_pose(rng, translation_mm=self.pose_jitter_mm, rotation_deg=self.pose_jitter_deg,
-                               center=particles.mean(axis=0))
+            pose = random_pose(
+                rng,
+                translation_mm=self.pose_jitter_mm,
+                rotation_deg=self.pose_jitter_deg,
+                center=particles.mean(axis=0),
+            )
             particles = apply_transform(pose, particles)
         raw = self.synthesizer.warp(int(base[0]), particles)
         raw = self._match_loader_grid(raw)
         image = (raw - self._image_mean) / self._image_std
         z = (self.pca.transform(particles[None])[0] - self._score_mean) / self._score_std
-        return {'image': torch.from_numpy(image.astype(np.float32)[None]), 'name': name,
-                'scores': torch.from_numpy(z.astype(np.float32)),
-                'particles': torch.from_numpy(particles.astype(np.float32))}
+        return {
+            'image': torch.from_numpy(image.astype(np.float32)[None]),
+            'name': name,
+            'scores': torch.from_numpy(z.astype(np.float32)),
+            'particles': torch.from_numpy(particles.astype(np.float32)),
+        }
 
     def _match_loader_grid(self, raw: np.ndarray) -> np.ndarray:
         """Downsample a reference-grid image as the loaders did (when ``down_factor`` < 1)."""
@@ -165,10 +186,20 @@ class AugmentedTrainingSet(Dataset):
         return sitk.GetArrayFromImage(downsample_image(img, factor, name='fresh sample'))
 
 
-def build_training_loader(rows: Any, *, aug_dir: Any, train_subjects: Sequence[str], normalization: dict[str, Any],
-                          batch_size: int, seed: int, fresh_samples: int = 0, intensity: Any = None,
-                          pose_jitter_mm: float = 0.0, pose_jitter_deg: float = 0.0,
-                          num_workers: int = 0) -> torch.utils.data.DataLoader:
+def build_training_loader(
+    rows: Any,
+    *,
+    aug_dir: Any,
+    train_subjects: Sequence[str],
+    normalization: dict[str, Any],
+    batch_size: int,
+    seed: int,
+    fresh_samples: int = 0,
+    intensity: Any = None,
+    pose_jitter_mm: float = 0.0,
+    pose_jitter_deg: float = 0.0,
+    num_workers: int = 0,
+) -> torch.utils.data.DataLoader:
     """The training loader over an :class:`AugmentedTrainingSet`, drawn by :class:`EpochDraws`.
 
     With ``fresh_samples`` > 0 an epoch holds the real training images (the stored rows named after a training
@@ -208,26 +239,56 @@ def build_training_loader(rows: Any, *, aug_dir: Any, train_subjects: Sequence[s
         info = read_json(aug_dir / 'augmentation.json')
         inputs = [(i, d) for i, d in enumerate(info['inputs']) if d['id'] in train_subjects]
         if not inputs:
-            raise DataError(f'"{aug_dir / "augmentation.json"}" lists none of the training subjects '
-                            f'{sorted(train_subjects)[:5]}; rerun the augmentation stage.')
+            raise DataError(
+                f'"{aug_dir / "augmentation.json"}" lists none of the training subjects '
+                f'{sorted(train_subjects)[:5]}; rerun the augmentation stage.'
+            )
         grid = ImageGrid.from_file(inputs[0][1]['image'], name='groomed base image')
-        bases = [base_scan(d['id'], read_particles(d['particles']), grid, groomed_image=d['image'],
-                           source=d.get('source'), to_world=d.get('to_world')) for _, d in inputs]
+        bases = [
+            base_scan(
+                d['id'],
+                read_particles(d['particles']),
+                grid,
+                groomed_image=d['image'],
+                source=d.get('source'),
+                to_world=d.get('to_world'),
+            )
+            for _, d in inputs
+        ]
         p = info['parameters']
-        synth = SampleSynthesizer(bases, grid, landmark_step=p['landmark_step'], grid_step=p['grid_step'],
-                                  interpolation=p['interpolation'], kink_radius=p['kink_radius'])
+        synth = SampleSynthesizer(
+            bases,
+            grid,
+            landmark_step=p['landmark_step'],
+            grid_step=p['grid_step'],
+            interpolation=p['interpolation'],
+            kink_radius=p['kink_radius'],
+        )
         pca = ShapePCA.load(aug_dir / 'PCA_Particle_Info')
-        sampler = get_sampler(p['sampler'], mixture_num=p['mixture_num'], random_state=p['random_state'] % 2 ** 32)
+        sampler = get_sampler(p['sampler'], mixture_num=p['mixture_num'], random_state=p['random_state'] % 2**32)
         sampler.fit(pca.scores_[[i for i, _ in inputs]])
         kwargs = {'synthesizer': synth, 'pca': pca, 'sampler': sampler}
         used = [i for i, name in enumerate(rows.names) if name in train_subjects]
-    dataset = AugmentedTrainingSet(rows, normalization=normalization, intensity=intensity,
-                                   pose_jitter_mm=pose_jitter_mm, pose_jitter_deg=pose_jitter_deg, **kwargs)
+    dataset = AugmentedTrainingSet(
+        rows,
+        normalization=normalization,
+        intensity=intensity,
+        pose_jitter_mm=pose_jitter_mm,
+        pose_jitter_deg=pose_jitter_deg,
+        **kwargs,
+    )
     generator = torch.Generator().manual_seed(int(seed))
     # The loader's own generator (not the global torch stream) seeds its worker processes: persistent workers draw
     # that seed once, a loader without workers once per epoch, and the global stream (dropout) must not notice.
     # Items do not use it; each is made from its own seed in EpochDraws.
     worker_seeds = torch.Generator().manual_seed(int(seed) + 1)
-    return DataLoader(dataset, batch_size=batch_size, sampler=EpochDraws(used, fresh_samples, generator),
-                      generator=worker_seeds, num_workers=num_workers, persistent_workers=num_workers > 0,
-                      pin_memory=torch.cuda.is_available(), worker_init_fn=limit_worker_threads if num_workers else None)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochDraws(used, fresh_samples, generator),
+        generator=worker_seeds,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        worker_init_fn=limit_worker_threads if num_workers else None,
+    )

@@ -30,11 +30,9 @@ __all__ = ['ConfigPanel', 'config_panel', 'run_button']
 
 #: Panels shown by default, with the fields a learner is expected to change.
 DEFAULT_SECTIONS: dict[str, tuple[str, ...]] = {
-    'augment': ('num_samples', 'num_dim', 'percent_variability', 'sampler', 'landmark_step', 'grid_step',
-                'processes'),
+    'augment': ('num_samples', 'num_dim', 'percent_variability', 'sampler', 'landmark_step', 'grid_step', 'processes'),
     'loader': ('batch_size', 'down_factor', 'val_fraction'),
-    'deepssm.trainer': ('epochs', 'learning_rate', 'val_freq', 'weight_decay', 'early_stopping', 'device',
-                        'precision'),
+    'deepssm.trainer': ('epochs', 'learning_rate', 'val_freq', 'weight_decay', 'early_stopping', 'device', 'precision'),
     'deepssm.loss': ('function', 'focal_a', 'focal_c'),
     'deepssm.fine_tune': ('enabled', 'epochs', 'learning_rate'),
     'deepssm.tl_net': ('enabled', 'ae_epochs', 'tf_epochs', 'joint_epochs', 'alpha'),
@@ -46,14 +44,25 @@ def _widget_for(f: dataclasses.Field, tp: Any, value: Any, description: str) -> 
     layout = W.Layout(width='340px')
     tip = f.metadata.get('doc', '')
     if 'options' in f.metadata:
-        return W.Dropdown(options=list(f.metadata['options']), value=value, description=description, style=style,
-                          layout=layout, tooltip=tip)
+        return W.Dropdown(
+            options=list(f.metadata['options']),
+            value=value,
+            description=description,
+            style=style,
+            layout=layout,
+            tooltip=tip,
+        )
     if tp is bool:
         return W.Checkbox(value=value, description=description, style=style, layout=layout, indent=False)
     if tp is int:
-        return W.BoundedIntText(value=value, min=int(f.metadata.get('low', 0)),
-                                max=int(f.metadata.get('high', 10**9)), description=description, style=style,
-                                layout=layout)
+        return W.BoundedIntText(
+            value=value,
+            min=int(f.metadata.get('low', 0)),
+            max=int(f.metadata.get('high', 10**9)),
+            description=description,
+            style=style,
+            layout=layout,
+        )
     if tp is float:
         return W.FloatText(value=value, description=description, style=style, layout=layout, step=None)
     return W.Text(value=str(value), description=description, style=style, layout=layout)
@@ -79,8 +88,9 @@ class ConfigPanel(W.VBox):
         tabs = []
         for section in names:
             if section not in DEFAULT_SECTIONS:
-                raise ConfigError(f'config_panel: unknown section {section!r}; '
-                                  f'expected one of {list(DEFAULT_SECTIONS)}.')
+                raise ConfigError(
+                    f'config_panel: unknown section {section!r}; expected one of {list(DEFAULT_SECTIONS)}.'
+                )
             tabs.append(self._section(section))
         accordion = W.Accordion(children=tabs, titles=tuple(names))
         super().__init__([self.profile, accordion, self.message])

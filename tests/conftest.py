@@ -15,7 +15,7 @@ settings.register_profile('ci', derandomize=True, deadline=None, print_blob=True
 settings.register_profile('explore', deadline=None, print_blob=True)
 settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'ci'))
 
-matplotlib.use('agg')               # this process only: notebook kernels started by tests keep their own backend
+matplotlib.use('agg')  # this process only: notebook kernels started by tests keep their own backend
 
 
 @pytest.fixture(scope='session')
@@ -23,8 +23,15 @@ def _smoke_cohort_build(tmp_path_factory):
     from deepssm_nb.data import build_femur_cohort
 
     t0 = time.perf_counter()
-    cohort = build_femur_cohort(num_subjects=10, num_particles=128, spacing=2.0, num_test=2, seed=0,
-                                data_dir=tmp_path_factory.mktemp('smoke_data'), progress=False)
+    cohort = build_femur_cohort(
+        num_subjects=10,
+        num_particles=128,
+        spacing=2.0,
+        num_test=2,
+        seed=0,
+        data_dir=tmp_path_factory.mktemp('smoke_data'),
+        progress=False,
+    )
     return cohort, time.perf_counter() - t0
 
 

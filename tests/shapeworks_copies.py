@@ -31,9 +31,13 @@ def rotation(axis, degrees: float) -> np.ndarray:
 def regrid(image: sitk.Image, direction: np.ndarray, spacing) -> sitk.Image:
     """``image`` resampled (linear, int16) onto a grid with ``direction`` and ``spacing`` covering all of it."""
     size = np.asarray(image.GetSize())
-    corners = np.array([image.TransformContinuousIndexToPhysicalPoint((np.asarray(c) * (size - 1)).astype(float).tolist())
-                        for c in np.ndindex(2, 2, 2)])
-    local = corners @ direction                     # coordinates along the new axes
+    corners = np.array(
+        [
+            image.TransformContinuousIndexToPhysicalPoint((np.asarray(c) * (size - 1)).astype(float).tolist())
+            for c in np.ndindex(2, 2, 2)
+        ]
+    )
+    local = corners @ direction  # coordinates along the new axes
     lo, hi = local.min(axis=0), local.max(axis=0)
     spacing = np.asarray(spacing, dtype=float)
     new_size = np.ceil((hi - lo) / spacing).astype(int) + 1
@@ -63,15 +67,18 @@ def write_subject(subject, root: Path, *, mirror: bool, tilt: bool, fmt: str, fl
     stem = f'{subject.id}_{side}_femur'
     image = sitk.ReadImage(str(subject.image))
     if tilt:
-        direction = rotation([1, 2, 3], 12.0) @ np.diag([1.0, -1.0, 1.0])     # oblique and flipped
+        direction = rotation([1, 2, 3], 12.0) @ np.diag([1.0, -1.0, 1.0])  # oblique and flipped
         image = regrid(image, direction, (1.7, 2.1, 2.6))
     vertices, faces, _ = read_mesh(subject.mesh)
     particles = read_particles(subject.particles)
     if mirror:
         image, vertices, particles, faces = mirrored(image), vertices @ MIRROR, particles @ MIRROR, faces[:, ::-1]
     sub = (lambda name: root) if flat else (lambda name: root / name)
-    paths = {'image': sub('images') / f'{stem}{fmt}', 'mesh': sub('meshes') / f'{stem}.vtk',
-             'particles': sub('particles') / f'{stem}_world.particles'}
+    paths = {
+        'image': sub('images') / f'{stem}{fmt}',
+        'mesh': sub('meshes') / f'{stem}.vtk',
+        'particles': sub('particles') / f'{stem}_world.particles',
+    }
     write_image(paths['image'], image)
     write_mesh(paths['mesh'], vertices, faces)
     write_particles(paths['particles'], particles)
@@ -83,8 +90,14 @@ def shapeworks_folder(cohort, root: Path, *, mirror_ids=(), tilt: bool = True) -
     root.mkdir(parents=True, exist_ok=True)
     for i, s in enumerate(cohort):
         test = s.split == 'test'
-        write_subject(s, root / 'test' if test else root, mirror=s.id in mirror_ids, tilt=tilt,
-                      fmt=FORMATS[i % len(FORMATS)], flat=test)
+        write_subject(
+            s,
+            root / 'test' if test else root,
+            mirror=s.id in mirror_ids,
+            tilt=tilt,
+            fmt=FORMATS[i % len(FORMATS)],
+            flat=test,
+        )
     for name in ('mean.vtk', 'mean.particles'):
         shutil.copy(cohort.root / name, root / name)
     return root
@@ -104,18 +117,24 @@ def swproj(cohort, root: Path, *, mirror_ids=(), tilt: bool = True, local_ids=()
     for i, s in enumerate(cohort):
         mirror = s.id in mirror_ids
         paths = write_subject(s, root, mirror=mirror, tilt=tilt, fmt=FORMATS[i % len(FORMATS)])
-        row = {'name': s.id, 'image_ct': paths['image'].relative_to(root).as_posix(),
-               'shape_femur': paths['mesh'].relative_to(root).as_posix(), 'side': 'R' if mirror else 'L',
-               'split': s.split}
+        row = {
+            'name': s.id,
+            'image_ct': paths['image'].relative_to(root).as_posix(),
+            'shape_femur': paths['mesh'].relative_to(root).as_posix(),
+            'side': 'R' if mirror else 'L',
+            'split': s.split,
+        }
         if s.id in local_ids:
             world = read_particles(paths['particles'])
             to_local = np.linalg.inv(P @ A)
             local = root / 'particles' / f'{s.id}_local.particles'
             write_particles(local, world @ to_local[:3, :3].T + to_local[:3, 3])
             paths['particles'].unlink()
-            row.update(local_particles_femur=local.relative_to(root).as_posix(),
-                       alignment_femur=' '.join(f'{v:.12g}' for v in A.ravel()),
-                       procrustes_femur=' '.join(f'{v:.12g}' for v in P.ravel()))
+            row.update(
+                local_particles_femur=local.relative_to(root).as_posix(),
+                alignment_femur=' '.join(f'{v:.12g}' for v in A.ravel()),
+                procrustes_femur=' '.join(f'{v:.12g}' for v in P.ravel()),
+            )
         else:
             row['world_particles_femur'] = paths['particles'].relative_to(root).as_posix()
         rows.append(row)

@@ -11,22 +11,22 @@ import pytest
 
 os.environ.setdefault('VTK_DEFAULT_OPENGL_WINDOW', 'vtkEGLRenderWindow')
 
-import pyvista as pv  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
+import pyvista as pv
+import SimpleITK as sitk
 
-from deepssm_nb._validation import DataError  # noqa: E402
-from deepssm_nb.analyze import analyze_results, load_analysis  # noqa: E402
-from deepssm_nb.io import write_particles  # noqa: E402
-from deepssm_nb.viz import surface as vs  # noqa: E402
+from deepssm_nb._validation import DataError
+from deepssm_nb.analyze import analyze_results, load_analysis
+from deepssm_nb.io import write_particles
+from deepssm_nb.viz import surface as vs
 
 R = 10.0
-AXES = {'b_subject': (1.3, 1.0, 0.8), 'a_subject': (0.9, 1.2, 1.1)}   # sorted order differs from creation order
+AXES = {'b_subject': (1.3, 1.0, 0.8), 'a_subject': (0.9, 1.2, 1.1)}  # sorted order differs from creation order
 CENTERS = {'b_subject': (40.0, -12.0, 7.0), 'a_subject': (-25.0, 30.0, 60.0)}
 
 
 def _fibonacci(n):
     i = np.arange(n) + 0.5
-    phi, theta = np.arccos(1 - 2 * i / n), np.pi * (1 + 5 ** 0.5) * i
+    phi, theta = np.arccos(1 - 2 * i / n), np.pi * (1 + 5**0.5) * i
     return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], axis=1)
 
 
@@ -56,7 +56,7 @@ def cohort(tmp_path_factory):
         truth = c + R * unit * axes
         write_particles(root / 'true' / f'{sid}.particles', truth)
         write_particles(root / 'pca_floor' / f'{sid}.particles', truth)
-        scale = 1.0 if sid == 'a_subject' else 0.85           # b's prediction is 15 % too small
+        scale = 1.0 if sid == 'a_subject' else 0.85  # b's prediction is 15 % too small
         write_particles(root / 'pred' / f'{sid}.particles', c + scale * R * unit * axes)
         write_particles(root / 'mean_shape' / f'{sid}.particles', c + R * unit)
     mean = pv.Sphere(radius=R, theta_resolution=60, phi_resolution=60)
@@ -68,9 +68,15 @@ def cohort(tmp_path_factory):
 @pytest.fixture(scope='module')
 def result(cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp('analysis')
-    return analyze_results(out, cohort / 'seg', cohort / 'pred', cohort / 'mean',
-                           baselines={'mean_shape': cohort / 'mean_shape', 'pca_floor': cohort / 'pca_floor'},
-                           particles_dir=cohort / 'true', progress=False)
+    return analyze_results(
+        out,
+        cohort / 'seg',
+        cohort / 'pred',
+        cohort / 'mean',
+        baselines={'mean_shape': cohort / 'mean_shape', 'pca_floor': cohort / 'pca_floor'},
+        particles_dir=cohort / 'true',
+        progress=False,
+    )
 
 
 def test_subjects_are_paired_by_id_and_errors_make_sense(result):
@@ -104,22 +110,25 @@ def test_output_files(result):
     assert len(rows) == 6 and {'mean', 'pred_to_true_p95', 'true_to_pred_hausdorff', 'particle_rmse'} <= set(rows[0])
     true_mesh, pred_mesh = result.meshes('b_subject')
     assert 'distance' in true_mesh.point_data and 'distance' in pred_mesh.point_data
-    assert float(np.max(pred_mesh['distance'])) == pytest.approx(result.value('b_subject', 'deepssm',
-                                                                               'pred_to_true_hausdorff'), rel=1e-5)
-    mesh, points = result.particle_error()
+    assert float(np.max(pred_mesh['distance'])) == pytest.approx(
+        result.value('b_subject', 'deepssm', 'pred_to_true_hausdorff'), rel=1e-5
+    )
+    _, points = result.particle_error()
     assert points.n_points == 96 and set(result.methods) <= set(points.point_data.keys())
     assert np.allclose(points['pca_floor'], 0, atol=1e-6)
     again = load_analysis(result.root)
     assert again.summary == json.loads(json.dumps(result.summary)) and len(again.rows) == 6
-    assert again.value('b_subject', 'mean_shape', 'p95') == pytest.approx(result.value('b_subject', 'mean_shape',
-                                                                                       'p95'), rel=1e-5)
+    assert again.value('b_subject', 'mean_shape', 'p95') == pytest.approx(
+        result.value('b_subject', 'mean_shape', 'p95'), rel=1e-5
+    )
 
 
 def test_mean_prefix_dense_sparse_and_subject_subset(cohort, tmp_path):
     pv.read(cohort / 'mean.vtk').save(tmp_path / 'm_dense.vtk')
     (tmp_path / 'm_sparse.particles').write_text((cohort / 'mean.particles').read_text())
-    res = analyze_results(tmp_path / 'out', cohort / 'seg', cohort / 'pred', tmp_path / 'm',
-                          subject_ids=['b_subject'], progress=False)
+    res = analyze_results(
+        tmp_path / 'out', cohort / 'seg', cohort / 'pred', tmp_path / 'm', subject_ids=['b_subject'], progress=False
+    )
     assert res.ids == ['b_subject'] and res.methods == ['deepssm'] and res.summary['particle_rmse_mm'] is None
 
 
@@ -153,13 +162,13 @@ def test_subject_and_particle_error_views_render_headless(result):
     img = p.screenshot(return_img=True)
     p.close()
     assert img.shape[:2] == (450, 300)
-    for row in range(3):          # every row (best, median, worst) shows a surface
-        assert np.asarray(img[row * 150:(row + 1) * 150], dtype=float).var() > 50
+    for row in range(3):  # every row (best, median, worst) shows a surface
+        assert np.asarray(img[row * 150 : (row + 1) * 150], dtype=float).var() > 50
     p = vs.plot_particle_error(result, off_screen=True, window_size=(450, 200))
     p.render()
     img = p.screenshot(return_img=True)
     p.close()
-    assert all(np.asarray(img[:, k * 150:(k + 1) * 150], dtype=float).var() > 50 for k in range(3))
+    assert all(np.asarray(img[:, k * 150 : (k + 1) * 150], dtype=float).var() > 50 for k in range(3))
 
 
 def test_on_the_smoke_femur_cohort(smoke_cohort, tmp_path):
@@ -167,15 +176,16 @@ def test_on_the_smoke_femur_cohort(smoke_cohort, tmp_path):
     ids = smoke_cohort.ids('test')
     seg_dir = smoke_cohort[ids[0]].segmentation.parent
     part_dir = smoke_cohort[ids[0]].particles.parent
-    res = analyze_results(tmp_path, seg_dir, part_dir, smoke_cohort.root / 'mean', particles_dir=part_dir,
-                          subject_ids=ids, progress=False)
+    res = analyze_results(
+        tmp_path, seg_dir, part_dir, smoke_cohort.root / 'mean', particles_dir=part_dir, subject_ids=ids, progress=False
+    )
     assert res.ids == ids
     for sid in ids:
         assert res.value(sid, 'deepssm', 'mean') < 0.5
         assert res.value(sid, 'deepssm', 'particle_rmse') < 1e-6
     truth, pred = res.meshes(ids[0])
     mesh = pv.read(smoke_cohort[ids[0]].mesh)
-    assert np.allclose(truth.center, mesh.center, atol=1.0)       # segmentation meshed in the image's frame
+    assert np.allclose(truth.center, mesh.center, atol=1.0)  # segmentation meshed in the image's frame
     assert pred.n_points == pv.read(smoke_cohort.mean_mesh).n_points
 
 
@@ -192,12 +202,18 @@ def test_per_femur_scatter_counts_the_wins(result):
     n_wins = int(np.sum(deep < base))
     assert legend[1] == f'deepssm better: {n_wins} of {len(labels)}'
     assert legend[2] == f'mean_shape better: {len(labels) - n_wins} of {len(labels)}'
-    assert len(ax.texts) == len(labels)                       # few femurs: each one is named
+    assert len(ax.texts) == len(labels)  # few femurs: each one is named
     # benchmark rows: one point per femur and seed
-    rows = [{'id': 'a', 'seed': s, 'method': m, 'mean': v} for s in (0, 1)
-            for m, v in (('deepssm', 0.5 + s), ('mean_shape', 1.0))]
+    rows = [
+        {'id': 'a', 'seed': s, 'method': m, 'mean': v}
+        for s in (0, 1)
+        for m, v in (('deepssm', 0.5 + s), ('mean_shape', 1.0))
+    ]
     labels, base, deep = per_femur_errors(rows)
     assert labels == ['a (seed 0)', 'a (seed 1)'] and list(deep) == [0.5, 1.5]
-    with pytest.raises(ValueError, match=r"no femur has both 'deepssm' and 'pca_floor_all'.*\['deepssm', "
-                                         r"'mean_shape'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"no femur has both 'deepssm' and 'pca_floor_all'.*\['deepssm', "
+        r"'mean_shape'\]",
+    ):
         per_femur_errors(rows, baseline='pca_floor_all')

@@ -11,10 +11,8 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-import deepssm_nb.augment as augment
-from deepssm_nb import ConfigError, DataError, get_profile
-from deepssm_nb.augment import (read_total_data, regenerate_sample, run_augmentation, run_data_augmentation,
-                                sample_seed)
+from deepssm_nb import ConfigError, DataError, augment, get_profile
+from deepssm_nb.augment import read_total_data, regenerate_sample, run_augmentation, run_data_augmentation, sample_seed
 from deepssm_nb.io import read_particles, write_particles
 from deepssm_nb.pca import ShapePCA
 from deepssm_nb.tps import ImageGrid
@@ -24,7 +22,7 @@ SPACING, SHAPE, ORIGIN, RAMP = 2.0, (22, 20, 24), (-10.0, 4.0, 30.0), 3.0  # RAM
 
 def _sphere_points(n):
     i = np.arange(n) + 0.5
-    phi, theta = np.arccos(1 - 2 * i / n), np.pi * (1 + 5 ** 0.5) * i
+    phi, theta = np.arccos(1 - 2 * i / n), np.pi * (1 + 5**0.5) * i
     return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], axis=1)
 
 
@@ -37,7 +35,7 @@ def _subject(folder: Path, name: str, radii: np.ndarray, center: np.ndarray) -> 
     idx = np.stack(np.meshgrid(*[np.arange(s) for s in SHAPE], indexing='ij'), -1)
     rel = grid.index_to_physical(idx) - center
     f = ((rel / radii) ** 2).sum(-1)
-    dist = (f - 1) / np.linalg.norm(2 * rel / radii ** 2, axis=-1).clip(1e-9) / SPACING  # voxels
+    dist = (f - 1) / np.linalg.norm(2 * rel / radii**2, axis=-1).clip(1e-9) / SPACING  # voxels
     arr = np.round(1000 * np.clip(0.5 - dist / RAMP, 0, 1) - 500).astype(np.int16)
     out = sitk.GetImageFromArray(arr)
     out.CopyInformation(img)
@@ -51,22 +49,31 @@ def cohort(tmp_path_factory):
     folder = tmp_path_factory.mktemp('cohort')
     rng = np.random.default_rng(0)
     center = np.array(ORIGIN) + np.array(SHAPE[::-1]) * SPACING / 2
-    files = [_subject(folder, f's{i}', np.array([13.0, 10.0, 11.0]) * (1 + 0.08 * rng.normal(size=3)),
-                      center + rng.normal(scale=1.0, size=3)) for i in range(6)]
+    files = [
+        _subject(
+            folder,
+            f's{i}',
+            np.array([13.0, 10.0, 11.0]) * (1 + 0.08 * rng.normal(size=3)),
+            center + rng.normal(scale=1.0, size=3),
+        )
+        for i in range(6)
+    ]
     return [f[0] for f in files], [f[1] for f in files]
 
 
 @pytest.fixture(scope='module')
 def augmented(cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp('aug')
-    modes = run_data_augmentation(out, *cohort, num_samples=5, percent_variability=0.9, random_state=3,
-                                  progress=False)
+    modes = run_data_augmentation(out, *cohort, num_samples=5, percent_variability=0.9, random_state=3, progress=False)
     return out, modes
 
 
 def _bytes(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for sub in ('Generated-Images', 'Generated-Particles')
-            for p in sorted((folder / sub).iterdir())}
+    return {
+        p.name: p.read_bytes()
+        for sub in ('Generated-Images', 'Generated-Particles')
+        for p in sorted((folder / sub).iterdir())
+    }
 
 
 def test_outputs_follow_the_shapeworks_layout(cohort, augmented):
@@ -75,7 +82,8 @@ def test_outputs_follow_the_shapeworks_layout(cohort, augmented):
     pca = ShapePCA(percent_variability=0.9).fit(np.stack([read_particles(p) for p in points]))
     assert modes == pca.n_components_
     assert sorted(p.name for p in (out / 'Generated-Images').iterdir()) == [
-        f'Generated_sample_{i:04d}.nrrd' for i in range(1, 6)]
+        f'Generated_sample_{i:04d}.nrrd' for i in range(1, 6)
+    ]
     assert (out / 'PCA_Particle_Info' / 'pcamode0.particles').is_file()
     lines = (out / 'TotalData.csv').read_text().splitlines()
     assert len(lines) == len(images) + 5
@@ -89,8 +97,9 @@ def test_outputs_follow_the_shapeworks_layout(cohort, augmented):
     for line in lines:  # scores are repr(float): they round-trip exactly
         assert all(repr(float(c)) == c for c in line.split(',')[2:])
     for row in range(len(images), len(lines)):
-        np.testing.assert_allclose(read_particles(table['particles'][row]),
-                                   pca.inverse_transform(table['scores'][row]), atol=1e-6)
+        np.testing.assert_allclose(
+            read_particles(table['particles'][row]), pca.inverse_transform(table['scores'][row]), atol=1e-6
+        )
         img = sitk.ReadImage(table['image'][row])
         assert img.GetPixelID() == sitk.sitkInt16 and img.GetSize() == SHAPE[::-1]
         assert img.GetOrigin() == ORIGIN
@@ -128,8 +137,9 @@ def test_any_sample_regenerates_byte_for_byte_with_any_process_count(cohort, aug
     img, pts = regenerate_sample(out, 4, tmp_path / 'one')
     assert img.read_bytes() == (out / 'Generated-Images' / 'Generated_sample_0004.nrrd').read_bytes()
     assert pts.read_bytes() == (out / 'Generated-Particles' / 'Generated_sample_0004.particles').read_bytes()
-    run_data_augmentation(tmp_path / 'two', *cohort, num_samples=5, percent_variability=0.9, random_state=3,
-                          processes=2, progress=False)
+    run_data_augmentation(
+        tmp_path / 'two', *cohort, num_samples=5, percent_variability=0.9, random_state=3, processes=2, progress=False
+    )
     assert _bytes(tmp_path / 'two') == _bytes(out)
     with pytest.raises(ValueError, match='index'):
         regenerate_sample(out, 6, tmp_path)
@@ -166,15 +176,19 @@ def test_interrupted_run_resumes_where_it_stopped(cohort, augmented, tmp_path, m
     run_data_augmentation(out, *cohort, num_samples=2, percent_variability=0.9, random_state=3, progress=False)
     assert len(read_total_data(out / 'TotalData.csv')['image']) == 6 + 2
     assert len(list((out / 'Generated-Particles').iterdir())) == 2
-    run_data_augmentation(out, *cohort, num_samples=2, sampler='gaussian', percent_variability=0.9, random_state=3,
-                          progress=False)
+    run_data_augmentation(
+        out, *cohort, num_samples=2, sampler='gaussian', percent_variability=0.9, random_state=3, progress=False
+    )
     assert _bytes(out)['Generated_sample_0001.particles'] != _bytes(reference)['Generated_sample_0001.particles']
 
 
 def test_run_augmentation_reads_a_groomed_cohort(cohort, tmp_path):
     images, points = cohort
-    groomed = SimpleNamespace(images=lambda split: images, particle_files=lambda split: points,
-                              ids=lambda split: [f'subject{i}' for i in range(len(images))])
+    groomed = SimpleNamespace(
+        images=lambda split: images,
+        particle_files=lambda split: points,
+        ids=lambda split: [f'subject{i}' for i in range(len(images))],
+    )
     cfg = get_profile('smoke', work_dir=str(tmp_path))
     cfg.augment.num_samples, cfg.augment.processes = 2, 1
     cfg.augment.warp_from = 'groomed'  # this stand-in for a groomed cohort has no original scans
@@ -215,8 +229,9 @@ def test_bad_input_names_the_file(cohort, tmp_path):
     nan_img.SetSpacing((SPACING,) * 3)
     sitk.WriteImage(nan_img, str(bad_image))
     with pytest.raises(DataError, match='nan_image.nrrd'):
-        run_data_augmentation(tmp_path / 'b', [bad_image, *images[1:]], points, num_samples=6, random_state=0,
-                              progress=False)
+        run_data_augmentation(
+            tmp_path / 'b', [bad_image, *images[1:]], points, num_samples=6, random_state=0, progress=False
+        )
     with pytest.raises(DataError, match='TotalData.csv", line 1'):
         (tmp_path / 'TotalData.csv').write_text('a.nrrd,b.particles\n')
         read_total_data(tmp_path / 'TotalData.csv')
@@ -229,8 +244,12 @@ def test_plots_return_figures(cohort, augmented):
 
     out, modes = augmented
     pca = ShapePCA(percent_variability=0.9).fit(np.stack([read_particles(p) for p in cohort[1]]))
-    figures = [viz.plot_cumulative_variance(pca), viz.plot_score_scatter_matrix(out / 'TotalData.csv', max_modes=3),
-               viz.plot_score_violins(out / 'TotalData.csv'), viz.plot_generated_gallery(out, num=4, axis='z')]
+    figures = [
+        viz.plot_cumulative_variance(pca),
+        viz.plot_score_scatter_matrix(out / 'TotalData.csv', max_modes=3),
+        viz.plot_score_violins(out / 'TotalData.csv'),
+        viz.plot_generated_gallery(out, num=4, axis='z'),
+    ]
     assert all(isinstance(f, Figure) for f in figures)
     assert len(figures[1].axes) == min(3, modes) ** 2
     assert len([ax for ax in figures[3].axes if ax.get_images()]) == 4

@@ -23,8 +23,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / 'test-artifacts'
 CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
-FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync', '--enable-unsafe-swiftshader']
+FLAGS = [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--enable-unsafe-swiftshader',
+]
 
 try:
     from playwright.sync_api import sync_playwright
@@ -34,8 +42,10 @@ except ImportError:  # pragma: no cover - depends on the machine
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(sync_playwright is None, reason='the playwright package is not installed'),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason="Debian's chromium is not installed (make test installs it where it runs as root)"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason="Debian's chromium is not installed (make test installs it where it runs as root)",
+    ),
 ]
 
 TOKEN = 'deepssm-browser-test'
@@ -53,8 +63,13 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp('lab')
     home = root / '.home'
     env = dict(os.environ)
-    for var, sub in (('JUPYTER_CONFIG_DIR', 'cfg'), ('JUPYTER_DATA_DIR', 'data'), ('JUPYTER_RUNTIME_DIR', 'rt'),
-                     ('IPYTHONDIR', 'ipy'), ('MPLCONFIGDIR', 'mpl')):
+    for var, sub in (
+        ('JUPYTER_CONFIG_DIR', 'cfg'),
+        ('JUPYTER_DATA_DIR', 'data'),
+        ('JUPYTER_RUNTIME_DIR', 'rt'),
+        ('IPYTHONDIR', 'ipy'),
+        ('MPLCONFIGDIR', 'mpl'),
+    ):
         env[var] = str(home / sub)
     user_settings = home / 'lab-user-settings'
     env['JUPYTERLAB_SETTINGS_DIR'] = str(user_settings)
@@ -64,10 +79,22 @@ def lab(tmp_path_factory):
     env.pop('PYVISTA_JUPYTER_BACKEND', None)  # a live front-end: let the viewer pick the interactive backend
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'jupyterlab', '--no-browser', '--ip=127.0.0.1', f'--port={port}',
-         f'--ServerApp.token={TOKEN}', f'--ServerApp.root_dir={root}', '--allow-root',
-         f'--LabApp.workspaces_dir={home / "ws"}'],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            '-m',
+            'jupyterlab',
+            '--no-browser',
+            '--ip=127.0.0.1',
+            f'--port={port}',
+            f'--ServerApp.token={TOKEN}',
+            f'--ServerApp.root_dir={root}',
+            '--allow-root',
+            f'--LabApp.workspaces_dir={home / "ws"}',
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f'http://127.0.0.1:{port}'
     for _ in range(120):
         try:
@@ -104,8 +131,8 @@ def _open_and_run_all(page, url: str, name: str) -> object:
     nb = page.locator('.jp-NotebookPanel:visible')
     nb.locator('.jp-CodeCell').first.wait_for(timeout=90_000)
     page.wait_for_function(
-        "() => /\\|\\s*Idle/.test(document.querySelector('.jp-StatusBar-Widget')?.innerText || '')",
-        timeout=90_000)
+        "() => /\\|\\s*Idle/.test(document.querySelector('.jp-StatusBar-Widget')?.innerText || '')", timeout=90_000
+    )
     page.locator('.lm-MenuBar-itemLabel', has_text='Run').first.click()
     page.locator('.lm-Menu-itemLabel:text-is("Run All Cells")').first.click()
     return nb
@@ -114,7 +141,9 @@ def _open_and_run_all(page, url: str, name: str) -> object:
 def _wait_idle_after_run(page, timeout_ms: int) -> None:
     page.wait_for_function(
         "() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-InputPrompt')]"
-        ".every(e => !e.innerText.includes('*'))", timeout=timeout_ms)
+        ".every(e => !e.innerText.includes('*'))",
+        timeout=timeout_ms,
+    )
 
 
 def _run_in_lab(browser, lab, notebook: str, overrides: dict, *, timeout_ms: int, height: int = 1000):
@@ -152,9 +181,14 @@ def browser():
 
 def test_setup_notebook_widgets_edit_the_config(lab, browser):
     root = lab[1]
-    page, nb = _run_in_lab(browser, lab, '00_setup.ipynb', {'profile': 'smoke', 'work_dir': str(root / 'work'),
-                                                           'data_dir': str(root / 'data')},
-                           timeout_ms=120_000, height=900)
+    page, nb = _run_in_lab(
+        browser,
+        lab,
+        '00_setup.ipynb',
+        {'profile': 'smoke', 'work_dir': str(root / 'work'), 'data_dir': str(root / 'data')},
+        timeout_ms=120_000,
+        height=900,
+    )
     nb.locator('.widget-toggle-buttons').first.wait_for(timeout=60_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / 'browser_00_setup.png'), full_page=False)
@@ -175,8 +209,12 @@ def smoke_folders(lab, smoke_cohort):
 
 
 def _viewer_image_src(nb) -> str:
-    img = nb.locator('.widget-slider').first.locator('xpath=ancestor::div[contains(@class,"widget-vbox")][1]') \
-        .locator('.jp-OutputArea-output img').first
+    img = (
+        nb.locator('.widget-slider')
+        .first.locator('xpath=ancestor::div[contains(@class,"widget-vbox")][1]')
+        .locator('.jp-OutputArea-output img')
+        .first
+    )
     img.wait_for(timeout=60_000)
     return img.get_attribute('src') or ''
 
@@ -192,8 +230,10 @@ def test_femur_data_slice_slider_changes_the_image(lab, browser, smoke_folders):
     for _ in range(8):
         page.keyboard.press('ArrowRight')
     page.wait_for_function(
-        "([sel, old]) => { const s = document.querySelector(sel); return s && s.textContent.trim() !== old; }",
-        arg=['.jp-NotebookPanel:not(.lm-mod-hidden) .widget-slider .widget-readout', readout], timeout=30_000)
+        '([sel, old]) => { const s = document.querySelector(sel); return s && s.textContent.trim() !== old; }',
+        arg=['.jp-NotebookPanel:not(.lm-mod-hidden) .widget-slider .widget-readout', readout],
+        timeout=30_000,
+    )
     page.wait_for_timeout(500)
     deadline = time.time() + 30
     after = before
@@ -212,7 +252,7 @@ def test_analysis_notebook_draws_the_3d_view(lab, browser, smoke_folders):
     views = nb.locator('.jp-OutputArea-output iframe, .jp-OutputArea-output img')
     views.first.wait_for(timeout=120_000)
     target = nb.locator('.jp-OutputArea-output iframe').first
-    if target.count():   # interactive (trame): wait for the remote view's canvas to show pixels
+    if target.count():  # interactive (trame): wait for the remote view's canvas to show pixels
         target.scroll_into_view_if_needed()
         frame = target.content_frame
         frame.locator('canvas, img').first.wait_for(timeout=120_000)

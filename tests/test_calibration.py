@@ -9,8 +9,13 @@ import pytest
 import torch
 
 from deepssm_nb import DataError
-from deepssm_nb.calibration import (apply_calibration, calibrate_model, calibration_record, fit_calibration,
-                                    load_calibration)
+from deepssm_nb.calibration import (
+    apply_calibration,
+    calibrate_model,
+    calibration_record,
+    fit_calibration,
+    load_calibration,
+)
 from deepssm_nb.models import DeepSSMNet, TLDeepSSMNet, init_pca_decoder, load_model_file
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -24,7 +29,9 @@ def _net(seed: int = 0) -> DeepSSMNet:
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(rng.normal(size=(3 * M, L)))
     net = DeepSSMNet((1, *SHAPE), L, M, channels=CH)
-    init_pca_decoder(net, rng.normal(size=(M, 3)) * 10, q.T.reshape(L, M, 3), np.zeros(L), np.array([4., 3., 2., 1.]))
+    init_pca_decoder(
+        net, rng.normal(size=(M, 3)) * 10, q.T.reshape(L, M, 3), np.zeros(L), np.array([4.0, 3.0, 2.0, 1.0])
+    )
     return net.eval()
 
 
@@ -36,7 +43,9 @@ def _loader(net: DeepSSMNet, true_from_pred, n: int = 24, seed: int = 1):
         z, _ = net(images)
         y = true_from_pred(z)
         particles = net.decoder(y)
-    return [{'image': images[i:i + 6], 'scores': y[i:i + 6], 'particles': particles[i:i + 6]} for i in range(0, n, 6)]
+    return [
+        {'image': images[i : i + 6], 'scores': y[i : i + 6], 'particles': particles[i : i + 6]} for i in range(0, n, 6)
+    ]
 
 
 def test_factors_are_the_least_squares_shrinkage_per_mode():
@@ -70,7 +79,7 @@ def test_applied_factors_scale_the_scores_and_zero_gives_the_mean_shape():
     with torch.no_grad():
         z0, _ = net(x)
         alpha = np.array([0.25, 1.0, 0.5, 0.0])
-        z1, p1 = apply_calibration(net, alpha)(x)
+        z1, _ = apply_calibration(net, alpha)(x)
         assert torch.allclose(z1, z0 * torch.tensor(alpha, dtype=torch.float32), atol=1e-6)
         apply_calibration(net, np.zeros(L))
         _, p_mean = net(x)
@@ -133,8 +142,9 @@ def test_key_figures_report_the_calibrated_validation_error(tmp_path):
     paths = cfg.resolved_paths()
     paths['pred_dir'].mkdir(parents=True)
     (paths['model_dir'] / 'train_log.csv').write_text('stage,epoch,val_rmse_mm\nbase,1,3.5\nbase,2,3.25\n')
-    (paths['model_dir'] / 'calibration.json').write_text(json.dumps(
-        {'best_model_ft.torch': {'alpha': [0.5], 'val_rmse_mm_before': 3.25, 'val_rmse_mm_after': 2.9}}))
+    (paths['model_dir'] / 'calibration.json').write_text(
+        json.dumps({'best_model_ft.torch': {'alpha': [0.5], 'val_rmse_mm_before': 3.25, 'val_rmse_mm_after': 2.9}})
+    )
     model = str(paths['model_dir'] / 'best_model_ft.torch')
     (paths['pred_dir'] / 'predictions.json').write_text(json.dumps({'model': model, 'calibration': [0.5]}))
     assert key_figures(cfg) == {'best_val_rmse_mm': 3.25, 'calibrated_val_rmse_mm': 2.9}

@@ -30,15 +30,26 @@ def test_profiles_grow_from_smoke_to_full():
 
 def test_deepssm_json_has_every_seed_key(tmp_path):
     d = get_profile('smoke', work_dir=str(tmp_path)).deepssm_json()
-    for key in ('model_name', 'num_latent_dim', 'paths', 'encoder', 'decoder', 'loss', 'trainer', 'fine_tune',
-                'tl_net', 'use_best_model'):
+    for key in (
+        'model_name',
+        'num_latent_dim',
+        'paths',
+        'encoder',
+        'decoder',
+        'loss',
+        'trainer',
+        'fine_tune',
+        'tl_net',
+        'use_best_model',
+    ):
         assert key in d
     assert set(d['paths']) == {'out_dir', 'loader_dir', 'aug_dir'}
     assert d['paths']['aug_dir'] == str(tmp_path / 'augmentation')
     assert set(d['trainer']['decay_lr']) >= {'enabled', 'type', 'parameters'}
     assert {'enabled', 'loss', 'epochs', 'learning_rate', 'decay_lr', 'val_freq'} <= set(d['fine_tune'])
-    assert {'enabled', 'ae_epochs', 'tf_epochs', 'joint_epochs', 'alpha', 'a_ae', 'c_ae', 'a_lat',
-            'c_lat'} <= set(d['tl_net'])
+    assert {'enabled', 'ae_epochs', 'tf_epochs', 'joint_epochs', 'alpha', 'a_ae', 'c_ae', 'a_lat', 'c_lat'} <= set(
+        d['tl_net']
+    )
     assert {'function', 'supervised_latent'} <= set(d['loss'])
 
 
@@ -52,31 +63,54 @@ def test_a_deepssm_only_file_loads_into_the_deepssm_branch(tmp_path):
 
 BAD_CONFIGS = [
     ({'deepssm': {'trainer': {'epoch': 3}}}, r"config\.deepssm\.trainer\.epoch: unknown key\. Did you mean 'epochs'"),
-    ({'deepssm': {'trainer': {'epochs': 0}}}, r'config\.deepssm\.trainer\.epochs: expected a value in \[1, inf\); got 0'),
+    (
+        {'deepssm': {'trainer': {'epochs': 0}}},
+        r'config\.deepssm\.trainer\.epochs: expected a value in \[1, inf\); got 0',
+    ),
     ({'deepssm': {'trainer': {'epochs': 2.5}}}, r'config\.deepssm\.trainer\.epochs: expected an integer; got 2\.5'),
     ({'deepssm': {'trainer': {'epochs': True}}}, r'config\.deepssm\.trainer\.epochs: expected an integer; got True'),
-    ({'deepssm': {'trainer': {'learning_rate': -0.1}}},
-     r'config\.deepssm\.trainer\.learning_rate: expected a value in \(0\.0, 1\.0\]; got -0\.1'),
-    ({'deepssm': {'trainer': {'learning_rate': 'fast'}}},
-     r'config\.deepssm\.trainer\.learning_rate: expected a number; got \'fast\''),
-    ({'deepssm': {'loss': {'function': 'mse'}}},
-     r"config\.deepssm\.loss\.function: expected one of \['MSE', 'Focal'\]; got 'mse'\. Did you mean 'MSE'"),
-    ({'deepssm': {'trainer': {'decay_lr': {'type': 'Cosine'}}}},
-     r"decay_lr\.type: expected one of \['CosineAnnealing', 'Step'\]; got 'Cosine'\. Did you mean 'CosineAnnealing'"),
-    ({'deepssm': {'trainer': {'decay_lr': {'parameters': {'tmax': 10}}}}},
-     r"decay_lr\.parameters\.tmax: unknown key\. Did you mean 'T_max'"),
-    ({'deepssm': {'trainer': {'decay_lr': {'parameters': {'gamma': -1}}}}},
-     r'decay_lr\.parameters\.gamma: expected a number >= 0; got -1'),
+    (
+        {'deepssm': {'trainer': {'learning_rate': -0.1}}},
+        r'config\.deepssm\.trainer\.learning_rate: expected a value in \(0\.0, 1\.0\]; got -0\.1',
+    ),
+    (
+        {'deepssm': {'trainer': {'learning_rate': 'fast'}}},
+        r'config\.deepssm\.trainer\.learning_rate: expected a number; got \'fast\'',
+    ),
+    (
+        {'deepssm': {'loss': {'function': 'mse'}}},
+        r"config\.deepssm\.loss\.function: expected one of \['MSE', 'Focal'\]; got 'mse'\. Did you mean 'MSE'",
+    ),
+    (
+        {'deepssm': {'trainer': {'decay_lr': {'type': 'Cosine'}}}},
+        r"decay_lr\.type: expected one of \['CosineAnnealing', 'Step'\]; got 'Cosine'\. Did you mean 'CosineAnnealing'",
+    ),
+    (
+        {'deepssm': {'trainer': {'decay_lr': {'parameters': {'tmax': 10}}}}},
+        r"decay_lr\.parameters\.tmax: unknown key\. Did you mean 'T_max'",
+    ),
+    (
+        {'deepssm': {'trainer': {'decay_lr': {'parameters': {'gamma': -1}}}}},
+        r'decay_lr\.parameters\.gamma: expected a number >= 0; got -1',
+    ),
     ({'deepssm': {'encoder': {'deterministic': False}}}, r'only deterministic encoders are implemented'),
     ({'deepssm': {'decoder': {'linear': False}}}, r'only a deterministic linear decoder is implemented'),
     ({'deepssm': {'encoder': {'channels': [8, 16]}}}, r'encoder\.channels: expected a list of 5 positive integers'),
     ({'deepssm': {'tl_net': {'alpha': -2}}}, r'config\.deepssm\.tl_net\.alpha: expected a value in \[0\.0, inf\)'),
-    ({'deepssm': {'fine_tune': {'enabled': 'yes'}}},
-     r"config\.deepssm\.fine_tune\.enabled: expected a boolean; got 'yes'"),
+    (
+        {'deepssm': {'fine_tune': {'enabled': 'yes'}}},
+        r"config\.deepssm\.fine_tune\.enabled: expected a boolean; got 'yes'",
+    ),
     ({'deepssm': {'use_best_model': 1}}, r'config\.deepssm\.use_best_model: expected a boolean; got 1'),
-    ({'deepssm': {'trainer': {'device': 'gpu'}}}, r"trainer\.device: expected one of \['auto', 'cpu', 'cuda'\]; got 'gpu'"),
+    (
+        {'deepssm': {'trainer': {'device': 'gpu'}}},
+        r"trainer\.device: expected one of \['auto', 'cpu', 'cuda'\]; got 'gpu'",
+    ),
     ({'augment': {'sampler': 'KDE'}}, r"config\.augment\.sampler: .*got 'KDE'\. Did you mean 'kde'"),
-    ({'augment': {'percent_variability': 95}}, r'config\.augment\.percent_variability: expected a value in \(0\.0, 1\.0\]; got 95'),
+    (
+        {'augment': {'percent_variability': 95}},
+        r'config\.augment\.percent_variability: expected a value in \(0\.0, 1\.0\]; got 95',
+    ),
     ({'loader': {'down_factor': 0}}, r'config\.loader\.down_factor: expected a value in \(0\.0, 1\.0\]; got 0'),
     ({'loader': {'batch_size': 0}}, r'config\.loader\.batch_size: expected a value in \[1, 4096\]; got 0'),
     ({'data': {'num_particles': 'many'}}, r"config\.data\.num_particles: expected an integer; got 'many'"),

@@ -11,8 +11,7 @@ import pyvista as pv
 import SimpleITK as sitk
 
 from deepssm_nb import ConfigError, DataError, get_profile, read_particles, write_image, write_particles
-from deepssm_nb.data import build_femur_cohort, load_cohort, load_femur_cohort
-from deepssm_nb.data import _mesh, femur, synth_ct
+from deepssm_nb.data import _mesh, build_femur_cohort, femur, load_cohort, load_femur_cohort, synth_ct
 
 
 def _array(path):
@@ -35,9 +34,9 @@ def test_smoke_cohort_builds_within_10_s(smoke_cohort, smoke_cohort_seconds):
 
 
 def test_same_seed_gives_identical_files_serial_and_parallel(tmp_path, monkeypatch):
-    kwargs = dict(num_subjects=3, num_particles=64, spacing=3.0, num_test=1, seed=0, progress=False)
+    kwargs = {'num_subjects': 3, 'num_particles': 64, 'spacing': 3.0, 'num_test': 1, 'seed': 0, 'progress': False}
     serial = build_femur_cohort(data_dir=tmp_path / 'a', processes=1, **kwargs)
-    monkeypatch.setattr(femur, 'POOL_MIN_VOXELS', 0)              # force the worker pool for this small build
+    monkeypatch.setattr(femur, 'POOL_MIN_VOXELS', 0)  # force the worker pool for this small build
     parallel = build_femur_cohort(data_dir=tmp_path / 'b', processes=2, **kwargs)
     files_a = sorted(p.relative_to(serial.root) for p in serial.root.rglob('*') if p.is_file())
     files_b = sorted(p.relative_to(parallel.root) for p in parallel.root.rglob('*') if p.is_file())
@@ -50,8 +49,16 @@ def test_same_seed_gives_identical_files_serial_and_parallel(tmp_path, monkeypat
 
 
 def test_cache_is_reused_and_an_interrupted_build_resumes(tmp_path):
-    kwargs = dict(num_subjects=3, num_particles=32, spacing=4.0, num_test=1, seed=3, data_dir=tmp_path,
-                  processes=1, progress=False)
+    kwargs = {
+        'num_subjects': 3,
+        'num_particles': 32,
+        'spacing': 4.0,
+        'num_test': 1,
+        'seed': 3,
+        'data_dir': tmp_path,
+        'processes': 1,
+        'progress': False,
+    }
     cohort = build_femur_cohort(**kwargs)
     assert cohort.root.name == 'femur_n3_m32_s4.0_seed3'
     files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in cohort.root.rglob('*') if p.is_file()}
@@ -79,9 +86,15 @@ def test_load_femur_cohort_from_config(smoke_cohort):
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize('kwargs, name', [({'num_subjects': 27}, 'num_subjects'),
-                                          ({'num_subjects': 4, 'num_test': 4}, 'num_test'),
-                                          ({'spacing': 0.0}, 'spacing'), ({'seed': -1}, 'seed')])
+@pytest.mark.parametrize(
+    'kwargs, name',
+    [
+        ({'num_subjects': 27}, 'num_subjects'),
+        ({'num_subjects': 4, 'num_test': 4}, 'num_test'),
+        ({'spacing': 0.0}, 'spacing'),
+        ({'seed': -1}, 'seed'),
+    ],
+)
 def test_build_rejects_bad_arguments(kwargs, name, tmp_path):
     with pytest.raises(ConfigError, match=name):
         build_femur_cohort(data_dir=tmp_path, progress=False, **kwargs)
@@ -115,7 +128,7 @@ def test_particles_lie_on_their_surface_and_above_their_cut(smoke_cohort):
         _, closest = mesh.find_closest_cell(particles, return_closest_point=True)
         assert np.linalg.norm(closest - particles, axis=1).max() < 0.01, s.id
         height = (particles - cuts[s.id]['cut_point']) @ np.asarray(cuts[s.id]['cut_normal'])
-        assert height.min() > 3.0, s.id                          # particle faces lie >= 3 mm above
+        assert height.min() > 3.0, s.id  # particle faces lie >= 3 mm above
 
 
 def test_particles_correspond_and_spread_evenly(smoke_cohort):
@@ -128,7 +141,7 @@ def test_particles_correspond_and_spread_evenly(smoke_cohort):
     assert rms < 4.0 and shuffled > 10 * rms
     d = np.linalg.norm(mean[:, None] - mean[None], axis=2) + np.diag(np.full(128, np.inf))
     nearest = d.min(axis=1)
-    assert nearest.min() > 0.6 * np.median(nearest)               # farthest-point sampling: no clumps
+    assert nearest.min() > 0.6 * np.median(nearest)  # farthest-point sampling: no clumps
 
 
 def test_segmentation_matches_mesh(smoke_cohort):
@@ -150,16 +163,16 @@ def test_images_are_ct_like_with_distractors(smoke_cohort):
         assert image.GetSize() == seg.GetSize() and image.GetOrigin() == seg.GetOrigin()
         arr, lab = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(seg) > 0
         assert arr.dtype == np.int16
-        assert 150 < np.median(arr[lab]) < 700                     # trabecular interior, cortex on the rim
-        assert -200 < np.median(arr[~lab]) < 100                    # mostly soft tissue
-        assert np.count_nonzero(arr[~lab] > 800) > 2000             # pelvis and shaft: bone without label
+        assert 150 < np.median(arr[lab]) < 700  # trabecular interior, cortex on the rim
+        assert -200 < np.median(arr[~lab]) < 100  # mostly soft tissue
+        assert np.count_nonzero(arr[~lab] > 800) > 2000  # pelvis and shaft: bone without label
 
 
 def test_femur_position_varies_across_subjects(smoke_cohort):
     centroids = []
     for s in smoke_cohort:
         seg = _array(s.segmentation)
-        centroids.append(np.argwhere(seg).mean(axis=0) * 2.0)      # image (voxel) coordinates in mm
+        centroids.append(np.argwhere(seg).mean(axis=0) * 2.0)  # image (voxel) coordinates in mm
     centroids = np.array(centroids)
     spread = np.sqrt(((centroids - centroids.mean(axis=0)) ** 2).sum(axis=1).mean())
     assert spread > 5.0
@@ -169,7 +182,7 @@ def test_femur_position_varies_across_subjects(smoke_cohort):
 
 def test_voxelizer_matches_analytic_sphere():
     sphere = pv.Sphere(radius=10.0, center=(0.3, -0.2, 0.1), theta_resolution=120, phi_resolution=120)
-    grid = synth_ct.Grid(origin=np.array([-12.0, -12.0, -8.0]), spacing=0.5, shape=(33, 49, 49))   # cut at z=8
+    grid = synth_ct.Grid(origin=np.array([-12.0, -12.0, -8.0]), spacing=0.5, shape=(33, 49, 49))  # cut at z=8
     mask = synth_ct.voxelize(np.asarray(sphere.points), sphere.regular_faces, grid)
     gx, gy, gz = grid.axis_coords()
     inside = ((gz[:, None, None] - 0.1) ** 2 + (gy[None, :, None] + 0.2) ** 2 + (gx[None, None] - 0.3) ** 2) < 99.6
@@ -181,8 +194,8 @@ def test_clip_and_cap_gives_closed_surface():
     v, f = np.asarray(sphere.points, float), sphere.regular_faces
     nv, nf, kept = _mesh.clip_and_cap(v, f, np.array([0.0, 0.0, 1.0]), np.array([0.0, 0.0, 1.0]))
     assert _mesh.is_closed(nf) and np.all(nv[:, 2] >= 1.0 - 1e-9)
-    assert np.array_equal(nv[nf[: len(kept)]], v[f[kept]])         # kept faces unchanged, listed first
-    cap_volume = np.pi * (5.0 - 1.0) ** 2 * (3 * 5.0 - 4.0) / 3     # spherical cap of height 4
+    assert np.array_equal(nv[nf[: len(kept)]], v[f[kept]])  # kept faces unchanged, listed first
+    cap_volume = np.pi * (5.0 - 1.0) ** 2 * (3 * 5.0 - 4.0) / 3  # spherical cap of height 4
     assert abs(_mesh.signed_volume(nv, nf) / cap_volume - 1) < 0.02
 
 
@@ -219,7 +232,7 @@ def test_missing_partner(tmp_path):
     write_particles(tmp_path / 'particles' / 'extra.particles', np.zeros((10, 3)))
     with pytest.raises(DataError) as err:
         load_cohort(tmp_path)
-    assert len(err.value.problems) == 3                 # two unpaired files, then a manifest to start from
+    assert len(err.value.problems) == 3  # two unpaired files, then a manifest to start from
     assert 's1.nrrd' in str(err.value) and 'extra.particles' in str(err.value)
     proposal = err.value.problems[-1].splitlines()
     assert 'manifest.csv' in proposal[0] and proposal[1] == 'id,image,segmentation,mesh,particles,split,side'
@@ -261,11 +274,11 @@ def test_every_problem_is_reported_at_once(smoke_cohort, tmp_path):
     root = tmp_path / 'copy'
     shutil.copytree(smoke_cohort.root, root)
     ids = smoke_cohort.ids()
-    (root / 'images' / f'{ids[0]}.nrrd').unlink()                          # missing file
+    (root / 'images' / f'{ids[0]}.nrrd').unlink()  # missing file
     (root / 'segmentations' / f'{ids[1]}.nrrd').write_bytes(b'garbage')  # unreadable
-    (root / 'particles' / f'{ids[2]}.particles').write_text('0 0 0\n')     # wrong count
+    (root / 'particles' / f'{ids[2]}.particles').write_text('0 0 0\n')  # wrong count
     lines = (root / 'manifest.csv').read_text().splitlines()
-    lines[4] = lines[4].rsplit(',', 1)[0] + ',validation'                  # bad split
+    lines[4] = lines[4].rsplit(',', 1)[0] + ',validation'  # bad split
     (root / 'manifest.csv').write_text('\n'.join(lines) + '\n')
     with pytest.raises(DataError) as err:
         load_cohort(root)

@@ -23,7 +23,7 @@ def test_auto_falls_back_to_cpu_with_a_warning_once(monkeypatch):
     with pytest.warns(RuntimeWarning, match='Using the CPU'):
         assert get_device('auto') == torch.device('cpu')
     with warnings.catch_warnings():
-        warnings.simplefilter('error')           # a second call in the same process stays quiet
+        warnings.simplefilter('error')  # a second call in the same process stays quiet
         assert get_device('auto') == torch.device('cpu')
     ok, reason = cuda_usable()
     assert not ok and 'CUDA' in reason

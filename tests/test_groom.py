@@ -11,11 +11,17 @@ import SimpleITK as sitk
 
 from deepssm_nb import ConfigError, DataError
 from deepssm_nb.data import Cohort, Subject
-from deepssm_nb.groom import (groom_cohort, load_groomed, reference_grid, register_to_reference,
-                              registration_error)
+from deepssm_nb.groom import groom_cohort, load_groomed, reference_grid, register_to_reference, registration_error
 from deepssm_nb.io import read_json, read_particles, write_image, write_particles
-from deepssm_nb.registration import (apply_transform, generalized_procrustes, matrix_from_sitk, register_image,
-                                     resample_to_reference, rigid_transform, sitk_from_matrix)
+from deepssm_nb.registration import (
+    apply_transform,
+    generalized_procrustes,
+    matrix_from_sitk,
+    register_image,
+    resample_to_reference,
+    rigid_transform,
+    sitk_from_matrix,
+)
 
 # --------------------------------------------------------------------------- synthetic data
 
@@ -46,13 +52,14 @@ def _directions(m: int) -> np.ndarray:
     return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], axis=1)
 
 
-def _blob_image(pose: np.ndarray, abc, heights, *, spacing: float = 2.0, margin: float = 14.0,
-                direction: np.ndarray | None = None) -> tuple[sitk.Image, np.ndarray]:
+def _blob_image(
+    pose: np.ndarray, abc, heights, *, spacing: float = 2.0, margin: float = 14.0, direction: np.ndarray | None = None
+) -> tuple[sitk.Image, np.ndarray]:
     """A CT-like image of the blob placed by ``pose`` (4x4, canonical -> image space), and its 64 surface points."""
     dirs = _directions(64)
     pts = apply_transform(pose, _radius(dirs, abc, heights)[:, None] * dirs)
     direction = np.eye(3) if direction is None else direction
-    local = pts @ direction                      # coordinates along the image axes
+    local = pts @ direction  # coordinates along the image axes
     lo = local.min(0) - margin
     size = np.ceil((local.max(0) + margin - lo) / spacing).astype(int) + 1
     zz, yy, xx = np.meshgrid(*[np.arange(n) for n in size[::-1]], indexing='ij')
@@ -88,8 +95,14 @@ def _blob_cohort(folder, *, n: int = 6, n_test: int = 2, seed: int = 0) -> Cohor
         sid = f'b{i:02d}'
         write_image(folder / 'images' / f'{sid}.nrrd', img)
         write_particles(folder / 'particles' / f'{sid}.particles', pts)
-        subjects.append(Subject(sid, folder / 'images' / f'{sid}.nrrd', folder / 'particles' / f'{sid}.particles',
-                                split='test' if i >= n - n_test else 'train'))
+        subjects.append(
+            Subject(
+                sid,
+                folder / 'images' / f'{sid}.nrrd',
+                folder / 'particles' / f'{sid}.particles',
+                split='test' if i >= n - n_test else 'train',
+            )
+        )
     return Cohort(folder, subjects)
 
 
@@ -97,8 +110,16 @@ def _blob_cohort(folder, *, n: int = 6, n_test: int = 2, seed: int = 0) -> Cohor
 def blob_groomed(tmp_path_factory):
     root = tmp_path_factory.mktemp('blobs')
     cohort = _blob_cohort(root / 'cohort')
-    groomed = groom_cohort(cohort, spacing=3.0, padding=6.0, registration_iterations=60, scaling=False,
-                           train_alignment='procrustes', out_dir=root / 'groomed', progress=False)
+    groomed = groom_cohort(
+        cohort,
+        spacing=3.0,
+        padding=6.0,
+        registration_iterations=60,
+        scaling=False,
+        train_alignment='procrustes',
+        out_dir=root / 'groomed',
+        progress=False,
+    )
     return cohort, groomed
 
 
@@ -173,7 +194,7 @@ def test_transform_maps_a_bright_voxel_onto_the_bright_voxel():
     img.SetSpacing([1.5, 2.0, 2.5])
     img.SetOrigin([10.0, -40.0, 200.0])
     img.SetDirection(direction.ravel().tolist())
-    img[7, 18, 4] = 3000                         # sitk index order is (x, y, z)
+    img[7, 18, 4] = 3000  # sitk index order is (x, y, z)
     bright = np.array(img.TransformIndexToPhysicalPoint((7, 18, 4)))
     T = np.eye(4)
     T[:3, :3] = _rotation([15.0, -25.0, 40.0])
@@ -181,7 +202,7 @@ def test_transform_maps_a_bright_voxel_onto_the_bright_voxel():
     grid = reference_grid(apply_transform(T, np.array([bright])), spacing=1.0, padding=12.0)
     out = resample_to_reference(img, grid, T)
     arr = sitk.GetArrayFromImage(out)
-    assert arr.min() == -1000                    # outside is filled with the image minimum (air), not 0
+    assert arr.min() == -1000  # outside is filled with the image minimum (air), not 0
     z, y, x = np.unravel_index(np.argmax(arr), arr.shape)
     found = np.array(out.TransformIndexToPhysicalPoint((int(x), int(y), int(z))))
     assert np.linalg.norm(found - apply_transform(T, bright)) < 1.0
@@ -190,8 +211,9 @@ def test_transform_maps_a_bright_voxel_onto_the_bright_voxel():
 # --------------------------------------------------------------------------- registration
 
 
-@pytest.mark.parametrize('stages, tolerance', [(('translation', 'rigid'), 1.0),
-                                               (('translation', 'rigid', 'similarity'), 2.0)])
+@pytest.mark.parametrize(
+    'stages, tolerance', [(('translation', 'rigid'), 1.0), (('translation', 'rigid', 'similarity'), 2.0)]
+)
 def test_register_image_recovers_a_known_rigid_transform(stages, tolerance):
     """Landmark error under half a voxel (rigid stages) or one voxel (with the similarity stage, whose scale
     drifts by about 3 % on this three-level blob image; measured max 0.50 mm and 1.53 mm)."""
@@ -221,7 +243,7 @@ def test_grooming_registers_test_blobs_and_resumes(blob_groomed, tmp_path):
     mean = read_particles(groomed.mean_particles)
     for s in groomed.subjects[:4]:
         world = read_particles(s.particles)
-        assert np.abs(rigid_transform(world, mean) - np.eye(4)).max() < 1e-5   # files hold 9 digits
+        assert np.abs(rigid_transform(world, mean) - np.eye(4)).max() < 1e-5  # files hold 9 digits
         orig = read_particles(cohort[s.id].particles)
         assert np.allclose(apply_transform(s.transform, orig), world, atol=1e-5)
     # every groomed image shows its femur where the reference shows its own
@@ -230,22 +252,39 @@ def test_grooming_registers_test_blobs_and_resumes(blob_groomed, tmp_path):
         assert np.corrcoef(sitk.GetArrayFromImage(sitk.ReadImage(str(path))).ravel(), ref)[0, 1] > 0.8
     # a rerun skips every subject (records untouched) and returns the same transforms
     records = {p.name: p.stat().st_mtime_ns for p in (groomed.root / 'records').iterdir()}
-    again = groom_cohort(cohort, spacing=3.0, padding=6.0, registration_iterations=60, scaling=False,
-                         train_alignment='procrustes', out_dir=groomed.root, progress=False)
+    again = groom_cohort(
+        cohort,
+        spacing=3.0,
+        padding=6.0,
+        registration_iterations=60,
+        scaling=False,
+        train_alignment='procrustes',
+        out_dir=groomed.root,
+        progress=False,
+    )
     assert records == {p.name: p.stat().st_mtime_ns for p in (groomed.root / 'records').iterdir()}
     assert np.array_equal(again.transforms(), groomed.transforms())
     # changing the registration iterations redoes the test subjects only
     copy = tmp_path / 'groomed'
     shutil.copytree(groomed.root, copy)
     before = {p.name: p.stat().st_mtime_ns for p in (copy / 'records').iterdir()}
-    groom_cohort(cohort, spacing=3.0, padding=6.0, registration_iterations=30, scaling=False,
-                 train_alignment='procrustes', out_dir=copy, progress=False)
+    groom_cohort(
+        cohort,
+        spacing=3.0,
+        padding=6.0,
+        registration_iterations=30,
+        scaling=False,
+        train_alignment='procrustes',
+        out_dir=copy,
+        progress=False,
+    )
     changed = sorted(p.name for p in (copy / 'records').iterdir() if p.stat().st_mtime_ns != before[p.name])
     assert changed == ['b04.json', 'b05.json']
     # a new image registered after the fact lands where grooming put it
     _, T = register_to_reference(cohort['b05'].image, groomed.root)
-    err = np.linalg.norm(apply_transform(T, read_particles(cohort['b05'].particles))
-                         - read_particles(groomed['b05'].particles), axis=1)
+    err = np.linalg.norm(
+        apply_transform(T, read_particles(cohort['b05'].particles)) - read_particles(groomed['b05'].particles), axis=1
+    )
     assert err.max() < 1.0
 
 
@@ -253,8 +292,16 @@ def test_registered_training_images_share_the_test_frame(blob_groomed, tmp_path)
     """train_alignment='registration': every training image but the reference is registered like a test image,
     its particles follow the same transform, and the summary error still covers the test images only."""
     cohort, by_particles = blob_groomed
-    groomed = groom_cohort(cohort, spacing=3.0, padding=6.0, registration_iterations=60, scaling=False,
-                           train_alignment='registration', out_dir=tmp_path / 'groomed', progress=False)
+    groomed = groom_cohort(
+        cohort,
+        spacing=3.0,
+        padding=6.0,
+        registration_iterations=60,
+        scaling=False,
+        train_alignment='registration',
+        out_dir=tmp_path / 'groomed',
+        progress=False,
+    )
     assert groomed.info['train_alignment'] == 'registration'
     ref = groomed.reference_id
     kinds = {s.id: read_json(groomed.root / 'records' / f'{s.id}.json')['params']['kind'] for s in groomed.subjects}

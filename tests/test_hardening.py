@@ -55,7 +55,7 @@ def _digest(folder: Path, patterns: tuple[str, ...], work_dir: str | None = None
                 if work_dir and p.suffix in ('.csv', '.json'):
                     data = data.replace(str(Path(work_dir).resolve()).encode(), b'<work>')
                     data = data.replace(str(work_dir).encode(), b'<work>')
-                if p.suffix == '.json':   # the resume fingerprint hashes input locations: not content
+                if p.suffix == '.json':  # the resume fingerprint hashes input locations: not content
                     obj = json.loads(data)
                     obj.pop('fingerprint', None)
                     data = json.dumps(obj, sort_keys=True).encode()
@@ -80,8 +80,13 @@ def _run_and_kill(cfg_path: Path, stage: str, ready, timeout: float = 240.0) -> 
     """Start ``ensure(cfg, stage)`` in a child; SIGKILL it once ``ready()`` is true. Returns whether it was killed."""
     # the same thread count as this process: CPU reductions depend on it, and results are compared bitwise
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONUNBUFFERED='1')
-    proc = subprocess.Popen([sys.executable, '-c', CHILD, str(cfg_path), stage], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, '-c', CHILD, str(cfg_path), stage],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     t0 = time.perf_counter()
     try:
         while proc.poll() is None and time.perf_counter() - t0 < timeout:
@@ -129,8 +134,9 @@ def _fresh_copy_until(reference, tmp_path: Path, stage_dirs: tuple[str, ...]):
 def test_augmentation_killed_and_rerun_gives_identical_files(reference_run, tmp_path, kill_after):
     cfg, cfg_path = _fresh_copy_until(reference_run, tmp_path, ('groom_dir',))
     images = cfg.resolved_paths()['aug_dir'] / 'Generated-Images'
-    killed = _run_and_kill(cfg_path, 'augment',
-                           lambda: images.is_dir() and len(list(images.glob('*.nrrd'))) >= kill_after)
+    killed = _run_and_kill(
+        cfg_path, 'augment', lambda: images.is_dir() and len(list(images.glob('*.nrrd'))) >= kill_after
+    )
     assert killed, 'the augmentation finished before it could be interrupted'
     done_before = len(list(images.glob('*.nrrd')))
     assert done_before < cfg.augment.num_samples
@@ -181,9 +187,11 @@ def test_same_seed_gives_identical_augmentation_weights_and_predictions(referenc
     cfg = _cfg(tmp_path / 'work', Path(reference_run['cfg'].data.data_dir))
     ensure(cfg, 'predict', verbose=False)
     paths = cfg.resolved_paths()
-    assert _digest(paths['aug_dir'], ('TotalData.csv', 'augmentation.json', 'Generated-*/*'),
-                   cfg.work_dir) == reference_run['aug']
+    assert (
+        _digest(paths['aug_dir'], ('TotalData.csv', 'augmentation.json', 'Generated-*/*'), cfg.work_dir)
+        == reference_run['aug']
+    )
     assert _state_digest(paths['model_dir'] / 'final_model_ft.torch') == reference_run['model_ft']
     assert _digest(paths['pred_dir'], ('local_predictions/*', 'world_predictions/*')) == reference_run['pred']
-    first = sorted((paths['pred_dir'] / 'local_predictions').glob('*.particles'))[0]
+    first = min((paths['pred_dir'] / 'local_predictions').glob('*.particles'))
     assert np.isfinite(read_particles(first)).all()

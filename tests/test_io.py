@@ -14,8 +14,11 @@ from deepssm_nb.io import atomic_path
 
 
 @settings(max_examples=60, deadline=None)
-@given(arrays(np.float64, st.tuples(st.integers(1, 40), st.just(3)),
-              elements=st.floats(-1e4, 1e4, allow_nan=False, width=64)))
+@given(
+    arrays(
+        np.float64, st.tuples(st.integers(1, 40), st.just(3)), elements=st.floats(-1e4, 1e4, allow_nan=False, width=64)
+    )
+)
 def test_particles_round_trip(tmp_path_factory, arr):
     path = tmp_path_factory.mktemp('p') / 'a.particles'
     write_particles(path, arr)
@@ -24,14 +27,17 @@ def test_particles_round_trip(tmp_path_factory, arr):
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize('text, message', [
-    ('1 2 3\n4 5\n', r'line 2: expected 3 columns \(x y z\); got 2'),
-    ('1 2 3 4\n', r'line 1: expected 3 columns \(x y z\); got 4'),
-    ('1 2 a\n', r"line 1: expected numbers; got '1 2 a'"),
-    ('1 2 3\nnan 0 0\n', r'particle 2 has a NaN or infinite coordinate'),
-    ('1 2 inf\n', r'particle 1 has a NaN or infinite coordinate'),
-    ('\n\n', r'holds no particles'),
-])
+@pytest.mark.parametrize(
+    'text, message',
+    [
+        ('1 2 3\n4 5\n', r'line 2: expected 3 columns \(x y z\); got 2'),
+        ('1 2 3 4\n', r'line 1: expected 3 columns \(x y z\); got 4'),
+        ('1 2 a\n', r"line 1: expected numbers; got '1 2 a'"),
+        ('1 2 3\nnan 0 0\n', r'particle 2 has a NaN or infinite coordinate'),
+        ('1 2 inf\n', r'particle 1 has a NaN or infinite coordinate'),
+        ('\n\n', r'holds no particles'),
+    ],
+)
 def test_bad_particle_files(tmp_path, text, message):
     p = tmp_path / 'bad.particles'
     p.write_text(text)
@@ -56,10 +62,9 @@ def test_particle_count_mismatch_and_missing_file(tmp_path):
 def test_atomic_path_leaves_nothing_on_error(tmp_path):
     target = tmp_path / 'out.txt'
     target.write_text('old')
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text('half')
-            raise RuntimeError('interrupted')
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text('half')
+        raise RuntimeError('interrupted')
     assert target.read_text() == 'old'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out.txt']
 

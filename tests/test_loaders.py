@@ -12,8 +12,16 @@ import SimpleITK as sitk
 import torch
 
 from deepssm_nb import ConfigError, DataError
-from deepssm_nb.loaders import (DeepSSMDataset, downsample_image, get_test_loader, get_train_val_loaders,
-                                load_normalization, prepare_image, read_total_data, split_by_subject)
+from deepssm_nb.loaders import (
+    DeepSSMDataset,
+    downsample_image,
+    get_test_loader,
+    get_train_val_loaders,
+    load_normalization,
+    prepare_image,
+    read_total_data,
+    split_by_subject,
+)
 
 SIZE = (12, 14, 16)  # x, y, z
 
@@ -25,8 +33,17 @@ def _image(arr_zyx: np.ndarray, spacing=(2.0, 2.0, 2.0), origin=(1.0, 2.0, 3.0))
     return img
 
 
-def make_total_data(root: Path, *, n_real: int = 6, n_aug: int = 2, size=SIZE, num_particles: int = 10,
-                    num_latent: int = 3, seed: int = 0, offset=lambda i: 10.0 * i) -> Path:
+def make_total_data(
+    root: Path,
+    *,
+    n_real: int = 6,
+    n_aug: int = 2,
+    size=SIZE,
+    num_particles: int = 10,
+    num_latent: int = 3,
+    seed: int = 0,
+    offset=lambda i: 10.0 * i,
+) -> Path:
     """Write images, particles, TotalData.csv (no header) and augmentation.json; return the CSV path.
 
     Subject ``S<i>`` has intensities around ``offset(i)``; its augmented copies too.
@@ -41,8 +58,9 @@ def make_total_data(root: Path, *, n_real: int = 6, n_aug: int = 2, size=SIZE, n
         sitk.WriteImage(img, str(root / 'images' / f'{name}.nrrd'))
         np.savetxt(root / 'particles' / f'{name}.particles', rng.normal(level, 1.0, (num_particles, 3)))
         scores = rng.normal(level, 1.0, num_latent)
-        rows.append(f'{root}/images/{name}.nrrd,{root}/particles/{name}.particles,'
-                    + ','.join(f'{v:.6f}' for v in scores))
+        rows.append(
+            f'{root}/images/{name}.nrrd,{root}/particles/{name}.particles,' + ','.join(f'{v:.6f}' for v in scores)
+        )
         entries.append({'name': name, 'base': base, 'seed': 0})
 
     for i in range(n_real):
@@ -90,7 +108,7 @@ def test_split_by_subject_keeps_groups_and_is_seeded():
     tr, va = split_by_subject(bases, 0.3, random_state=1)
     assert {bases[i] for i in tr}.isdisjoint({bases[i] for i in va})
     assert len({bases[i] for i in va}) == 3 and len(tr) + len(va) == 100
-    tr2, va2 = split_by_subject(bases, 0.3, random_state=1)
+    _, va2 = split_by_subject(bases, 0.3, random_state=1)
     assert np.array_equal(va, va2)
     assert not np.array_equal(va, split_by_subject(bases, 0.3, random_state=2)[1])
 
@@ -100,12 +118,20 @@ def test_whitening_statistics_come_from_the_training_split_only(tmp_path):
     csv = make_total_data(tmp_path / 'aug', n_real=5, n_aug=1, offset=lambda i: 0.0 if i < 4 else 1000.0)
     total = read_total_data(csv)
     val_base = 'S4'
-    seed = next(s for s in range(50) if {total.bases[i] for i in split_by_subject(total.bases, 0.2,
-                                                                                   random_state=s)[1]} == {val_base})
+    seed = next(
+        s
+        for s in range(50)
+        if {total.bases[i] for i in split_by_subject(total.bases, 0.2, random_state=s)[1]} == {val_base}
+    )
     train, val = get_train_val_loaders(tmp_path / 'loaders', csv, batch_size=2, random_state=seed)
     norm = load_normalization(tmp_path / 'loaders')
-    train_vox = np.stack([sitk.GetArrayFromImage(sitk.ReadImage(str(total.images[i])))
-                          for i, b in enumerate(total.bases) if b != val_base])
+    train_vox = np.stack(
+        [
+            sitk.GetArrayFromImage(sitk.ReadImage(str(total.images[i])))
+            for i, b in enumerate(total.bases)
+            if b != val_base
+        ]
+    )
     all_vox = np.stack([sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in total.images])
     assert norm['image_mean'] == pytest.approx(train_vox.mean(), rel=1e-6)
     assert norm['image_std'] == pytest.approx(train_vox.std(), rel=1e-5)
@@ -326,7 +352,7 @@ def test_images_are_read_ahead_in_parallel_but_yielded_in_order(monkeypatch, wor
 
     def slow_load(path, factor, down_dir, *, name):
         threads.add(threading.get_ident())
-        time.sleep(delays[int(path.stem)])   # later files often finish first
+        time.sleep(delays[int(path.stem)])  # later files often finish first
         if path.stem == '11':
             raise DataError(f'"{path}" is not an image')
         return path

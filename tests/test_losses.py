@@ -20,21 +20,20 @@ def test_focal_matches_its_formula():
     pred, target = rng.normal(size=(4, 50, 3)) * 8, rng.normal(size=(4, 50, 3)) * 8
     a, c = 1.32, 10.0
     err = np.abs(pred - target)
-    expected = np.mean(err ** 2 / (1 + np.exp(a * (c - err))))
+    expected = np.mean(err**2 / (1 + np.exp(a * (c - err))))
     got = float(focal_loss(torch.tensor(pred), torch.tensor(target), a=a, c=c))
     assert got == pytest.approx(expected, rel=1e-10)
 
 
 def test_focal_with_a_zero_is_half_the_mse():
     pred, target = torch.randn(3, 20, 3) * 5, torch.randn(3, 20, 3)
-    assert float(focal_loss(pred, target, a=0.0, c=10.0)) == pytest.approx(float(mse_loss(pred, target)) / 2,
-                                                                             rel=1e-6)
+    assert float(focal_loss(pred, target, a=0.0, c=10.0)) == pytest.approx(float(mse_loss(pred, target)) / 2, rel=1e-6)
 
 
 def test_focal_counts_large_errors_fully_and_damps_small_ones():
     target = torch.zeros(1000)
     big = torch.full((1000,), 40.0)  # l >> c: the gate is ~1
-    assert float(focal_loss(big, target, a=1.32, c=10.0)) == pytest.approx(40.0 ** 2, rel=1e-6)
+    assert float(focal_loss(big, target, a=1.32, c=10.0)) == pytest.approx(40.0**2, rel=1e-6)
     small = torch.full((1000,), 1.0)  # l << c: the gate is ~exp(-a (c - l))
     assert float(focal_loss(small, target, a=1.32, c=10.0)) < 1e-4 * float(mse_loss(small, target))
 

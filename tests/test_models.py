@@ -9,10 +9,19 @@ from torch import nn
 
 from deepssm_nb import NotFittedError
 from deepssm_nb._train_loop import save_model_file
-from deepssm_nb.models import (ConvBackbone, DeepSSMNet, TLDeepSSMNet, build_model, check_initialized,
-                               init_pca_decoder, load_trained_model, model_file, parameter_changes,
-                               set_decoder_trainable, summary)
-
+from deepssm_nb.models import (
+    ConvBackbone,
+    DeepSSMNet,
+    TLDeepSSMNet,
+    build_model,
+    check_initialized,
+    init_pca_decoder,
+    load_trained_model,
+    model_file,
+    parameter_changes,
+    set_decoder_trainable,
+    summary,
+)
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -28,13 +37,13 @@ def _pca(m: int, lat: int, seed: int = 0):
 
 # in_shape, expected feature grid (d, h, w) after the last pooling
 SHAPE_CASES = [
-    ((1, 100, 100, 100), (6, 6, 6)),     # reference layout: 100 -> 48 -> 20 -> 6
-    ((1, 60, 60, 60), (1, 1, 1)),        # the smallest size of the reference layout
-    ((1, 72, 60, 64), (2, 1, 1)),        # workshop-like, non-cubic
-    ((1, 59, 64, 80), (7, 1, 3)),        # one axis too small: 'same' padding there only (59 -> 29 -> 14 -> 7)
-    ((1, 16, 16, 16), (2, 2, 2)),        # small: 'same' padding, 16 -> 8 -> 4 -> 2
-    ((1, 9, 20, 33), (1, 2, 4)),         # small and non-cubic
-    ((1, 3, 1, 5), (1, 1, 1)),           # tiny: pooling skipped along axes of one voxel
+    ((1, 100, 100, 100), (6, 6, 6)),  # reference layout: 100 -> 48 -> 20 -> 6
+    ((1, 60, 60, 60), (1, 1, 1)),  # the smallest size of the reference layout
+    ((1, 72, 60, 64), (2, 1, 1)),  # workshop-like, non-cubic
+    ((1, 59, 64, 80), (7, 1, 3)),  # one axis too small: 'same' padding there only (59 -> 29 -> 14 -> 7)
+    ((1, 16, 16, 16), (2, 2, 2)),  # small: 'same' padding, 16 -> 8 -> 4 -> 2
+    ((1, 9, 20, 33), (1, 2, 4)),  # small and non-cubic
+    ((1, 3, 1, 5), (1, 1, 1)),  # tiny: pooling skipped along axes of one voxel
 ]
 
 
@@ -65,12 +74,12 @@ def test_reference_layout():
     assert sum(isinstance(m, nn.MaxPool3d) for m in net.modules()) == 3
     assert sum(isinstance(m, nn.PReLU) for m in net.encoder.modules()) == 7
     fcs = [m for m in net.encoder.modules() if isinstance(m, nn.Linear)]
-    assert [(f.in_features, f.out_features) for f in fcs] == [(6 ** 3 * 192, 384), (384, 96), (96, 8)]
+    assert [(f.in_features, f.out_features) for f in fcs] == [(6**3 * 192, 384), (384, 96), (96, 8)]
 
 
 def test_tl_autoencoder_layout():
     net = TLDeepSSMNet((1, 16, 16, 16), num_latent=7, num_correspondences=20, channels=SMALL)
-    sizes = lambda seq: [(m.in_features, m.out_features) for m in seq if isinstance(m, nn.Linear)]  # noqa: E731
+    sizes = lambda seq: [(m.in_features, m.out_features) for m in seq if isinstance(m, nn.Linear)]
     assert sizes(net.ae_encoder) == [(60, 1024), (1024, 512), (512, 7)]
     assert sizes(net.ae_decoder) == [(7, 512), (512, 1024), (1024, 60)]
 
@@ -114,7 +123,7 @@ def test_tl_normalisation_from_pca():
     mean, comps, s_mean, s_std = _pca(m, lat)
     net = init_pca_decoder(TLDeepSSMNet((1, 8, 8, 8), lat, m, channels=SMALL), mean, comps, s_mean, s_std)
     np.testing.assert_allclose(net.particle_mean.numpy(), mean, atol=1e-5)
-    assert float(net.particle_scale) == pytest.approx(np.sqrt(np.sum(s_std ** 2) / (3 * m)), rel=1e-5)
+    assert float(net.particle_scale) == pytest.approx(np.sqrt(np.sum(s_std**2) / (3 * m)), rel=1e-5)
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -153,15 +162,18 @@ def test_missing_model_file_lists_what_exists(tmp_path):
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize('kwargs, match', [
-    ({'in_shape': (16, 16), 'num_latent': 3, 'num_correspondences': 5}, 'in_shape'),
-    ({'in_shape': (2, 16, 16, 16), 'num_latent': 3, 'num_correspondences': 5}, 'in_shape'),
-    ({'in_shape': (1, 16, 16, 16), 'num_latent': 0, 'num_correspondences': 5}, 'num_latent'),
-    ({'in_shape': (1, 16, 16, 16), 'num_latent': 3, 'num_correspondences': 2.5}, 'num_correspondences'),
-    ({'in_shape': (1, 16, 16, 16), 'num_latent': 3, 'num_correspondences': 5, 'channels': (4, 4)}, 'channels'),
-    ({'in_shape': (1, 40, 80, 80), 'num_latent': 3, 'num_correspondences': 5, 'padding': 'valid'}, '60'),
-    ({'in_shape': (1, 16, 16, 16), 'num_latent': 3, 'num_correspondences': 5, 'padding': 'sam'}, "'same'"),
-])
+@pytest.mark.parametrize(
+    'kwargs, match',
+    [
+        ({'in_shape': (16, 16), 'num_latent': 3, 'num_correspondences': 5}, 'in_shape'),
+        ({'in_shape': (2, 16, 16, 16), 'num_latent': 3, 'num_correspondences': 5}, 'in_shape'),
+        ({'in_shape': (1, 16, 16, 16), 'num_latent': 0, 'num_correspondences': 5}, 'num_latent'),
+        ({'in_shape': (1, 16, 16, 16), 'num_latent': 3, 'num_correspondences': 2.5}, 'num_correspondences'),
+        ({'in_shape': (1, 16, 16, 16), 'num_latent': 3, 'num_correspondences': 5, 'channels': (4, 4)}, 'channels'),
+        ({'in_shape': (1, 40, 80, 80), 'num_latent': 3, 'num_correspondences': 5, 'padding': 'valid'}, '60'),
+        ({'in_shape': (1, 16, 16, 16), 'num_latent': 3, 'num_correspondences': 5, 'padding': 'sam'}, "'same'"),
+    ],
+)
 def test_bad_constructor_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DeepSSMNet(**kwargs)

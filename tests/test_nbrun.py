@@ -17,8 +17,7 @@ pytestmark = pytest.mark.skipif(not Path('/proc/self/status').is_file(), reason=
 def test_peak_includes_children_and_grandchildren():
     # a child that starts a grandchild; each holds about 150 MB for a moment
     hold = 'import time; b = bytearray(150 * 2**20); b[::4096] = b"x" * len(b[::4096]); time.sleep(1.5)'
-    child = (f'import subprocess, sys; p = subprocess.Popen([sys.executable, "-c", {hold!r}]); '
-             f'exec({hold!r}); p.wait()')
+    child = f'import subprocess, sys; p = subprocess.Popen([sys.executable, "-c", {hold!r}]); exec({hold!r}); p.wait()'
     with ProcessTreeMemory(interval=0.05) as mem:
         baseline = mem.peak_bytes
         subprocess.run([sys.executable, '-c', child], check=True)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,8 +36,18 @@ def test_binder_is_complete_on_its_own():
 def test_pyproject_declares_the_stack_and_a_torch_floor():
     deps = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['dependencies']
     names = {re.split(r'[<>=\[ ]', d)[0].lower() for d in deps}
-    assert {'torch', 'simpleitk', 'scikit-learn', 'scipy', 'pyvista', 'trame', 'matplotlib', 'tqdm', 'ipywidgets',
-            'jupyterlab'} <= names
+    assert {
+        'torch',
+        'simpleitk',
+        'scikit-learn',
+        'scipy',
+        'pyvista',
+        'trame',
+        'matplotlib',
+        'tqdm',
+        'ipywidgets',
+        'jupyterlab',
+    } <= names
     assert 'torch>=2.3' in deps
 
 
@@ -46,3 +57,12 @@ def test_make_targets_and_ci():
         assert target in mk
     assert 'torch==2.13.0' in mk
     assert 'make test' in (ROOT / '.ci' / 'run').read_text()
+
+
+def test_make_test_lints_first():
+    mk = (ROOT / 'Makefile').read_text()
+    recipe = mk.split('\ntest: setup\n', 1)[1].split('\n\n', 1)[0]
+    lint = recipe.index('$(BIN)/ruff check .'), recipe.index('$(BIN)/ruff format --check .')
+    assert max(lint) < recipe.index('-m pytest')
+    dev = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['optional-dependencies']['dev']
+    assert any(d.startswith('ruff') for d in dev)

@@ -65,14 +65,15 @@ def test_save_and_load_round_trip_in_shapeworks_layout(tmp_path):
     pca = ShapePCA(percent_variability=0.9).fit(x)
     pca.save(tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(['eigenvalues.txt', 'mean.particles', 'original_PCA_scores.particles']
-                           + [f'pcamode{i}.particles' for i in range(len(x) - 1)])
+    assert names == sorted(
+        ['eigenvalues.txt', 'mean.particles', 'original_PCA_scores.particles']
+        + [f'pcamode{i}.particles' for i in range(len(x) - 1)]
+    )
     assert np.loadtxt(tmp_path / 'mean.particles').shape == (x.shape[1], 3)
     assert np.loadtxt(tmp_path / 'original_PCA_scores.particles').shape == (len(x), pca.n_components_)
     loaded = ShapePCA.load(tmp_path)
     assert loaded.n_components_ == pca.n_components_
-    for attr in ('mean_', 'components_', 'explained_variance_', 'explained_variance_ratio_', 'scores_',
-                 'eigenvalues_'):
+    for attr in ('mean_', 'components_', 'explained_variance_', 'explained_variance_ratio_', 'scores_', 'eigenvalues_'):
         np.testing.assert_array_equal(getattr(loaded, attr), getattr(pca, attr))
 
 

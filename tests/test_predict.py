@@ -53,8 +53,18 @@ def _tiny_net(mean: np.ndarray, seed: int = 0) -> DeepSSMNet:
 
 def _save(net: DeepSSMNet, path: Path, norm: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({'kind': 'base', 'model_kwargs': net.model_kwargs, 'state_dict': net.state_dict(),
-                'normalization': norm, 'epoch': 1, 'val_rmse_mm': 0.0, 'stage': 'base'}, path)
+    torch.save(
+        {
+            'kind': 'base',
+            'model_kwargs': net.model_kwargs,
+            'state_dict': net.state_dict(),
+            'normalization': norm,
+            'epoch': 1,
+            'val_rmse_mm': 0.0,
+            'stage': 'base',
+        },
+        path,
+    )
 
 
 @pytest.fixture
@@ -76,16 +86,38 @@ def run(tmp_path):
     for i, sid in enumerate(('T1', 'T2')):
         sitk.WriteImage(ref, str(groom / 'images' / f'{sid}.nrrd'))
         np.savetxt(groom / 'particles' / f'{sid}.particles', mean + (i + 1.0))  # true world = mean + offset
-        subjects.append({'id': sid, 'split': 'test', 'image': f'images/{sid}.nrrd',
-                         'particles': f'particles/{sid}.particles',
-                         'transform': _rigid(20 * (i + 1), [3, -4, 5]).tolist(), 'registration_error_mm': 0.5})
-    info = {'format': 1, 'reference': 'T1', 'spacing': 2.0, 'padding': 4.0, 'registration_iterations': 60,
-            'stages': ['translation'], 'bbox': [[0, 0, 0], [32, 36, 40]], 'reference_image': 'reference_image.nrrd',
-            'mean_particles': 'mean.particles', 'subjects': subjects}
+        subjects.append(
+            {
+                'id': sid,
+                'split': 'test',
+                'image': f'images/{sid}.nrrd',
+                'particles': f'particles/{sid}.particles',
+                'transform': _rigid(20 * (i + 1), [3, -4, 5]).tolist(),
+                'registration_error_mm': 0.5,
+            }
+        )
+    info = {
+        'format': 1,
+        'reference': 'T1',
+        'spacing': 2.0,
+        'padding': 4.0,
+        'registration_iterations': 60,
+        'stages': ['translation'],
+        'bbox': [[0, 0, 0], [32, 36, 40]],
+        'reference_image': 'reference_image.nrrd',
+        'mean_particles': 'mean.particles',
+        'subjects': subjects,
+    }
     (groom / 'groom.json').write_text(json.dumps(info))
-    norm = {'image_mean': 20.0, 'image_std': 30.0, 'score_mean': [0.0] * L, 'score_std': [1.0] * L,
-            'image_shape': list(SHAPE), 'down_factor': 1.0,
-            'grid': {'spacing': [2.0] * 3, 'origin': [0.0] * 3, 'direction': [1, 0, 0, 0, 1, 0, 0, 0, 1]}}
+    norm = {
+        'image_mean': 20.0,
+        'image_std': 30.0,
+        'score_mean': [0.0] * L,
+        'score_std': [1.0] * L,
+        'image_shape': list(SHAPE),
+        'down_factor': 1.0,
+        'grid': {'spacing': [2.0] * 3, 'origin': [0.0] * 3, 'direction': [1, 0, 0, 0, 1, 0, 0, 0, 1]},
+    }
     _save(_tiny_net(mean), paths['model_dir'] / 'best_model.torch', norm)
     return cfg, mean, norm
 
@@ -140,10 +172,13 @@ def test_prediction_applies_the_calibration_of_its_model_file(run):
     model = cfg.resolved_paths()['model_dir'] / 'best_model.torch'
     net = _tiny_net(mean)
     with torch.no_grad():
-        net.encoder.head.bias.fill_(2.0)          # every image: 2 (whitened) along each mode
+        net.encoder.head.bias.fill_(2.0)  # every image: 2 (whitened) along each mode
     _save(net, model, norm)
-    calibrate_model(net, model, [{'image': torch.zeros(2, 1, *SHAPE), 'scores': torch.ones(2, L),
-                                  'particles': torch.zeros(2, M, 3)}])   # the truth is half the prediction
+    calibrate_model(
+        net,
+        model,
+        [{'image': torch.zeros(2, 1, *SHAPE), 'scores': torch.ones(2, L), 'particles': torch.zeros(2, M, 3)}],
+    )  # the truth is half the prediction
     world_file = cfg.resolved_paths()['pred_dir'] / 'world_predictions' / 'T1.particles'
     test_deepssm(cfg, verbose=False)
     with torch.no_grad():
@@ -151,7 +186,7 @@ def test_prediction_applies_the_calibration_of_its_model_file(run):
     np.testing.assert_allclose(read_particles(world_file), expected, atol=1e-3)
     info = json.loads((cfg.resolved_paths()['pred_dir'] / 'predictions.json').read_text())
     assert np.allclose(info['calibration'], 0.5)
-    cfg.deepssm.calibrate = False                 # off: the raw network, and the predictions are redone
+    cfg.deepssm.calibrate = False  # off: the raw network, and the predictions are redone
     test_deepssm(cfg, verbose=False)
     with torch.no_grad():
         raw = net.decoder(torch.full((1, L), 2.0))[0].numpy()
@@ -205,14 +240,15 @@ def test_predict_image_side_without_sides_in_grooming_warns(tmp_path, run):
     sitk.WriteImage(_blob((22, 24, 26), 2.0, (-6.0, -6.0, -6.0), np.array([16.0, 18.0, 20.0])), str(path))
     with pytest.warns(UserWarning, match='groomed without sides'):
         local = predict_image(path, cfg, out_dir=tmp_path / 'new', side='R', verbose=False)
-    np.testing.assert_allclose(local, mean, atol=1.5)   # not reflected
+    np.testing.assert_allclose(local, mean, atol=1.5)  # not reflected
 
 
 @pytest.mark.bad_input
 def test_non_finite_predictions_raise(tmp_path, run):
     cfg, _, norm = run
-    loader = get_test_loader(tmp_path / 'l', [cfg.resolved_paths()['groom_dir'] / 'images' / 'T1.nrrd'],
-                             normalization=norm)
+    loader = get_test_loader(
+        tmp_path / 'l', [cfg.resolved_paths()['groom_dir'] / 'images' / 'T1.nrrd'], normalization=norm
+    )
 
     class Broken(torch.nn.Module):
         def forward(self, images):
@@ -242,8 +278,9 @@ def test_loaders_and_prediction_on_the_smoke_cohort(smoke_cohort, tmp_path):
     assert [b['name'][0] for b in loaders.test] == groomed.ids('test')
     norm = loaders.normalization
     pca = ShapePCA.load(paths['aug_dir'] / 'PCA_Particle_Info')
-    net = DeepSSMNet((1, *norm['image_shape']), num_latent=pca.n_components_, num_correspondences=128,
-                     channels=(2, 2, 2, 2, 2))
+    net = DeepSSMNet(
+        (1, *norm['image_shape']), num_latent=pca.n_components_, num_correspondences=128, channels=(2, 2, 2, 2, 2)
+    )
     init_pca_decoder(net, pca.mean_, pca.components_, norm['score_mean'], norm['score_std'])
     for name in ('best_model.torch', 'best_model_ft.torch'):
         _save(net, paths['model_dir'] / name, norm)

@@ -15,21 +15,38 @@ from deepssm_nb.pca import ShapePCA
 
 # --------------------------------------------------------------------------- config
 
-valid_edits = st.fixed_dictionaries({}, optional={
-    'augment': st.fixed_dictionaries({}, optional={
-        'num_samples': st.integers(0, 10_000),
-        'sampler': st.sampled_from(['gaussian', 'mixture', 'kde']),
-        'percent_variability': st.floats(0.01, 1.0),
-        'grid_step': st.floats(0.5, 50.0)}),
-    'loader': st.fixed_dictionaries({}, optional={
-        'batch_size': st.integers(1, 64), 'down_factor': st.floats(0.05, 1.0)}),
-    'deepssm': st.fixed_dictionaries({}, optional={
-        'trainer': st.fixed_dictionaries({}, optional={
-            'epochs': st.integers(1, 500), 'learning_rate': st.floats(1e-6, 1.0),
-            'device': st.sampled_from(['auto', 'cpu', 'cuda'])}),
-        'loss': st.fixed_dictionaries({}, optional={'function': st.sampled_from(['MSE', 'Focal'])}),
-        'use_best_model': st.booleans()}),
-})
+valid_edits = st.fixed_dictionaries(
+    {},
+    optional={
+        'augment': st.fixed_dictionaries(
+            {},
+            optional={
+                'num_samples': st.integers(0, 10_000),
+                'sampler': st.sampled_from(['gaussian', 'mixture', 'kde']),
+                'percent_variability': st.floats(0.01, 1.0),
+                'grid_step': st.floats(0.5, 50.0),
+            },
+        ),
+        'loader': st.fixed_dictionaries(
+            {}, optional={'batch_size': st.integers(1, 64), 'down_factor': st.floats(0.05, 1.0)}
+        ),
+        'deepssm': st.fixed_dictionaries(
+            {},
+            optional={
+                'trainer': st.fixed_dictionaries(
+                    {},
+                    optional={
+                        'epochs': st.integers(1, 500),
+                        'learning_rate': st.floats(1e-6, 1.0),
+                        'device': st.sampled_from(['auto', 'cpu', 'cuda']),
+                    },
+                ),
+                'loss': st.fixed_dictionaries({}, optional={'function': st.sampled_from(['MSE', 'Focal'])}),
+                'use_best_model': st.booleans(),
+            },
+        ),
+    },
+)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -41,8 +58,13 @@ def test_valid_configs_round_trip_through_json(tmp_path, edits):
     assert Config.from_dict(json.loads(path.read_text())).to_dict() == cfg.to_dict()
 
 
-junk = st.one_of(st.none(), st.text(max_size=5), st.lists(st.integers(), max_size=2), st.floats(allow_nan=True),
-                 st.integers(-10**6, -1))
+junk = st.one_of(
+    st.none(),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+    st.floats(allow_nan=True),
+    st.integers(-(10**6), -1),
+)
 
 
 @settings(max_examples=120, deadline=None)
@@ -69,9 +91,15 @@ def test_unknown_keys_are_named(key):
 
 # --------------------------------------------------------------------------- PCA
 
-shapes = st.integers(3, 9).flatmap(lambda n: st.integers(4, 20).flatmap(lambda m: arrays(
-    np.float64, (n, m, 3), elements=st.floats(-100, 100, allow_nan=False, allow_infinity=False,
-                                             allow_subnormal=False))))
+shapes = st.integers(3, 9).flatmap(
+    lambda n: st.integers(4, 20).flatmap(
+        lambda m: arrays(
+            np.float64,
+            (n, m, 3),
+            elements=st.floats(-100, 100, allow_nan=False, allow_infinity=False, allow_subnormal=False),
+        )
+    )
+)
 
 
 def _spread(particles: np.ndarray) -> float:
@@ -88,7 +116,7 @@ def _well_conditioned(particles: np.ndarray, k: int | None = None) -> bool:
 @settings(max_examples=60, deadline=None)
 @given(particles=shapes)
 def test_pca_with_all_modes_reconstructs_training_shapes(particles):
-    if _spread(particles) < 1e-6:   # no variation to speak of: a clear error, not a degenerate model
+    if _spread(particles) < 1e-6:  # no variation to speak of: a clear error, not a degenerate model
         with pytest.raises(DataError, match='identical'):
             ShapePCA(percent_variability=1.0).fit(np.repeat(particles[:1], len(particles), axis=0))
         return

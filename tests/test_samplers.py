@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 from deepssm_nb import ConfigError, DataError, NotFittedError
-from deepssm_nb.samplers import (GaussianSampler, KDESampler, MixtureSampler, choose_mixture_components,
-                                 get_sampler, kde_bandwidth, mahalanobis_nearest, sample_scores)
+from deepssm_nb.samplers import (
+    GaussianSampler,
+    KDESampler,
+    MixtureSampler,
+    choose_mixture_components,
+    get_sampler,
+    kde_bandwidth,
+    mahalanobis_nearest,
+    sample_scores,
+)
 
 
 def _scores(n=20, cov=((4.0, 1.0, 0.0), (1.0, 2.0, 0.3), (0.0, 0.3, 0.5)), seed=0):

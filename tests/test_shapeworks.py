@@ -18,7 +18,7 @@ from deepssm_nb.data.shapeworks import infer_side
 from deepssm_nb.io import read_particles, write_image, write_particles
 
 sys.path.insert(0, str(Path(__file__).parent))
-import shapeworks_copies as swc  # noqa: E402
+import shapeworks_copies as swc
 
 
 def _mirror_ids(cohort):
@@ -49,8 +49,9 @@ def test_project_gives_the_folder_cohort_with_local_particles_mapped_to_world(sm
     assert cohort.ids() == smoke_cohort.ids() and cohort.ids('test') == smoke_cohort.ids('test')
     assert [s.side for s in cohort] == ['R' if i in mirror else 'L' for i in cohort.ids()]
     for sid in cohort.ids():
-        np.testing.assert_allclose(read_particles(cohort[sid].particles), _expected(smoke_cohort, sid, mirror),
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            read_particles(cohort[sid].particles), _expected(smoke_cohort, sid, mirror), atol=1e-6
+        )
     assert len(notes) == 1 and '1 of 10 subjects have only local particles' in notes[0]
     assert cohort[local[0]].particles.parent == tmp_path / 'p' / 'femur_world_particles'
     assert cohort.mean_mesh == tmp_path / 'p' / 'mean.vtk'
@@ -69,8 +70,9 @@ def test_xlsx_project_reads_like_the_swproj(smoke_cohort, tmp_path):
         sheet.append([row[h] for h in header])
     book.save(tmp_path / 'p' / 'femur.xlsx')
     a, b = load_cohort(project), load_cohort(tmp_path / 'p' / 'femur.xlsx')
-    assert [(s.id, s.image, s.particles, s.mesh, s.split, s.side) for s in a] == \
-           [(s.id, s.image, s.particles, s.mesh, s.split, s.side) for s in b]
+    assert [(s.id, s.image, s.particles, s.mesh, s.split, s.side) for s in a] == [
+        (s.id, s.image, s.particles, s.mesh, s.split, s.side) for s in b
+    ]
 
 
 def test_shapeworks_folder_pairs_by_name_and_prefers_world(smoke_cohort, tmp_path):
@@ -131,7 +133,7 @@ def test_project_transform_of_the_wrong_length(project):
     row = doc['data'][0]
     row['local_particles_femur'] = row.pop('world_particles_femur')
     row['alignment_femur'] = '1 0 0 0 0 1 0 0 0 0 1 0'
-    with pytest.raises(DataError, match=r"row 1\), column alignment_femur: expected 16 numbers .* got 12"):
+    with pytest.raises(DataError, match=r'row 1\), column alignment_femur: expected 16 numbers .* got 12'):
         load_cohort(_rewrite(path, doc))
     assert _nothing_written(path)
 
@@ -157,7 +159,7 @@ def test_project_2d_and_nan_images(project):
     path, doc = project
     nan = np.zeros((6, 6, 6), dtype=np.float32)
     nan[2, 3, 4] = np.nan
-    write_image(path.parent / doc['data'][0]['image_ct'], sitk.GetImageFromArray(nan))      # .nrrd keeps NaN
+    write_image(path.parent / doc['data'][0]['image_ct'], sitk.GetImageFromArray(nan))  # .nrrd keeps NaN
     write_image(path.parent / doc['data'][1]['image_ct'], sitk.Image(8, 8, sitk.sitkInt16))
     with pytest.raises(DataError) as err:
         load_cohort(path)
@@ -174,8 +176,10 @@ def test_project_local_particles_without_transforms(project):
     with pytest.raises(DataError) as err:
         load_cohort(_rewrite(path, doc))
     assert len(err.value.problems) == 10
-    assert "only local particles" in err.value.problems[0] and 'neither alignment_femur nor procrustes_femur' \
-        in err.value.problems[0]
+    assert (
+        'only local particles' in err.value.problems[0]
+        and 'neither alignment_femur nor procrustes_femur' in err.value.problems[0]
+    )
     assert _nothing_written(path)
 
 
@@ -193,7 +197,7 @@ def test_project_with_several_domains_needs_one_named(project):
     from deepssm_nb import get_profile
     from deepssm_nb.pipeline import get_cohort
 
-    cfg = get_profile('smoke')                                  # the config keys do the same
+    cfg = get_profile('smoke')  # the config keys do the same
     cfg.data.cohort, cfg.data.domain = str(path), 'femur'
     assert get_cohort(cfg).ids() == load_cohort(path, domain='femur').ids()
 
@@ -205,8 +209,10 @@ def test_ambiguous_folder_pairing_names_the_files_and_proposes_a_manifest(smoke_
     shutil.copy(root / 'images' / f'{first}_L_femur.nii.gz', root / 'images' / f'{first}_L.nrrd')
     with pytest.raises(DataError) as err:
         load_cohort(root)
-    assert f'{first}_L_femur_world.particles" pairs with several images: "{first}_L.nrrd", "{first}_L_femur.nii.gz"' \
+    assert (
+        f'{first}_L_femur_world.particles" pairs with several images: "{first}_L.nrrd", "{first}_L_femur.nii.gz"'
         in err.value.problems[0]
+    )
     proposal = err.value.problems[-1].splitlines()
     assert proposal[1] == 'id,image,segmentation,mesh,particles,split,side'
     assert proposal[2].startswith(f'{first},images/{first}_L.nrrd,,meshes/{first}_L_femur.vtk,')
@@ -227,8 +233,7 @@ def _cfg(work_dir, cohort):
 
 
 @pytest.mark.slow
-def test_grooming_tilted_flipped_anisotropic_mirrored_images_gives_the_same_world_particles(smoke_cohort,
-                                                                                          tmp_path):
+def test_grooming_tilted_flipped_anisotropic_mirrored_images_gives_the_same_world_particles(smoke_cohort, tmp_path):
     """Measured: at most 0.43 mm mean difference per subject (the smoke grid is 4 mm)."""
     from deepssm_nb.groom import run_grooming
     from deepssm_nb.registration import apply_transform
@@ -246,8 +251,9 @@ def test_grooming_tilted_flipped_anisotropic_mirrored_images_gives_the_same_worl
     cohort = load_cohort(project)
     for row, s in zip(b.info['subjects'], b.subjects):
         assert row['reflected'] == (s.id in mirror) and row['source_image'] == str(cohort[s.id].image)
-        np.testing.assert_allclose(apply_transform(s.transform, read_particles(cohort[s.id].particles)),
-                                   read_particles(s.particles), atol=1e-6)
+        np.testing.assert_allclose(
+            apply_transform(s.transform, read_particles(cohort[s.id].particles)), read_particles(s.particles), atol=1e-6
+        )
 
 
 @pytest.fixture(scope='module')
@@ -260,10 +266,11 @@ def smoke_runs(smoke_cohort, tmp_path_factory):
     mirror = _mirror_ids(smoke_cohort)
     formats, swc.FORMATS = swc.FORMATS, ('.nrrd',)
     try:
-        sources = {'cohort': smoke_cohort.root,
-                   'project_mirrored': swc.swproj(smoke_cohort, root / 'p', mirror_ids=mirror, tilt=False),
-                   'folder_mirrored': swc.shapeworks_folder(smoke_cohort, root / 'f', mirror_ids=mirror,
-                                                            tilt=False)}
+        sources = {
+            'cohort': smoke_cohort.root,
+            'project_mirrored': swc.swproj(smoke_cohort, root / 'p', mirror_ids=mirror, tilt=False),
+            'folder_mirrored': swc.shapeworks_folder(smoke_cohort, root / 'f', mirror_ids=mirror, tilt=False),
+        }
     finally:
         swc.FORMATS = formats
     sources['folder_tilted'] = swc.shapeworks_folder(smoke_cohort, root / 't', mirror_ids=mirror, tilt=True)
@@ -286,7 +293,8 @@ def test_mirrored_project_and_folder_give_the_cohort_accuracy(smoke_runs):
     for name in ('project_mirrored', 'folder_mirrored'):
         assert smoke_runs[name]['mean_surface_distance_mm'] == pytest.approx(ref, abs=0.05)
         assert smoke_runs[name]['mean_shape_baseline_mm'] == pytest.approx(
-            smoke_runs['cohort']['mean_shape_baseline_mm'], abs=0.05)
+            smoke_runs['cohort']['mean_shape_baseline_mm'], abs=0.05
+        )
 
 
 @pytest.mark.slow
@@ -303,8 +311,7 @@ def test_tilted_anisotropic_int16_folder_gives_the_cohort_accuracy_within_the_sm
 
 
 @pytest.mark.slow
-def test_the_same_model_predicts_tilted_anisotropic_mirrored_int16_test_images_like_the_originals(smoke_runs,
-                                                                                                  tmp_path):
+def test_the_same_model_predicts_tilted_anisotropic_mirrored_int16_test_images_like_the_originals(smoke_runs, tmp_path):
     """Reader, registration and prediction of rewritten test images, with one trained model.
 
     The model is the one trained on the mirrored project (its grooming knows the sides); it predicts the project's
@@ -326,12 +333,15 @@ def test_the_same_model_predicts_tilted_anisotropic_mirrored_int16_test_images_l
         source = Path(tilted[sid].image)
         assert sitk.ReadImage(str(source)).GetPixelID() == sitk.sitkInt16
         sides.append(tilted[sid].side)
-        points = {'as written': predict_image(project[sid].image, cfg, out_dir=tmp_path / 'a', verbose=False),
-                  'rewritten': predict_image(source, cfg, out_dir=tmp_path / 'b', verbose=False)}
-        truth = read_surface(tilted[sid].mesh)          # the same physical surface as the project's
+        points = {
+            'as written': predict_image(project[sid].image, cfg, out_dir=tmp_path / 'a', verbose=False),
+            'rewritten': predict_image(source, cfg, out_dir=tmp_path / 'b', verbose=False),
+        }
+        truth = read_surface(tilted[sid].mesh)  # the same physical surface as the project's
         for key, p in points.items():
-            distances[key].append(symmetric_surface_distance(
-                truth, warp_mesh(mean_mesh, mean_particles, p))[2]['symmetric']['mean'])
+            distances[key].append(
+                symmetric_surface_distance(truth, warp_mesh(mean_mesh, mean_particles, p))[2]['symmetric']['mean']
+            )
         moved.append(np.linalg.norm(points['as written'] - points['rewritten'], axis=1).mean())
     assert sorted(sides) == ['L', 'R']
     assert np.mean(distances['rewritten']) == pytest.approx(np.mean(distances['as written']), abs=0.05)

@@ -10,17 +10,34 @@ import pytest
 
 os.environ.setdefault('VTK_DEFAULT_OPENGL_WINDOW', 'vtkEGLRenderWindow')
 
-import pyvista as pv  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
+import pyvista as pv
+import SimpleITK as sitk
 
-from deepssm_nb._validation import ConfigError, DataError  # noqa: E402
-from deepssm_nb.surface import (distance_stats, image_to_mesh, particle_error_map, read_surface,  # noqa: E402
-                                save_mesh, surface_distance, symmetric_surface_distance, warp_mesh)
-from deepssm_nb.viz import surface as vs  # noqa: E402
+from deepssm_nb._validation import ConfigError, DataError
+from deepssm_nb.surface import (
+    distance_stats,
+    image_to_mesh,
+    particle_error_map,
+    read_surface,
+    save_mesh,
+    surface_distance,
+    symmetric_surface_distance,
+    warp_mesh,
+)
+from deepssm_nb.viz import surface as vs
 
 
-def ball_image(radius, center, *, size=(48, 44, 40), spacing=(0.8, 1.0, 1.2), origin=(100.0, -40.0, 25.0),
-               direction=None, axes=(1.0, 1.0, 1.0), signed_distance=False):
+def ball_image(
+    radius,
+    center,
+    *,
+    size=(48, 44, 40),
+    spacing=(0.8, 1.0, 1.2),
+    origin=(100.0, -40.0, 25.0),
+    direction=None,
+    axes=(1.0, 1.0, 1.0),
+    signed_distance=False,
+):
     """A 0/1 ellipsoid (or its signed distance) on a grid with a non-trivial origin and spacing."""
     img = sitk.Image(size, sitk.sitkUInt8)
     img.SetSpacing(spacing)
@@ -65,7 +82,7 @@ def test_distance_to_a_concentric_sphere_is_the_radius_offset():
     outer = pv.Sphere(radius=12.5, theta_resolution=200, phi_resolution=200)
     d = surface_distance(inner, outer)['distance']
     assert np.allclose(d, 2.5, rtol=0.01)
-    back = surface_distance(outer, inner)['distance']   # the coarse inner sphere is a little smaller
+    back = surface_distance(outer, inner)['distance']  # the coarse inner sphere is a little smaller
     assert np.allclose(back, 2.5, rtol=0.01, atol=0.02)
 
 
@@ -80,10 +97,10 @@ def test_distance_is_to_the_closest_point_on_triangles_not_vertices():
 
 def test_asymmetry_shows_at_the_bump_in_one_direction_only():
     sphere = pv.Sphere(radius=10.0, theta_resolution=120, phi_resolution=120)
-    bumped, angle = bumped_sphere(height=3.0, width=0.01)   # only the pole vertex moves: a thin spike
-    b_d, s_d, stats = symmetric_surface_distance(bumped, sphere)
+    bumped, angle = bumped_sphere(height=3.0, width=0.01)  # only the pole vertex moves: a thin spike
+    b_d, _, stats = symmetric_surface_distance(bumped, sphere)
     far = b_d['distance'] > 0.5
-    assert far.any() and np.all(angle[far] < 0.1)          # large distances only at the spike
+    assert far.any() and np.all(angle[far] < 0.1)  # large distances only at the spike
     assert stats['a_to_b']['hausdorff'] == pytest.approx(3.0, rel=0.02)
     assert stats['b_to_a']['hausdorff'] < 0.5 * stats['a_to_b']['hausdorff']
     assert stats['symmetric']['hausdorff'] == stats['a_to_b']['hausdorff']
@@ -116,16 +133,17 @@ def test_signed_distance_is_negative_inside():
 def test_marching_cubes_volume_and_physical_coordinates():
     center, r = np.array([118.0, -18.0, 48.0]), 12.0
     mesh = image_to_mesh(ball_image(r, center))
-    assert mesh.volume == pytest.approx(4 / 3 * np.pi * r ** 3, rel=0.02)
+    assert mesh.volume == pytest.approx(4 / 3 * np.pi * r**3, rel=0.02)
     assert np.allclose(np.asarray(mesh.points).mean(axis=0), center, atol=0.3)
-    assert np.max(np.abs(np.linalg.norm(mesh.points - center, axis=1) - r)) < 1.2   # within a voxel
+    assert np.max(np.abs(np.linalg.norm(mesh.points - center, axis=1) - r)) < 1.2  # within a voxel
 
 
 def test_direction_matrix_is_honoured():
-    rot = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])   # 90 degrees about z
+    rot = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # 90 degrees about z
     center = np.array([80.0, -10.0, 50.0])
-    img = ball_image(8.0, center, axes=(1.6, 1.0, 1.0), origin=(110.0, -40.0, 25.0), direction=rot,
-                     spacing=(1.0, 1.0, 1.0))
+    img = ball_image(
+        8.0, center, axes=(1.6, 1.0, 1.0), origin=(110.0, -40.0, 25.0), direction=rot, spacing=(1.0, 1.0, 1.0)
+    )
     pts = np.asarray(image_to_mesh(img).points)
     assert np.allclose(pts.mean(axis=0), center, atol=0.3)
     extent = pts.max(axis=0) - pts.min(axis=0)
@@ -135,7 +153,7 @@ def test_direction_matrix_is_honoured():
 def test_distance_transform_is_meshed_at_zero():
     center, r = np.array([118.0, -18.0, 48.0]), 11.0
     mesh = image_to_mesh(ball_image(r, center, signed_distance=True))
-    assert mesh.volume == pytest.approx(4 / 3 * np.pi * r ** 3, rel=0.01)
+    assert mesh.volume == pytest.approx(4 / 3 * np.pi * r**3, rel=0.01)
 
 
 def test_smoothing_keeps_the_volume_and_reduces_staircase():
@@ -143,7 +161,7 @@ def test_smoothing_keeps_the_volume_and_reduces_staircase():
     raw = image_to_mesh(img, smooth_iterations=0)
     smooth = image_to_mesh(img, smooth_iterations=20)
     assert abs(smooth.volume - raw.volume) / raw.volume < 0.01
-    err = lambda m: np.std(np.linalg.norm(m.points - np.array([118.0, -18.0, 48.0]), axis=1))  # noqa: E731
+    err = lambda m: np.std(np.linalg.norm(m.points - np.array([118.0, -18.0, 48.0]), axis=1))
     assert err(smooth) < err(raw)
 
 
@@ -186,7 +204,7 @@ def test_read_surface_bad_files(tmp_path):
 
 def _fibonacci(n, radius=10.0):
     i = np.arange(n) + 0.5
-    phi, theta = np.arccos(1 - 2 * i / n), np.pi * (1 + 5 ** 0.5) * i
+    phi, theta = np.arccos(1 - 2 * i / n), np.pi * (1 + 5**0.5) * i
     return radius * np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], axis=1)
 
 
@@ -282,7 +300,7 @@ def test_select_backend(monkeypatch):
     monkeypatch.delenv('PYVISTA_JUPYTER_BACKEND')
     monkeypatch.delenv('CI')
     monkeypatch.delitem(sys.modules, 'google.colab')
-    monkeypatch.delenv('JPY_SESSION_NAME')          # a kernel run by nbclient, no display
+    monkeypatch.delenv('JPY_SESSION_NAME')  # a kernel run by nbclient, no display
     monkeypatch.setattr(vs.sys, 'platform', 'linux')
     assert vs.select_backend() == 'static'
 

@@ -13,7 +13,7 @@ from deepssm_nb.tps import ImageGrid, ThinPlateSpline, resample, warp_field, war
 
 def _sphere_points(n: int) -> np.ndarray:
     i = np.arange(n) + 0.5
-    phi, theta = np.arccos(1 - 2 * i / n), np.pi * (1 + 5 ** 0.5) * i
+    phi, theta = np.arccos(1 - 2 * i / n), np.pi * (1 + 5**0.5) * i
     return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], axis=1)
 
 
@@ -22,8 +22,12 @@ def _ellipsoid(radii, center, n=256):
 
 
 def _grid(shape=(30, 26, 34), spacing=(1.5, 1.5, 1.5), origin=(-20.0, 5.0, 3.0), direction=None):
-    return ImageGrid(shape, np.array(origin, float), np.array(spacing, float),
-                     np.eye(3) if direction is None else np.asarray(direction, float))
+    return ImageGrid(
+        shape,
+        np.array(origin, float),
+        np.array(spacing, float),
+        np.eye(3) if direction is None else np.asarray(direction, float),
+    )
 
 
 def test_spline_interpolates_and_reproduces_affine_maps():
@@ -107,8 +111,10 @@ def test_fast_field_converges_with_anisotropic_voxels():
     tps = _noisy_pair(grid)
     exact = warp_field(tps, grid, grid_step=None)
     mm = spacing[::-1, None, None, None]
-    errors = [np.linalg.norm((warp_field(tps, grid, grid_step=3, kink_radius=r) - exact) * mm, axis=0).max()
-              for r in (1, 2, 3)]
+    errors = [
+        np.linalg.norm((warp_field(tps, grid, grid_step=3, kink_radius=r) - exact) * mm, axis=0).max()
+        for r in (1, 2, 3)
+    ]
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 0.1
 
@@ -133,7 +139,7 @@ def test_warped_segmentation_agrees_with_the_output_particles():
     idx = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing='ij'), -1)
     rel = grid.index_to_physical(idx) - center
     f = ((rel / radii) ** 2).sum(-1)
-    dist = (f - 1) / np.linalg.norm(2 * rel / radii ** 2, axis=-1).clip(1e-9)  # first-order distance, mm
+    dist = (f - 1) / np.linalg.norm(2 * rel / radii**2, axis=-1).clip(1e-9)  # first-order distance, mm
     seg = sitk.GetImageFromArray(np.clip(0.5 - dist / ramp, 0, 1).astype(np.float32))
     base = _ellipsoid(radii, center, 512)
     # a smooth, non-affine shape change of a few mm

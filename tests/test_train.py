@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 import types
@@ -17,11 +18,9 @@ from deepssm_nb import ConfigError, DataError, NotFittedError, get_profile
 from deepssm_nb import train as train_mod
 from deepssm_nb._train_loop import LOG_COLUMNS, StageSpec, make_scheduler, resolve_precision, run_stage
 from deepssm_nb.config import DecayLRConfig, FineTuneConfig, TLNetConfig, TrainerConfig
-from deepssm_nb.models import DeepSSMNet, TLDeepSSMNet, init_pca_decoder, load_trained_model
+from deepssm_nb.models import DeepSSMNet, TLDeepSSMNet, init_pca_decoder, load_trained_model, parameter_changes
 from deepssm_nb.train import fine_tune, fit, fit_tl, read_train_log, train_deepssm
-from deepssm_nb.models import parameter_changes
 from deepssm_nb.viz.training import LivePlot, plot_focal_loss, plot_latent_agreement, plot_training_log
-
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -53,13 +52,18 @@ class ToyData(Dataset):
         image = self.images[i][None]
         if self.noise:  # uses numpy's global generator, so resuming must restore it
             image = image + np.float32(self.noise) * np.random.standard_normal(image.shape).astype(np.float32)
-        return {'image': torch.from_numpy(image), 'scores': torch.from_numpy((self.scores[i] / self.std).astype(
-            np.float32)), 'particles': torch.from_numpy(self.particles[i]), 'name': f's{i}'}
+        return {
+            'image': torch.from_numpy(image),
+            'scores': torch.from_numpy((self.scores[i] / self.std).astype(np.float32)),
+            'particles': torch.from_numpy(self.particles[i]),
+            'name': f's{i}',
+        }
 
 
 def _loaders(n_train=12, n_val=4, batch_size=4, noise=0.0):
-    train = DataLoader(ToyData(n_train, 0, noise), batch_size=batch_size, shuffle=True,
-                       generator=torch.Generator().manual_seed(7))
+    train = DataLoader(
+        ToyData(n_train, 0, noise), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(7)
+    )
     val = DataLoader(ToyData(n_val, 1), batch_size=batch_size)
     return train, val
 
@@ -79,8 +83,14 @@ def _tc(**kw):
 
 def test_overfits_a_few_samples(tmp_path):
     train = DataLoader(ToyData(4, 0), batch_size=4)
-    res = fit(_net(), train, train, trainer_cfg=_tc(epochs=100, learning_rate=1e-2, val_freq=100),
-              model_dir=tmp_path, progress=False)
+    res = fit(
+        _net(),
+        train,
+        train,
+        trainer_cfg=_tc(epochs=100, learning_rate=1e-2, val_freq=100),
+        model_dir=tmp_path,
+        progress=False,
+    )
     first, last = res.history[0], res.history[-1]
     assert first['train_rmse_mm'] > 1.0
     assert last['train_rmse_mm'] < 0.03 * first['train_rmse_mm']
@@ -97,12 +107,19 @@ def test_resume_gives_identical_weights(tmp_path, precision):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(_net(dropout=0.2), *_loaders(noise=0.1), trainer_cfg=tc, model_dir=tmp_path / 'b', callback=interrupt,
-            progress=False)
+        fit(
+            _net(dropout=0.2),
+            *_loaders(noise=0.1),
+            trainer_cfg=tc,
+            model_dir=tmp_path / 'b',
+            callback=interrupt,
+            progress=False,
+        )
     np.random.seed(999)  # global state changed in between must not matter
     torch.manual_seed(999)
-    resumed = fit(_net(dropout=0.2, seed=5), *_loaders(noise=0.1), trainer_cfg=tc, model_dir=tmp_path / 'b',
-                  progress=False)
+    resumed = fit(
+        _net(dropout=0.2, seed=5), *_loaders(noise=0.1), trainer_cfg=tc, model_dir=tmp_path / 'b', progress=False
+    )
     a = torch.load(tmp_path / 'a' / 'final_model.torch', weights_only=True)['state_dict']
     b = torch.load(tmp_path / 'b' / 'final_model.torch', weights_only=True)['state_dict']
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -110,8 +127,9 @@ def test_resume_gives_identical_weights(tmp_path, precision):
     # a finished run returns at once, without training
     calls = []
     t0 = time.perf_counter()
-    again = fit(_net(dropout=0.2), *_loaders(), trainer_cfg=tc, model_dir=tmp_path / 'b', callback=calls.append,
-                progress=False)
+    again = fit(
+        _net(dropout=0.2), *_loaders(), trainer_cfg=tc, model_dir=tmp_path / 'b', callback=calls.append, progress=False
+    )
     assert calls == [] and time.perf_counter() - t0 < 2.0 and again.history == resumed.history
 
 
@@ -139,8 +157,15 @@ def test_base_keeps_the_pca_decoder_and_fine_tuning_frees_it(tmp_path):
     train, val = _loaders()
     fit(net, train, val, trainer_cfg=_tc(epochs=1), model_dir=tmp_path, progress=False)
     assert torch.equal(net.decoder.linear.weight, pca_weight)
-    ft = fine_tune(net, train, val, trainer_cfg=_tc(), model_dir=tmp_path, progress=False,
-                   fine_tune_cfg=FineTuneConfig(enabled=True, epochs=1, learning_rate=1e-3))
+    ft = fine_tune(
+        net,
+        train,
+        val,
+        trainer_cfg=_tc(),
+        model_dir=tmp_path,
+        progress=False,
+        fine_tune_cfg=FineTuneConfig(enabled=True, epochs=1, learning_rate=1e-3),
+    )
     assert not torch.equal(net.decoder.linear.weight, pca_weight)
     assert ft.best_path.name == 'best_model_ft.torch' and ft.final_path.is_file()
     assert [r['stage'] for r in read_train_log(tmp_path)] == ['base', 'fine_tune']
@@ -149,8 +174,15 @@ def test_base_keeps_the_pca_decoder_and_fine_tuning_frees_it(tmp_path):
 
 def test_tl_three_phases(tmp_path):
     net = _net('tl')
-    res = fit_tl(net, *_loaders(), trainer_cfg=_tc(), model_dir=tmp_path, loss='Focal', progress=False,
-                 tl_cfg=TLNetConfig(enabled=True, ae_epochs=2, tf_epochs=1, joint_epochs=1, alpha=0.5))
+    res = fit_tl(
+        net,
+        *_loaders(),
+        trainer_cfg=_tc(),
+        model_dir=tmp_path,
+        loss='Focal',
+        progress=False,
+        tl_cfg=TLNetConfig(enabled=True, ae_epochs=2, tf_epochs=1, joint_epochs=1, alpha=0.5),
+    )
     assert list(res) == ['tl_ae', 'tl_tf', 'tl_joint']
     ae = torch.load(tmp_path / 'final_model_ae.torch', weights_only=True)['state_dict']
     tf = torch.load(tmp_path / 'final_model_tf.torch', weights_only=True)['state_dict']
@@ -167,7 +199,7 @@ def test_tl_three_phases(tmp_path):
     assert [r['stage'] for r in read_train_log(tmp_path)] == ['tl_ae'] * 2 + ['tl_tf', 'tl_joint']
     loaded = load_trained_model(tmp_path)
     with torch.no_grad():
-        z, p = loaded(torch.zeros(2, 1, *SHAPE))
+        _, p = loaded(torch.zeros(2, 1, *SHAPE))
     assert isinstance(loaded, TLDeepSSMNet) and p.shape == (2, M, 3)
 
 
@@ -183,7 +215,7 @@ def test_cosine_reaches_eta_min_and_never_restarts():
         lrs.append(opt.param_groups[0]['lr'])
         reach = t_max or 6
         assert lrs[0] == pytest.approx(0.1) and lrs[reach] == pytest.approx(0.01)
-        assert all(b <= a + 1e-12 for a, b in zip(lrs, lrs[1:]))
+        assert all(b <= a + 1e-12 for a, b in itertools.pairwise(lrs))
         assert all(lr == pytest.approx(0.01) for lr in lrs[reach:])
 
 
@@ -217,7 +249,7 @@ class _Scripted(nn.Module):
     def step(self, net, b):
         target = b.particles
         if self.training:
-            return (self.w ** 2).sum(), target, target
+            return (self.w**2).sum(), target, target
         self.grad_in_val.append(torch.is_grad_enabled())
         err = self.val_errors[min(self.val_calls, len(self.val_errors) - 1)]
         self.val_calls += 1
@@ -226,11 +258,18 @@ class _Scripted(nn.Module):
 
 def test_early_stopping_stops(tmp_path):
     net = _Scripted([2.0, 1.0, 1.5, 1.2, 0.5, 0.1])
-    spec = StageSpec('base', '', epochs=20, learning_rate=0.1, step=net.step, trainable=lambda n: [n],
-                     early_stopping=2)
+    spec = StageSpec('base', '', epochs=20, learning_rate=0.1, step=net.step, trainable=lambda n: [n], early_stopping=2)
     val = DataLoader(ToyData(2, 1), batch_size=2)
-    res = run_stage(net, val, val, spec, model_dir=tmp_path, device=torch.device('cpu'),
-                    precision=resolve_precision('fp32', torch.device('cpu')), progress=False)
+    res = run_stage(
+        net,
+        val,
+        val,
+        spec,
+        model_dir=tmp_path,
+        device=torch.device('cpu'),
+        precision=resolve_precision('fp32', torch.device('cpu')),
+        progress=False,
+    )
     assert res.stopped_early and len(res.history) == 4
     assert res.best_epoch == 2 and res.best_val_rmse_mm == pytest.approx(1.0)
     assert net.grad_in_val and not any(net.grad_in_val)  # validation under torch.no_grad()
@@ -239,11 +278,20 @@ def test_early_stopping_stops(tmp_path):
 @pytest.mark.parametrize('script, best_epoch, best_val', [([1.0, 2.0, 1.5], 0, 1.0), ([1.0, 2.0, 0.5], 2, 0.5)])
 def test_keep_start_counts_the_incoming_model_as_epoch_0(tmp_path, script, best_epoch, best_val):
     net = _Scripted(script)  # the first validation is the incoming model's
-    spec = StageSpec('fine_tune', '_ft', epochs=2, learning_rate=0.1, step=net.step, trainable=lambda n: [n],
-                     keep_start=True)
+    spec = StageSpec(
+        'fine_tune', '_ft', epochs=2, learning_rate=0.1, step=net.step, trainable=lambda n: [n], keep_start=True
+    )
     val = DataLoader(ToyData(2, 1), batch_size=2)
-    res = run_stage(net, val, val, spec, model_dir=tmp_path, device=torch.device('cpu'),
-                    precision=resolve_precision('fp32', torch.device('cpu')), progress=False)
+    res = run_stage(
+        net,
+        val,
+        val,
+        spec,
+        model_dir=tmp_path,
+        device=torch.device('cpu'),
+        precision=resolve_precision('fp32', torch.device('cpu')),
+        progress=False,
+    )
     assert net.val_calls == 3 and len(res.history) == 2  # the start is validated but not logged as an epoch
     assert res.best_epoch == best_epoch and res.best_val_rmse_mm == pytest.approx(best_val, rel=1e-5)
     best = torch.load(tmp_path / 'best_model_ft.torch', weights_only=True)
@@ -255,8 +303,15 @@ def test_fine_tuning_never_selects_a_model_worse_than_its_start(tmp_path):
     train, val = _loaders()
     base = fit(net, train, val, trainer_cfg=_tc(epochs=2), model_dir=tmp_path, progress=False)
     net.load_state_dict(torch.load(base.best_path, weights_only=True)['state_dict'])
-    ft = fine_tune(net, train, val, trainer_cfg=_tc(), model_dir=tmp_path, progress=False,  # a rate that diverges
-                   fine_tune_cfg=FineTuneConfig(enabled=True, epochs=2, learning_rate=1.0, decay_lr=False))
+    ft = fine_tune(
+        net,
+        train,
+        val,
+        trainer_cfg=_tc(),
+        model_dir=tmp_path,
+        progress=False,  # a rate that diverges
+        fine_tune_cfg=FineTuneConfig(enabled=True, epochs=2, learning_rate=1.0, decay_lr=False),
+    )
     assert ft.final_val_rmse_mm > base.best_val_rmse_mm
     assert ft.best_epoch == 0 and ft.best_val_rmse_mm == pytest.approx(base.best_val_rmse_mm, rel=1e-4)
     chosen = load_trained_model(tmp_path)
@@ -274,7 +329,7 @@ def test_live_plot_collects_rows_headless(tmp_path):
 def test_focal_loss_plot():
     fig = plot_focal_loss(a=2.0, c=5.0)
     focal = fig.axes[0].lines[1].get_ydata()
-    assert len(fig.axes) == 2 and focal[-1] == pytest.approx(12.5 ** 2, rel=1e-3)
+    assert len(fig.axes) == 2 and focal[-1] == pytest.approx(12.5**2, rel=1e-3)
 
 
 def test_precision_rules():
@@ -342,16 +397,17 @@ def test_input_margin_masks_and_crops_the_encoder_input(tmp_path, monkeypatch):
     assert 0 < mask.sum() < mask.size and nearest.max() < 25.0
     box = net.model_kwargs['input_box']
     assert box == [[int(np.min(a)), int(np.max(a)) + 1] for a in (zz, yy, xx)]
-    np.testing.assert_array_equal(net.encoder.input_mask.mask.numpy(),
-                                  mask[box[0][0]:box[0][1], box[1][0]:box[1][1], box[2][0]:box[2][1]])
+    np.testing.assert_array_equal(
+        net.encoder.input_mask.mask.numpy(), mask[box[0][0] : box[0][1], box[1][0] : box[1][1], box[2][0] : box[2][1]]
+    )
     x = torch.randn(1, 1, *SHAPE)
     y = x.clone()
-    y[0, 0][torch.from_numpy(mask == 0)] = 100.0       # what lies outside the mask is never read
+    y[0, 0][torch.from_numpy(mask == 0)] = 100.0  # what lies outside the mask is never read
     with torch.no_grad():
         torch.testing.assert_close(net(x)[1], net(y)[1])
         y[0, 0][torch.from_numpy(mask == 1)] += 1.0
         assert not torch.allclose(net(x)[1], net(y)[1])
-    cfg.deepssm.encoder.input_margin_mm = 0.0            # another encoder is another run, not the finished one
+    cfg.deepssm.encoder.input_margin_mm = 0.0  # another encoder is another run, not the finished one
     with pytest.raises(ConfigError, match="input_margin_mm': 12.0} -> .*input_margin_mm': 0.0}"):
         train_deepssm(cfg, progress=False)
     res = train_deepssm(cfg, progress=False, restart=True)
@@ -398,14 +454,14 @@ def test_bad_training_inputs(tmp_path):
 
 def test_checkpoints_of_earlier_versions_match_at_the_default_encoder():
     from deepssm_nb._checkpoint import fingerprint_diffs
-
     from deepssm_nb.config import EncoderConfig
 
     e = EncoderConfig()
     default = {'channels': e.channels, 'dropout': e.dropout, 'input_margin_mm': e.input_margin_mm}
     assert default == {'channels': [12, 24, 48, 96, 192], 'dropout': 0.0, 'input_margin_mm': 0.0}
-    old = {'stage': 'base', 'epochs': 15}                  # written before the encoder was fingerprinted
+    old = {'stage': 'base', 'epochs': 15}  # written before the encoder was fingerprinted
     assert fingerprint_diffs(old, {'stage': 'base', 'epochs': 15, 'encoder': default}) == []
     assert fingerprint_diffs(old, {'stage': 'base', 'epochs': 15, 'encoder': {**default, 'dropout': 0.1}}) == [
-        f"encoder: {default!r} -> {dict(default, dropout=0.1)!r}"]
+        f'encoder: {default!r} -> {dict(default, dropout=0.1)!r}'
+    ]
     assert fingerprint_diffs(old, {'stage': 'base', 'epochs': 20}) == ['epochs: 15 -> 20']

@@ -62,8 +62,8 @@ def test_run_button_is_usable_again_after_a_failing_action(caplog):
         raise ValueError('bad knob')
 
     box = run_button('Run', boom)
-    box.button.click()               # the widget's dispatcher reports the error (outside a kernel: in the log)
+    box.button.click()  # the widget's dispatcher reports the error (outside a kernel: in the log)
     assert not box.button.disabled and box.result is None and calls == [1]
     assert 'bad knob' in caplog.text
-    box.button.click()               # and a second click runs the action again
+    box.button.click()  # and a second click runs the action again
     assert calls == [1, 1] and not box.button.disabled

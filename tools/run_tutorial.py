@@ -42,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f'running {nb_path.name} ...', flush=True)
             try:
-                _, seconds = execute_notebook(nb_path, overrides, out_path=out / 'executed' / nb_path.name,
-                                              timeout=3600)
+                _, seconds = execute_notebook(
+                    nb_path, overrides, out_path=out / 'executed' / nb_path.name, timeout=3600
+                )
             except Exception as e:  # noqa: BLE001 - report which notebook failed, then stop
                 reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
                 failed = f'{nb_path.name}: {reason}'
@@ -57,10 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = get_profile(args.profile, work_dir=str(work_dir))
     cfg.data.data_dir = str(data_dir)
     figures = key_figures(cfg)
-    summary = {'profile': args.profile, 'notebooks': dict(rows), 'total_s': round(total, 1),
-               'peak_kernel_rss_gb': round(peak_gb, 2),
-               'peak_total_rss_gb': None if tree_gb is None else round(tree_gb, 2),
-               'key_figures': figures, 'failed': failed}
+    summary = {
+        'profile': args.profile,
+        'notebooks': dict(rows),
+        'total_s': round(total, 1),
+        'peak_kernel_rss_gb': round(peak_gb, 2),
+        'peak_total_rss_gb': None if tree_gb is None else round(tree_gb, 2),
+        'key_figures': figures,
+        'failed': failed,
+    }
     (out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
     lines = [f'deepssm-nb tutorial, profile {args.profile!r}', '-' * 48]
     lines += [f'{name:32s} {s:8.1f} s' for name, s in rows]

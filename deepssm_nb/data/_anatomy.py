@@ -102,14 +102,30 @@ def subject_frame(vertices: np.ndarray, faces: np.ndarray, anatomy: FemurAnatomy
     normal *= np.sign((head_centre - plane_point) @ normal)
     along = (vertices - shaft_point) @ shaft_axis
     radial = (head_centre - shaft_point) - ((head_centre - shaft_point) @ shaft_axis) * shaft_axis
-    return SubjectFrame(head_centre=head_centre, head_radius=head_radius, shaft_point=shaft_point,
-                        shaft_axis=shaft_axis, plane_point=plane_point, plane_normal=normal,
-                        length_mm=float(along.max() - along.min()), offset_mm=float(np.linalg.norm(radial)))
+    return SubjectFrame(
+        head_centre=head_centre,
+        head_radius=head_radius,
+        shaft_point=shaft_point,
+        shaft_axis=shaft_axis,
+        plane_point=plane_point,
+        plane_normal=normal,
+        length_mm=float(along.max() - along.min()),
+        offset_mm=float(np.linalg.norm(radial)),
+    )
 
 
-def find_anatomy(mean_femur: np.ndarray, faces: np.ndarray, mean_pelvis: np.ndarray, all_femurs: np.ndarray,
-                 num_particles: int, rng: np.random.Generator, *, cut_below_head_mm: float = 80.0,
-                 margin_mm: float = 3.0, dense_per_particle: int = 30) -> FemurAnatomy:
+def find_anatomy(
+    mean_femur: np.ndarray,
+    faces: np.ndarray,
+    mean_pelvis: np.ndarray,
+    all_femurs: np.ndarray,
+    num_particles: int,
+    rng: np.random.Generator,
+    *,
+    cut_below_head_mm: float = 80.0,
+    margin_mm: float = 3.0,
+    dense_per_particle: int = 30,
+) -> FemurAnatomy:
     """Define the proximal femur on the mean shape.
 
     * Long axis: principal axis of the vertices; its sign points to the end nearer the pelvis.
@@ -152,7 +168,7 @@ def find_anatomy(mean_femur: np.ndarray, faces: np.ndarray, mean_pelvis: np.ndar
     if len(head) < 10:
         raise ValueError(f'found only {len(head)} femoral head vertices; is this a femur?')
     head_centre, _ = _mesh.fit_sphere(mean_femur[head])
-    depth = (head_centre - mean_femur) @ superior                 # mm below the head centre
+    depth = (head_centre - mean_femur) @ superior  # mm below the head centre
     shaft = np.flatnonzero((depth > 0.3 * length) & (depth < 0.6 * length))
     shaft_point = mean_femur[shaft].mean(axis=0)
     shaft_axis = _principal_axis(mean_femur[shaft])
@@ -163,14 +179,26 @@ def find_anatomy(mean_femur: np.ndarray, faces: np.ndarray, mean_pelvis: np.ndar
     u = medial - (medial @ shaft_axis) * shaft_axis
     u /= np.linalg.norm(u)
     v = np.cross(shaft_axis, u)
-    hits = [_mesh.intersect_ray(mean_femur, faces, centre, np.cos(a) * u + np.sin(a) * v)
-            for a in np.deg2rad([90.0, 210.0, 330.0])]
+    hits = [
+        _mesh.intersect_ray(mean_femur, faces, centre, np.cos(a) * u + np.sin(a) * v)
+        for a in np.deg2rad([90.0, 210.0, 330.0])
+    ]
     landmark_faces = np.array([h[0] for h in hits])
     landmark_bary = np.array([h[1] for h in hits])
 
     # Faces above every subject's own plane (and the mean's) by the margin.
-    probe = FemurAnatomy(superior, medial, ap, head, shaft, landmark_faces, landmark_bary, cut_below_head_mm,
-                         np.zeros(0, int), np.zeros((0, 3)))
+    probe = FemurAnatomy(
+        superior,
+        medial,
+        ap,
+        head,
+        shaft,
+        landmark_faces,
+        landmark_bary,
+        cut_below_head_mm,
+        np.zeros(0, int),
+        np.zeros((0, 3)),
+    )
     ok = np.ones(len(faces), dtype=bool)
     for verts in [mean_femur, *all_femurs]:
         frame = subject_frame(verts, faces, probe)
@@ -178,12 +206,24 @@ def find_anatomy(mean_femur: np.ndarray, faces: np.ndarray, mean_pelvis: np.ndar
         ok &= np.all(height[faces] > margin_mm, axis=1)
     candidates = np.flatnonzero(ok)
     if len(candidates) < num_particles:
-        raise ValueError(f'only {len(candidates)} faces lie above the cut; num_particles={num_particles} is '
-                         'too many for this mesh resolution.')
+        raise ValueError(
+            f'only {len(candidates)} faces lie above the cut; num_particles={num_particles} is '
+            'too many for this mesh resolution.'
+        )
     n_dense = max(dense_per_particle * num_particles, 20000)
     face_index, bary = _mesh.sample_surface(mean_femur, faces, n_dense, rng, face_subset=candidates)
     dense = _mesh.barycentric_points(mean_femur, faces, face_index, bary)
-    start = int(np.argmax(dense @ superior))                     # begin at the top of the head
+    start = int(np.argmax(dense @ superior))  # begin at the top of the head
     keep = _mesh.farthest_point_sampling(dense, num_particles, start=start)
-    return FemurAnatomy(superior, medial, ap, head, shaft, landmark_faces, landmark_bary, cut_below_head_mm,
-                        face_index[keep], bary[keep])
+    return FemurAnatomy(
+        superior,
+        medial,
+        ap,
+        head,
+        shaft,
+        landmark_faces,
+        landmark_bary,
+        cut_below_head_mm,
+        face_index[keep],
+        bary[keep],
+    )

@@ -52,8 +52,7 @@ def is_closed(faces: np.ndarray) -> bool:
     return bool(np.all(counts == 2) and np.all(dir_counts == 1))
 
 
-def barycentric_points(vertices: np.ndarray, faces: np.ndarray, face_index: np.ndarray,
-                       bary: np.ndarray) -> np.ndarray:
+def barycentric_points(vertices: np.ndarray, faces: np.ndarray, face_index: np.ndarray, bary: np.ndarray) -> np.ndarray:
     """Points given as (face, barycentric) pairs on a mesh.
 
     Args:
@@ -65,12 +64,13 @@ def barycentric_points(vertices: np.ndarray, faces: np.ndarray, face_index: np.n
     Returns:
         (M, 3), or (N, M, 3) for stacked meshes.
     """
-    tri = vertices[..., faces[face_index], :]            # (..., M, 3, 3)
+    tri = vertices[..., faces[face_index], :]  # (..., M, 3, 3)
     return np.einsum('...mkd,mk->...md', tri, bary)
 
 
-def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator, *,
-                   face_subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def sample_surface(
+    vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator, *, face_subset: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Area-uniform random points on (a subset of) the faces.
 
     Args:
@@ -122,14 +122,15 @@ def farthest_point_sampling(points: np.ndarray, m: int, *, start: int = 0) -> np
 def fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
     """Least-squares sphere through (N, 3) points; returns ``(centre (3,), radius)``."""
     a = np.column_stack([2.0 * points, np.ones(len(points))])
-    b = np.sum(points ** 2, axis=1)
+    b = np.sum(points**2, axis=1)
     sol, *_ = np.linalg.lstsq(a, b, rcond=None)
     centre = sol[:3]
     return centre, float(np.sqrt(sol[3] + centre @ centre))
 
 
-def intersect_ray(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray,
-                  direction: np.ndarray) -> tuple[int, np.ndarray, float]:
+def intersect_ray(
+    vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray, direction: np.ndarray
+) -> tuple[int, np.ndarray, float]:
     """Nearest hit of a ray with a mesh (Moeller-Trumbore on all faces at once).
 
     Returns:
@@ -151,15 +152,17 @@ def intersect_ray(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray,
     t = np.einsum('ij,ij->i', e2, qvec) * inv
     hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)
     if not np.any(hit):
-        raise ValueError(f'the ray from {origin.round(2).tolist()} along {direction.round(3).tolist()} '
-                         'misses the mesh.')
+        raise ValueError(
+            f'the ray from {origin.round(2).tolist()} along {direction.round(3).tolist()} misses the mesh.'
+        )
     idx = np.flatnonzero(hit)
     best = idx[np.argmin(t[idx])]
     return int(best), np.array([1.0 - u[best] - v[best], u[best], v[best]]), float(t[best])
 
 
-def clip_and_cap(vertices: np.ndarray, faces: np.ndarray, point: np.ndarray,
-                 normal: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def clip_and_cap(
+    vertices: np.ndarray, faces: np.ndarray, point: np.ndarray, normal: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keep the part of a closed mesh on the side of ``normal`` and close the cut with a flat cap.
 
     Faces entirely on the kept side are kept unchanged (same vertices, so points given as (face, barycentric) on
@@ -208,10 +211,10 @@ def clip_and_cap(vertices: np.ndarray, faces: np.ndarray, point: np.ndarray,
     cut_points = vertices[p] + w * (vertices[q] - vertices[p])
     base = len(vertices)
     e_ab = base + inverse[: len(cross)]
-    e_ca = base + inverse[len(cross):]
+    e_ca = base + inverse[len(cross) :]
 
-    tris = [np.stack([a, e_ab, e_ca], 1)[one_above]]                   # odd vertex above: one triangle
-    two = ~one_above                                                    # odd vertex below: a quad (b, c, e_ca, e_ab)
+    tris = [np.stack([a, e_ab, e_ca], 1)[one_above]]  # odd vertex above: one triangle
+    two = ~one_above  # odd vertex below: a quad (b, c, e_ca, e_ab)
     tris += [np.stack([b, c, e_ca], 1)[two], np.stack([b, e_ca, e_ab], 1)[two]]
     # Directed boundary edges of the clipped surface; the cap uses them reversed.
     boundary = np.concatenate([np.stack([e_ab, e_ca], 1)[one_above], np.stack([e_ca, e_ab], 1)[two]])

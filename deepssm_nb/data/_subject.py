@@ -18,12 +18,19 @@ from ..meshio import write_mesh
 from . import _mesh, synth_ct
 from ._anatomy import FemurAnatomy, subject_frame
 
-__all__ = ['SubjectPlan', 'child_seed', 'plan_subject', 'rotation_matrix', 'subject_paths', 'synthesize',
-           'write_subject']
+__all__ = [
+    'SubjectPlan',
+    'child_seed',
+    'plan_subject',
+    'rotation_matrix',
+    'subject_paths',
+    'synthesize',
+    'write_subject',
+]
 
-MAX_ROTATION_DEG = 10.0        # random pose: uniform in +-10 degrees about each axis
-MAX_SHIFT_MM = 40.0            # random position of the femur in scanner coordinates
-MARGIN_MM = (15.0, 45.0)       # field of view: proximal femur bounding box plus this margin per side
+MAX_ROTATION_DEG = 10.0  # random pose: uniform in +-10 degrees about each axis
+MAX_SHIFT_MM = 40.0  # random position of the femur in scanner coordinates
+MARGIN_MM = (15.0, 45.0)  # field of view: proximal femur bounding box plus this margin per side
 
 
 @dataclass
@@ -77,9 +84,18 @@ def rotation_matrix(angles_deg: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def plan_subject(subject_id: str, index: int, split: str, seed: np.random.SeedSequence, femur: np.ndarray,
-                 femur_faces: np.ndarray, pelvis: np.ndarray, pelvis_faces: np.ndarray, anatomy: FemurAnatomy,
-                 spacing: float) -> SubjectPlan:
+def plan_subject(
+    subject_id: str,
+    index: int,
+    split: str,
+    seed: np.random.SeedSequence,
+    femur: np.ndarray,
+    femur_faces: np.ndarray,
+    pelvis: np.ndarray,
+    pelvis_faces: np.ndarray,
+    anatomy: FemurAnatomy,
+    spacing: float,
+) -> SubjectPlan:
     """Cut, particles, random pose and field of view of one subject (model-frame meshes in, image space out).
 
     Raises:
@@ -90,8 +106,10 @@ def plan_subject(subject_id: str, index: int, split: str, seed: np.random.SeedSe
     particles = _mesh.barycentric_points(femur, femur_faces, anatomy.particle_faces, anatomy.particle_bary)
     heights = (particles - frame.plane_point) @ frame.plane_normal
     if heights.min() <= 0:
-        raise ValueError(f'subject {subject_id}: particle {int(np.argmin(heights))} lies {heights.min():.2f} mm '
-                         'below its own cut plane.')
+        raise ValueError(
+            f'subject {subject_id}: particle {int(np.argmin(heights))} lies {heights.min():.2f} mm '
+            'below its own cut plane.'
+        )
 
     rng = np.random.default_rng(child_seed(seed, 0))
     angles = rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG, 3)
@@ -111,13 +129,20 @@ def plan_subject(subject_id: str, index: int, split: str, seed: np.random.SeedSe
     grid = synth_ct.Grid(origin=lo, spacing=float(spacing), shape=(int(size[2]), int(size[1]), int(size[0])))
     head = pose(frame.head_centre)
     info = {
-        'id': subject_id, 'source_index': index, 'split': split,
-        'rotation_deg': angles.round(4).tolist(), 'shift_mm': shift.round(4).tolist(),
+        'id': subject_id,
+        'source_index': index,
+        'split': split,
+        'rotation_deg': angles.round(4).tolist(),
+        'shift_mm': shift.round(4).tolist(),
         'model_to_image': np.vstack([np.column_stack([rot, translation]), [0, 0, 0, 1]]).round(9).tolist(),
-        'margin_low_mm': margins[0].round(3).tolist(), 'margin_high_mm': margins[1].round(3).tolist(),
-        'image_size': [int(s) for s in size], 'image_origin': lo.round(6).tolist(),
-        'head_centre': head.round(4).tolist(), 'head_diameter_mm': round(2 * frame.head_radius, 3),
-        'femoral_offset_mm': round(frame.offset_mm, 3), 'femur_length_mm': round(frame.length_mm, 3),
+        'margin_low_mm': margins[0].round(3).tolist(),
+        'margin_high_mm': margins[1].round(3).tolist(),
+        'image_size': [int(s) for s in size],
+        'image_origin': lo.round(6).tolist(),
+        'head_centre': head.round(4).tolist(),
+        'head_diameter_mm': round(2 * frame.head_radius, 3),
+        'femoral_offset_mm': round(frame.offset_mm, 3),
+        'femur_length_mm': round(frame.length_mm, 3),
         'cut_point': pose(frame.plane_point).round(4).tolist(),
         'cut_normal': (rot @ frame.plane_normal).round(6).tolist(),
         'min_particle_height_mm': round(float(heights.min()), 3),
@@ -125,8 +150,23 @@ def plan_subject(subject_id: str, index: int, split: str, seed: np.random.SeedSe
         'medial': (rot @ anatomy.medial).round(6).tolist(),
         'anterior_posterior': (rot @ anatomy.anterior_posterior).round(6).tolist(),
     }
-    return SubjectPlan(subject_id, index, split, seed, pose(femur), femur_faces, pose(pelvis), pelvis_faces,
-                       mesh_posed, mesh_f, pose(particles), grid, rot, translation, info)
+    return SubjectPlan(
+        subject_id,
+        index,
+        split,
+        seed,
+        pose(femur),
+        femur_faces,
+        pose(pelvis),
+        pelvis_faces,
+        mesh_posed,
+        mesh_f,
+        pose(particles),
+        grid,
+        rot,
+        translation,
+        info,
+    )
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -156,8 +196,9 @@ def synthesize(plan: SubjectPlan) -> tuple[np.ndarray, np.ndarray]:
     lateral_reach = float(np.max((body_centre - plan.femur) @ medial))
     ap_reach = float(np.max(np.abs((plan.pelvis - body_centre) @ ap)))
     semi = (lateral_reach + rng.uniform(25, 60), ap_reach + rng.uniform(15, 40))
-    image = synth_ct.soft_tissue(grid, body_centre, np.stack([medial, ap]), semi, fat_mm=rng.uniform(4, 18),
-                                 muscle_hu=rng.uniform(35, 55))
+    image = synth_ct.soft_tissue(
+        grid, body_centre, np.stack([medial, ap]), semi, fat_mm=rng.uniform(4, 18), muscle_hu=rng.uniform(35, 55)
+    )
 
     # Bone: cortical thickness and marrow fraction grow with the distance below the head centre.
     scale = info['femur_length_mm'] / 430.0
@@ -170,8 +211,11 @@ def synthesize(plan: SubjectPlan) -> tuple[np.ndarray, np.ndarray]:
         if not box:
             continue
         box = box[0]
-        sub = synth_ct.Grid(grid.origin + grid.spacing * np.array([box[2].start, box[1].start, box[0].start]),
-                            grid.spacing, mask[box].shape)
+        sub = synth_ct.Grid(
+            grid.origin + grid.spacing * np.array([box[2].start, box[1].start, box[0].start]),
+            grid.spacing,
+            mask[box].shape,
+        )
         if is_femur:
             below = synth_ct.project(sub, np.asarray(info['head_centre']), -np.asarray(info['shaft_axis'])[None])[0]
             cortex = 1.0 * scale + (shaft_cortex - 1.0 * scale) * _smoothstep((below - 30 * scale) / (60 * scale))
@@ -183,18 +227,25 @@ def synthesize(plan: SubjectPlan) -> tuple[np.ndarray, np.ndarray]:
 
     direction = rng.normal(size=3)
     direction /= np.linalg.norm(direction)
-    scan = synth_ct.CTAppearance(blur_mm=rng.uniform(0.5, 0.9), noise_hu=rng.uniform(15, 30),
-                                 scale=rng.uniform(0.95, 1.05), offset_hu=rng.uniform(-20, 20),
-                                 bias_hu=rng.uniform(0, 40), bias_direction=tuple(direction))
+    scan = synth_ct.CTAppearance(
+        blur_mm=rng.uniform(0.5, 0.9),
+        noise_hu=rng.uniform(15, 30),
+        scale=rng.uniform(0.95, 1.05),
+        offset_hu=rng.uniform(-20, 20),
+        bias_hu=rng.uniform(0, 40),
+        bias_direction=tuple(direction),
+    )
     return synth_ct.finish_scan(image, grid, scan, rng), segmentation
 
 
 def subject_paths(root: Path, subject_id: str) -> dict[str, Path]:
     """The four files of a subject, keyed ``image``, ``segmentation``, ``mesh``, ``particles``."""
-    return {'image': root / 'images' / f'{subject_id}.nrrd',
-            'segmentation': root / 'segmentations' / f'{subject_id}.nrrd',
-            'mesh': root / 'meshes' / f'{subject_id}.vtk',
-            'particles': root / 'particles' / f'{subject_id}.particles'}
+    return {
+        'image': root / 'images' / f'{subject_id}.nrrd',
+        'segmentation': root / 'segmentations' / f'{subject_id}.nrrd',
+        'mesh': root / 'meshes' / f'{subject_id}.vtk',
+        'particles': root / 'particles' / f'{subject_id}.particles',
+    }
 
 
 def write_subject(plan: SubjectPlan, root: Path) -> str:

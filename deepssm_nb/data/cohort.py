@@ -35,14 +35,18 @@ from .._validation import DataError, find_by_id, look_up_option
 from ..io import atomic_write_text, read_json, read_particles, write_particles
 from . import shapeworks
 
-__all__ = ['Cohort', 'SPLITS', 'Subject', 'load_cohort', 'write_manifest']
+__all__ = ['SPLITS', 'Cohort', 'Subject', 'load_cohort', 'write_manifest']
 
 SPLITS = ('train', 'test')
 MANIFEST_COLUMNS = ('id', 'image', 'segmentation', 'mesh', 'particles', 'split', 'side')
 IMAGE_SUFFIXES = ('.nrrd', '.nhdr', '.nii.gz', '.nii', '.mha', '.mhd')
 MESH_SUFFIXES = ('.vtk', '.vtp', '.ply', '.stl', '.obj')
-_KINDS = {'images': IMAGE_SUFFIXES, 'particles': ('.particles',), 'segmentations': IMAGE_SUFFIXES,
-          'meshes': MESH_SUFFIXES}
+_KINDS = {
+    'images': IMAGE_SUFFIXES,
+    'particles': ('.particles',),
+    'segmentations': IMAGE_SUFFIXES,
+    'meshes': MESH_SUFFIXES,
+}
 
 
 @dataclass
@@ -125,8 +129,10 @@ class Cohort:
 
     def __repr__(self) -> str:
         counts = Counter(s.split for s in self.subjects)
-        return (f'Cohort(root="{self.root}", {len(self)} subjects: {counts.get("train", 0)} train, '
-                f'{counts.get("test", 0)} test)')
+        return (
+            f'Cohort(root="{self.root}", {len(self)} subjects: {counts.get("train", 0)} train, '
+            f'{counts.get("test", 0)} test)'
+        )
 
 
 # --------------------------------------------------------------------------- manifest
@@ -159,8 +165,10 @@ def _read_manifest(path: Path, problems: list[str]) -> list[dict[str, Any]]:
         columns = reader.fieldnames or []
         missing = [c for c in ('id', 'image', 'particles') if c not in columns]
         if missing:
-            problems.append(f'"{path}": missing column(s) {missing}; expected the columns {list(MANIFEST_COLUMNS)} '
-                            f'(segmentation, mesh and split optional); got {columns}.')
+            problems.append(
+                f'"{path}": missing column(s) {missing}; expected the columns {list(MANIFEST_COLUMNS)} '
+                f'(segmentation, mesh and split optional); got {columns}.'
+            )
             return []
         rows = list(reader)
     entries, seen = [], set()
@@ -176,8 +184,11 @@ def _read_manifest(path: Path, problems: list[str]) -> list[dict[str, Any]]:
         split = (row.get('split') or '').strip() or 'train'
         if split not in SPLITS:
             problems.append(f'"{path}", line {lineno}: split must be one of {list(SPLITS)}; got {split!r}.')
-        entry = {'id': sid, 'split': split,
-                 'side': shapeworks.parse_side(row.get('side'), where=f'"{path}", line {lineno}', problems=problems)}
+        entry = {
+            'id': sid,
+            'split': split,
+            'side': shapeworks.parse_side(row.get('side'), where=f'"{path}", line {lineno}', problems=problems),
+        }
         for key in ('image', 'particles', 'segmentation', 'mesh'):
             value = (row.get(key) or '').strip()
             entry[key] = (path.parent / value) if value else None
@@ -217,15 +228,25 @@ def _discover(root: Path, problems: list[str]) -> list[dict[str, Any]]:
     for sid in sorted(set(images) - set(particles)):
         problems.append(f'"{images[sid]}" has no partner particle file (expected particles/{sid}.particles).')
     for sid in sorted(set(particles) - set(images)):
-        problems.append(f'"{particles[sid]}" has no partner image (expected images/{sid}.nrrd or another image '
-                        'format).')
+        problems.append(
+            f'"{particles[sid]}" has no partner image (expected images/{sid}.nrrd or another image format).'
+        )
     ids = sorted(set(images) & set(particles))
     for kind in ('segmentations', 'meshes'):
         for sid in sorted(set(found[kind]) - set(ids)):
             problems.append(f'"{found[kind][sid]}" has no partner image and particle file for subject {sid!r}.')
-    return [{'id': sid, 'image': images[sid], 'particles': particles[sid],
-             'segmentation': found['segmentations'].get(sid), 'mesh': found['meshes'].get(sid), 'split': 'train',
-             'side': shapeworks.infer_side(sid)} for sid in ids]
+    return [
+        {
+            'id': sid,
+            'image': images[sid],
+            'particles': particles[sid],
+            'segmentation': found['segmentations'].get(sid),
+            'mesh': found['meshes'].get(sid),
+            'split': 'train',
+            'side': shapeworks.infer_side(sid),
+        }
+        for sid in ids
+    ]
 
 
 # --------------------------------------------------------------------------- checks
@@ -244,19 +265,23 @@ def _image_header(path: Path, what: str, problems: list[str]) -> tuple[int, ...]
         problems.append(f'"{path}" could not be read as an image ({what}): {lines[-1] if lines else "unknown error"}')
         return None
     if reader.GetDimension() != 3:
-        problems.append(f'"{path}": {what} must be 3D; got a {reader.GetDimension()}D image of size '
-                        f'{reader.GetSize()}.')
+        problems.append(
+            f'"{path}": {what} must be 3D; got a {reader.GetDimension()}D image of size {reader.GetSize()}.'
+        )
         return None
     if reader.GetNumberOfComponents() != 1:
-        problems.append(f'"{path}": {what} must have scalar voxels; got {reader.GetNumberOfComponents()} '
-                        'components per voxel.')
+        problems.append(
+            f'"{path}": {what} must have scalar voxels; got {reader.GetNumberOfComponents()} components per voxel.'
+        )
         return None
-    if reader.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):     # only float voxels can be NaN
-        arr = sitk.GetArrayFromImage(reader.Execute())     # a copy: a view would outlive its image
+    if reader.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):  # only float voxels can be NaN
+        arr = sitk.GetArrayFromImage(reader.Execute())  # a copy: a view would outlive its image
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         if bad:
-            problems.append(f'"{path}": {what} holds {bad} NaN or infinite voxel(s) of {arr.size}; every voxel '
-                            'must be a finite number.')
+            problems.append(
+                f'"{path}": {what} holds {bad} NaN or infinite voxel(s) of {arr.size}; every voxel '
+                'must be a finite number.'
+            )
             return None
     return tuple(reader.GetSize())
 
@@ -299,8 +324,10 @@ def load_cohort(folder: str | os.PathLike, *, domain: str | None = None, image: 
         root = path.parent
         entries, notes = shapeworks.read_project(path, domain=domain, image=image, problems=problems)
     elif path.is_file():
-        raise DataError(f'"{path}" is a file, but not a ShapeWorks project; expected a cohort folder or a file '
-                        f'ending in {list(shapeworks.PROJECT_SUFFIXES)}.')
+        raise DataError(
+            f'"{path}" is a file, but not a ShapeWorks project; expected a cohort folder or a file '
+            f'ending in {list(shapeworks.PROJECT_SUFFIXES)}.'
+        )
     elif not path.is_dir():
         raise FileNotFoundError(f'Cohort folder not found: "{path}"')
     else:
@@ -310,15 +337,18 @@ def load_cohort(folder: str | os.PathLike, *, domain: str | None = None, image: 
             entries = _read_manifest(manifest, problems)
         else:
             named = shapeworks.has_shapeworks_names(root)
-            entries, notes = shapeworks.shapeworks_entries(root, problems) if named else (_discover(root, problems),
-                                                                                          [])
+            entries, notes = shapeworks.shapeworks_entries(root, problems) if named else (_discover(root, problems), [])
             if problems:
-                problems.append(f'Write a manifest.csv in "{root}" to pair the files yourself; its first lines, '
-                                'filled in from the folder:\n' + shapeworks.proposed_manifest(root).rstrip())
+                problems.append(
+                    f'Write a manifest.csv in "{root}" to pair the files yourself; its first lines, '
+                    'filled in from the folder:\n' + shapeworks.proposed_manifest(root).rstrip()
+                )
         if not entries and not problems:
-            raise DataError(f'"{root}" holds no subjects: expected images/<id>.nrrd with particles/<id>.particles '
-                            '(and optionally meshes/, segmentations/ and a manifest.csv), ShapeWorks-named files '
-                            '(<id>_L_femur.nrrd with <id>_L_femur_world.particles) or a .swproj project.')
+            raise DataError(
+                f'"{root}" holds no subjects: expected images/<id>.nrrd with particles/<id>.particles '
+                '(and optionally meshes/, segmentations/ and a manifest.csv), ShapeWorks-named files '
+                '(<id>_L_femur.nrrd with <id>_L_femur_world.particles) or a .swproj project.'
+            )
 
     particles = _check_entries(entries, problems)
     if problems:
@@ -333,14 +363,21 @@ def load_cohort(folder: str | os.PathLike, *, domain: str | None = None, image: 
                 T = e['local_to_world']
                 local = particles[e['particles']]
                 e['particles'] = write_particles(out / f'{e["id"]}.particles', local @ T[:3, :3].T + T[:3, 3])
-    subjects = [Subject(e['id'], e['image'], e['particles'], e['mesh'], e['segmentation'], e['split'],
-                        e.get('side')) for e in entries]
+    subjects = [
+        Subject(e['id'], e['image'], e['particles'], e['mesh'], e['segmentation'], e['split'], e.get('side'))
+        for e in entries
+    ]
     info = read_json(root / 'cohort.json') if (root / 'cohort.json').is_file() else {}
     if path.is_file():
         info = {**info, 'project': str(path), 'domain': domain}
     mean_mesh, mean_particles = root / 'mean.vtk', root / 'mean.particles'
-    return Cohort(root=root, subjects=subjects, mean_mesh=mean_mesh if mean_mesh.is_file() else None,
-                  mean_particles=mean_particles if mean_particles.is_file() else None, info=info)
+    return Cohort(
+        root=root,
+        subjects=subjects,
+        mean_mesh=mean_mesh if mean_mesh.is_file() else None,
+        mean_particles=mean_particles if mean_particles.is_file() else None,
+        info=info,
+    )
 
 
 def _check_entries(entries: list[dict[str, Any]], problems: list[str]) -> dict[Path, np.ndarray]:
@@ -357,12 +394,13 @@ def _check_entries(entries: list[dict[str, Any]], problems: list[str]) -> dict[P
         if e.get('segmentation') is not None and not e.get('segmentation_missing'):
             seg_size = _image_header(e['segmentation'], 'segmentation', problems)
             if size is not None and seg_size is not None and seg_size != size:
-                problems.append(f'"{e["segmentation"]}": segmentation size {seg_size} differs from its image '
-                                f'size {size}.')
+                problems.append(
+                    f'"{e["segmentation"]}": segmentation size {seg_size} differs from its image size {size}.'
+                )
         if e.get('particles') is not None and not e.get('particles_missing'):
             try:
                 particles[e['particles']] = read_particles(e['particles'])
-            except (DataError, OSError, UnicodeDecodeError) as err:     # report and keep going
+            except (DataError, OSError, UnicodeDecodeError) as err:  # report and keep going
                 problems.append(str(err))
     if particles:
         usual, _ = Counter(len(p) for p in particles.values()).most_common(1)[0]

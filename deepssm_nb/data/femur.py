@@ -47,12 +47,21 @@ def cohort_folder_name(num_subjects: int, num_particles: int, spacing: float, se
     return f'femur_n{num_subjects}_m{num_particles}_s{float(spacing)}_seed{seed}'
 
 
-def _parameters(source: ShapeSource, num_subjects: int, num_particles: int, spacing: float, num_test: int,
-                seed: int) -> dict:
-    return {'format_version': FORMAT_VERSION, 'source': source.path.name, 'source_sha256': source.digest,
-            'num_subjects': num_subjects, 'num_particles': num_particles, 'spacing': float(spacing),
-            'num_test': num_test, 'seed': seed, 'cut_below_head_mm': CUT_BELOW_HEAD_MM,
-            'particle_margin_mm': PARTICLE_MARGIN_MM}
+def _parameters(
+    source: ShapeSource, num_subjects: int, num_particles: int, spacing: float, num_test: int, seed: int
+) -> dict:
+    return {
+        'format_version': FORMAT_VERSION,
+        'source': source.path.name,
+        'source_sha256': source.digest,
+        'num_subjects': num_subjects,
+        'num_particles': num_particles,
+        'spacing': float(spacing),
+        'num_test': num_test,
+        'seed': seed,
+        'cut_below_head_mm': CUT_BELOW_HEAD_MM,
+        'particle_margin_mm': PARTICLE_MARGIN_MM,
+    }
 
 
 def _is_complete(root: Path, params: dict) -> bool:
@@ -81,27 +90,59 @@ def _plan(source: ShapeSource, params: dict) -> tuple[list[SubjectPlan], dict]:
 
     faces = source.femur_faces
     mean_femur = source.femur_vertices.mean(axis=0)
-    anatomy = find_anatomy(mean_femur, faces, source.pelvis_vertices.mean(axis=0), source.femur_vertices,
-                           params['num_particles'], np.random.default_rng(particle_seed),
-                           cut_below_head_mm=CUT_BELOW_HEAD_MM, margin_mm=PARTICLE_MARGIN_MM)
-    plans = [plan_subject(source.subject_ids[i], int(i), 'test' if i in test else 'train', subject_seeds[i],
-                          source.femur_vertices[i], faces, source.pelvis_vertices[i], source.pelvis_faces, anatomy,
-                          params['spacing']) for i in chosen]
+    anatomy = find_anatomy(
+        mean_femur,
+        faces,
+        source.pelvis_vertices.mean(axis=0),
+        source.femur_vertices,
+        params['num_particles'],
+        np.random.default_rng(particle_seed),
+        cut_below_head_mm=CUT_BELOW_HEAD_MM,
+        margin_mm=PARTICLE_MARGIN_MM,
+    )
+    plans = [
+        plan_subject(
+            source.subject_ids[i],
+            int(i),
+            'test' if i in test else 'train',
+            subject_seeds[i],
+            source.femur_vertices[i],
+            faces,
+            source.pelvis_vertices[i],
+            source.pelvis_faces,
+            anatomy,
+            params['spacing'],
+        )
+        for i in chosen
+    ]
     frame = subject_frame(mean_femur, faces, anatomy)
     mean_v, mean_f, _ = _mesh.clip_and_cap(mean_femur, faces, frame.plane_point, frame.plane_normal)
-    mean = {'vertices': mean_v, 'faces': mean_f,
-            'particles': _mesh.barycentric_points(mean_femur, faces, anatomy.particle_faces, anatomy.particle_bary),
-            'info': {'head_diameter_mm': round(2 * frame.head_radius, 3),
-                     'femoral_offset_mm': round(frame.offset_mm, 3),
-                     'landmark_faces': anatomy.landmark_faces.tolist(),
-                     'landmark_barycentric': anatomy.landmark_bary.round(9).tolist()}}
+    mean = {
+        'vertices': mean_v,
+        'faces': mean_f,
+        'particles': _mesh.barycentric_points(mean_femur, faces, anatomy.particle_faces, anatomy.particle_bary),
+        'info': {
+            'head_diameter_mm': round(2 * frame.head_radius, 3),
+            'femoral_offset_mm': round(frame.offset_mm, 3),
+            'landmark_faces': anatomy.landmark_faces.tolist(),
+            'landmark_barycentric': anatomy.landmark_bary.round(9).tolist(),
+        },
+    }
     return plans, mean
 
 
-def build_femur_cohort(*, num_subjects: int = 26, num_particles: int = 512, spacing: float = 1.0,
-                       num_test: int = 4, seed: int = 0, data_dir: str | os.PathLike | None = None,
-                       processes: int = 2, progress: bool = True,
-                       source: str | os.PathLike | None = None) -> Cohort:
+def build_femur_cohort(
+    *,
+    num_subjects: int = 26,
+    num_particles: int = 512,
+    spacing: float = 1.0,
+    num_test: int = 4,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    processes: int = 2,
+    progress: bool = True,
+    source: str | os.PathLike | None = None,
+) -> Cohort:
     """Build (or reuse) the offline femur cohort.
 
     Args:
@@ -160,11 +201,9 @@ def build_femur_cohort(*, num_subjects: int = 26, num_particles: int = 512, spac
 
     write_mesh(root / 'mean.vtk', mean['vertices'], mean['faces'])
     write_particles(root / 'mean.particles', mean['particles'])
-    subjects = [Subject(p.id, split=p.split, **{k: v for k, v in subject_paths(root, p.id).items()})
-                for p in plans]
+    subjects = [Subject(p.id, split=p.split, **{k: v for k, v in subject_paths(root, p.id).items()}) for p in plans]
     write_manifest(root / 'manifest.csv', subjects, root)
-    write_json(root / 'cohort.json', {'parameters': params, 'mean': mean['info'],
-                                      'subjects': [p.info for p in plans]})
+    write_json(root / 'cohort.json', {'parameters': params, 'mean': mean['info'], 'subjects': [p.info for p in plans]})
     started.unlink(missing_ok=True)
     return load_cohort(root)
 
@@ -198,6 +237,13 @@ def load_femur_cohort(cfg_data: DataConfig, *, processes: int = 2, progress: boo
         processes: Worker processes if the cohort must be built.
         progress: Show a progress bar while building.
     """
-    return build_femur_cohort(num_subjects=cfg_data.num_subjects, num_particles=cfg_data.num_particles,
-                              spacing=cfg_data.spacing, num_test=cfg_data.num_test, seed=cfg_data.seed,
-                              data_dir=cfg_data.data_dir, processes=processes, progress=progress)
+    return build_femur_cohort(
+        num_subjects=cfg_data.num_subjects,
+        num_particles=cfg_data.num_particles,
+        spacing=cfg_data.spacing,
+        num_test=cfg_data.num_test,
+        seed=cfg_data.seed,
+        data_dir=cfg_data.data_dir,
+        processes=processes,
+        progress=progress,
+    )

@@ -37,10 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import DataError
-
-__all__ = ['PROJECT_SUFFIXES', 'SIDES', 'has_shapeworks_names', 'infer_side', 'parse_side', 'proposed_manifest',
-           'read_project', 'shapeworks_entries']
+__all__ = [
+    'PROJECT_SUFFIXES',
+    'SIDES',
+    'has_shapeworks_names',
+    'infer_side',
+    'parse_side',
+    'proposed_manifest',
+    'read_project',
+    'shapeworks_entries',
+]
 
 PROJECT_SUFFIXES = ('.swproj', '.xlsx')
 SIDES = ('L', 'R')
@@ -59,8 +65,7 @@ def parse_side(value: Any, *, where: str, problems: list[str]) -> str | None:
         return None
     side = _SIDE_WORDS.get(text.lower())
     if side is None:
-        problems.append(f'{where}: side must be one of {list(SIDES)} (or left/right, any case) or empty; '
-                        f'got {text!r}.')
+        problems.append(f'{where}: side must be one of {list(SIDES)} (or left/right, any case) or empty; got {text!r}.')
     return side
 
 
@@ -88,20 +93,23 @@ def _read_table(path: Path, problems: list[str]) -> list[dict[str, str]]:
         problems.append(f'"{path}" is not a JSON ShapeWorks project ({type(e).__name__}: {e}).')
         return []
     data = doc.get('data') if isinstance(doc, dict) else None
-    if isinstance(data, dict):           # column-oriented: {column: [values]}
+    if isinstance(data, dict):  # column-oriented: {column: [values]}
         lengths = {str(k): len(v) if isinstance(v, list) else -1 for k, v in data.items()}
         n = max(lengths.values(), default=0)
         bad = {k: m for k, m in lengths.items() if m != n}
         for k, m in bad.items():
             what = 'is not a list' if m < 0 else f'has {m} values'
-            problems.append(f'"{path}": column {k!r} {what}; expected {n} values, one per subject, like the '
-                            f'other columns.')
+            problems.append(
+                f'"{path}": column {k!r} {what}; expected {n} values, one per subject, like the other columns.'
+            )
         if bad:
             return []
         data = [{k: v[i] for k, v in data.items()} for i in range(n)]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        problems.append(f'"{path}": expected a "data" key holding one object per subject (ShapeWorks project); '
-                        f'got {type(data).__name__}.')
+        problems.append(
+            f'"{path}": expected a "data" key holding one object per subject (ShapeWorks project); '
+            f'got {type(data).__name__}.'
+        )
         return []
     return [{str(k): '' if v is None else str(v) for k, v in row.items()} for row in data]
 
@@ -110,11 +118,13 @@ def _read_xlsx(path: Path, problems: list[str]) -> list[dict[str, str]]:
     try:
         import openpyxl
     except ImportError:
-        raise ImportError(f'Reading "{path}" needs openpyxl: pip install "deepssm-nb[xlsx]" (or pip install '
-                          'openpyxl), or save the project as .swproj.') from None
+        raise ImportError(
+            f'Reading "{path}" needs openpyxl: pip install "deepssm-nb[xlsx]" (or pip install '
+            'openpyxl), or save the project as .swproj.'
+        ) from None
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as e:  # openpyxl raises several unrelated types for a damaged file
+    except Exception as e:  # noqa: BLE001 - openpyxl raises several unrelated types for a damaged file
         problems.append(f'"{path}" could not be read as a spreadsheet ({type(e).__name__}: {e}).')
         return []
     try:
@@ -129,17 +139,19 @@ def _read_xlsx(path: Path, problems: list[str]) -> list[dict[str, str]]:
     for lineno, row in enumerate(rows[1:], start=2):
         if all(v is None or str(v).strip() == '' for v in row):
             continue
-        extra = [v for v in row[len(header):] if v is not None and str(v).strip()]
+        extra = [v for v in row[len(header) :] if v is not None and str(v).strip()]
         if extra:
-            problems.append(f'"{path}", sheet "{sheet.title}", row {lineno}: {len(header) + len(extra)} values '
-                            f'for {len(header)} columns {header}.')
+            problems.append(
+                f'"{path}", sheet "{sheet.title}", row {lineno}: {len(header) + len(extra)} values '
+                f'for {len(header)} columns {header}.'
+            )
         table.append({h: '' if v is None else str(v) for h, v in zip(header, row) if h})
     return table
 
 
 def _domains(columns: set[str]) -> list[str]:
     prefixes = ('shape_', 'groomed_', 'world_particles_', 'local_particles_')
-    return sorted({c[len(p):] for c in columns for p in prefixes if c.startswith(p) and len(c) > len(p)})
+    return sorted({c[len(p) :] for c in columns for p in prefixes if c.startswith(p) and len(c) > len(p)})
 
 
 def _matrix(text: str, where: str, problems: list[str]) -> np.ndarray | None:
@@ -161,8 +173,9 @@ def _matrix(text: str, where: str, problems: list[str]) -> np.ndarray | None:
     return T
 
 
-def read_project(path: str | Path, *, domain: str | None = None, image: str | None = None,
-                 problems: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+def read_project(
+    path: str | Path, *, domain: str | None = None, image: str | None = None, problems: list[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
     """The subjects of a ShapeWorks project, as cohort entries.
 
     Args:
@@ -192,21 +205,29 @@ def read_project(path: str | Path, *, domain: str | None = None, image: str | No
     domains = _domains(columns)
     if domain is None:
         if len(domains) != 1:
-            problems.append(f'"{path}" has {"no" if not domains else len(domains)} domains {domains}; '
-                            + ('name one with domain=... .' if domains else
-                               'expected columns such as shape_<domain> and world_particles_<domain>.'))
+            problems.append(
+                f'"{path}" has {"no" if not domains else len(domains)} domains {domains}; '
+                + (
+                    'name one with domain=... .'
+                    if domains
+                    else 'expected columns such as shape_<domain> and world_particles_<domain>.'
+                )
+            )
             return [], []
         domain = domains[0]
     elif domain not in domains:
         problems.append(f'"{path}": no domain {domain!r}; the project has {domains}.')
         return [], []
-    images = sorted(c[len('image_'):] for c in columns if c.startswith('image_'))
+    images = sorted(c[len('image_') :] for c in columns if c.startswith('image_'))
     if image is None and len(images) == 1:
         image = images[0]
     if image not in images:
-        problems.append(f'"{path}": ' + (f'no image column image_{image!r}; ' if image else '')
-                        + f'the project has image columns {["image_" + i for i in images]}'
-                        + ('; name one with image=... .' if len(images) > 1 else '; DeepSSM needs one.'))
+        problems.append(
+            f'"{path}": '
+            + (f'no image column image_{image!r}; ' if image else '')
+            + f'the project has image columns {["image_" + i for i in images]}'
+            + ('; name one with image=... .' if len(images) > 1 else '; DeepSSM needs one.')
+        )
         return [], []
 
     root, d = path.parent, domain
@@ -218,13 +239,19 @@ def read_project(path: str | Path, *, domain: str | None = None, image: str | No
             problems.append(f'{where}: the name appears more than once.')
             continue
         seen.add(sid)
-        cell = {k: row.get(k, '').strip() for k in (f'image_{image}', f'shape_{d}', f'groomed_{d}',
-                                                   f'world_particles_{d}', f'local_particles_{d}')}
+        cell = {
+            k: row.get(k, '').strip()
+            for k in (f'image_{image}', f'shape_{d}', f'groomed_{d}', f'world_particles_{d}', f'local_particles_{d}')
+        }
         files = {k: (root / v if v else None) for k, v in cell.items()}
         shape = files[f'shape_{d}'] or files[f'groomed_{d}']
         is_seg = shape is not None and shape.name.lower().endswith(IMAGE_SUFFIXES)
-        entry: dict[str, Any] = {'id': sid, 'image': files[f'image_{image}'], 'mesh': None if is_seg else shape,
-                                 'segmentation': shape if is_seg else None}
+        entry: dict[str, Any] = {
+            'id': sid,
+            'image': files[f'image_{image}'],
+            'mesh': None if is_seg else shape,
+            'segmentation': shape if is_seg else None,
+        }
         if entry['image'] is None:
             problems.append(f'{where}: column image_{image} is empty.')
         split = row.get('split', '').strip() or 'train'
@@ -242,9 +269,11 @@ def read_project(path: str | Path, *, domain: str | None = None, image: str | No
             A = _matrix(row.get(f'alignment_{d}', ''), f'{where}, column alignment_{d}', problems)
             P = _matrix(row.get(f'procrustes_{d}', ''), f'{where}, column procrustes_{d}', problems)
             if A is None and P is None and not any(f'{where}, column' in p for p in problems):
-                problems.append(f'{where}: only local particles ("{entry["particles"]}") and neither '
-                                f'alignment_{d} nor procrustes_{d}, so their world frame is unknown; add the '
-                                'transforms or the world_particles column.')
+                problems.append(
+                    f'{where}: only local particles ("{entry["particles"]}") and neither '
+                    f'alignment_{d} nor procrustes_{d}, so their world frame is unknown; add the '
+                    'transforms or the world_particles column.'
+                )
             entry['local_to_world'] = (np.eye(4) if P is None else P) @ (np.eye(4) if A is None else A)
             used['local'] += 1
         else:
@@ -253,9 +282,11 @@ def read_project(path: str | Path, *, domain: str | None = None, image: str | No
         entries.append(entry)
     notes = []
     if used['local']:
-        notes.append(f'"{path.name}", domain {d!r}: {used["local"]} of {len(entries)} subjects have only local '
-                     f'particles; they were mapped to world by procrustes_{d} @ alignment_{d}; the others use '
-                     f'world_particles_{d}.')
+        notes.append(
+            f'"{path.name}", domain {d!r}: {used["local"]} of {len(entries)} subjects have only local '
+            f'particles; they were mapped to world by procrustes_{d} @ alignment_{d}; the others use '
+            f'world_particles_{d}.'
+        )
     return entries, notes
 
 
@@ -327,23 +358,38 @@ def shapeworks_entries(root: Path, problems: list[str]) -> tuple[list[dict[str, 
         msh = [p for p, s in meshes.items() if _matches(base, s)]
         if len(img) != 1:
             what = 'no image' if not img else 'several images: ' + ', '.join(f'"{p.name}"' for p in img)
-            problems.append(f'"{part}" pairs with {what}; expected one image named like the particle file up to '
-                            '"_world" / "_local" (e.g. <id>_L_femur.nrrd for <id>_L_femur_world.particles).')
+            problems.append(
+                f'"{part}" pairs with {what}; expected one image named like the particle file up to '
+                '"_world" / "_local" (e.g. <id>_L_femur.nrrd for <id>_L_femur_world.particles).'
+            )
             continue
         if len(msh) > 1:
-            problems.append(f'"{part}" pairs with several meshes: ' + ', '.join(f'"{p.name}"' for p in msh)
-                            + '; expected at most one.')
+            problems.append(
+                f'"{part}" pairs with several meshes: '
+                + ', '.join(f'"{p.name}"' for p in msh)
+                + '; expected at most one.'
+            )
             continue
         if img[0] in claimed:
-            problems.append(f'"{img[0]}" pairs with both "{claimed[img[0]]}" and "{part}"; expected one particle '
-                            'file per image.')
+            problems.append(
+                f'"{img[0]}" pairs with both "{claimed[img[0]]}" and "{part}"; expected one particle file per image.'
+            )
             continue
         claimed[img[0]] = part
         names = [base, images[img[0]]] + ([meshes[msh[0]]] if msh else [])
         sid = min(names, key=len)
         split = 'test' if any(p.parent.name.lower() == 'test' for p in [part, img[0], *msh]) else 'train'
-        entries.append({'id': sid, 'image': img[0], 'particles': part, 'mesh': msh[0] if msh else None,
-                        'segmentation': None, 'split': split, 'side': infer_side(*names)})
+        entries.append(
+            {
+                'id': sid,
+                'image': img[0],
+                'particles': part,
+                'mesh': msh[0] if msh else None,
+                'segmentation': None,
+                'split': split,
+                'side': infer_side(*names),
+            }
+        )
     stems = [e['id'] for e in entries]
     short = {stem: _id_before_side(stem) for stem in stems}
     for e in entries:
@@ -351,8 +397,7 @@ def shapeworks_entries(root: Path, problems: list[str]) -> tuple[list[dict[str, 
             e['id'] = short[e['id']]
     notes = []
     if both:
-        notes.append(f'"{root}": {both} subjects have both _world and _local particles; the world particles were '
-                     'used.')
+        notes.append(f'"{root}": {both} subjects have both _world and _local particles; the world particles were used.')
     return entries, notes
 
 
@@ -372,8 +417,11 @@ def proposed_manifest(root: Path, *, max_rows: int = 5) -> str:
     files = _files(root)
     images = {p: s for p in files if (s := _stem(p.name, IMAGE_SUFFIXES)) is not None}
     meshes = {p: s for p in files if (s := _stem(p.name, MESH_SUFFIXES)) is not None}
-    parts = [(p, (_particle_kind(p) or (_stem(p.name, ('.particles',)), ''))[0]) for p in files
-             if p.name.lower().endswith('.particles') and p.name.lower() != 'mean.particles']
+    parts = [
+        (p, (_particle_kind(p) or (_stem(p.name, ('.particles',)), ''))[0])
+        for p in files
+        if p.name.lower().endswith('.particles') and p.name.lower() != 'mean.particles'
+    ]
     buf = _stdio.StringIO()
     writer = csv.writer(buf, lineterminator='\n')
     writer.writerow(MANIFEST_COLUMNS)

@@ -20,8 +20,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ['BoneAppearance', 'CTAppearance', 'Grid', 'bone_intensity', 'finish_scan', 'project', 'soft_tissue',
-           'voxelize']
+__all__ = [
+    'BoneAppearance',
+    'CTAppearance',
+    'Grid',
+    'bone_intensity',
+    'finish_scan',
+    'project',
+    'soft_tissue',
+    'voxelize',
+]
 
 # A tiny irrational shift keeps rays off mesh edges and vertices (in voxel units).
 _RAY_SHIFT = np.array([np.sqrt(2.0), np.sqrt(3.0)]) * 1e-6
@@ -66,13 +74,13 @@ def voxelize(vertices: np.ndarray, faces: np.ndarray, grid: Grid) -> np.ndarray:
     nz, ny, nx = grid.shape
     v = grid.to_index(vertices)
     v[:, :2] += _RAY_SHIFT
-    tri = v[faces]                                              # (F, 3 corners, xyz)
+    tri = v[faces]  # (F, 3 corners, xyz)
     lo, hi = tri.min(axis=1), tri.max(axis=1)
     x0 = np.maximum(np.ceil(lo[:, 0]), 0).astype(np.int64)
     x1 = np.minimum(np.floor(hi[:, 0]), nx - 1).astype(np.int64)
     y0 = np.maximum(np.ceil(lo[:, 1]), 0).astype(np.int64)
     y1 = np.minimum(np.floor(hi[:, 1]), ny - 1).astype(np.int64)
-    keep = (x1 >= x0) & (y1 >= y0) & (lo[:, 2] < nz - 1)      # crossings above the grid do not matter
+    keep = (x1 >= x0) & (y1 >= y0) & (lo[:, 2] < nz - 1)  # crossings above the grid do not matter
     tri, x0, x1, y0, y1 = tri[keep], x0[keep], x1[keep], y0[keep], y1[keep]
     wx, wy = x1 - x0 + 1, y1 - y0 + 1
     counts = wx * wy
@@ -87,12 +95,12 @@ def voxelize(vertices: np.ndarray, faces: np.ndarray, grid: Grid) -> np.ndarray:
     qx, qy = t[:, 2, 0] - ax, t[:, 2, 1] - ay
     px, py = cx - ax, cy - ay
     det = bx * qy - by * qx
-    safe = np.where(det == 0, 1.0, det)                          # edge-on triangles: no crossing
+    safe = np.where(det == 0, 1.0, det)  # edge-on triangles: no crossing
     u = (px * qy - py * qx) / safe
     w = (bx * py - by * px) / safe
     inside = (det != 0) & (u >= 0) & (w >= 0) & (u + w <= 1)
     z = (t[:, 0, 2] + u * (t[:, 1, 2] - t[:, 0, 2]) + w * (t[:, 2, 2] - t[:, 0, 2]))[inside]
-    first = np.clip(np.floor(z).astype(np.int64) + 1, 0, nz)     # first voxel centre above the crossing
+    first = np.clip(np.floor(z).astype(np.int64) + 1, 0, nz)  # first voxel centre above the crossing
     flat = (first * ny + cy[inside]) * nx + cx[inside]
     hits = np.bincount(flat, minlength=(nz + 1) * ny * nx)[: nz * ny * nx].astype(np.uint8)
     return (np.cumsum(hits.reshape(nz, ny, nx), axis=0, dtype=np.uint8) & 1).astype(bool)
@@ -150,14 +158,25 @@ def project(grid: Grid, origin: np.ndarray, axes: np.ndarray) -> list[np.ndarray
     gx, gy, gz = grid.axis_coords()
     out = []
     for axis in axes:
-        out.append(((gz - origin[2]) * axis[2])[:, None, None] + ((gy - origin[1]) * axis[1])[None, :, None]
-                   + ((gx - origin[0]) * axis[0])[None, None, :])
+        out.append(
+            ((gz - origin[2]) * axis[2])[:, None, None]
+            + ((gy - origin[1]) * axis[1])[None, :, None]
+            + ((gx - origin[0]) * axis[0])[None, None, :]
+        )
     return out
 
 
-def soft_tissue(grid: Grid, centre: np.ndarray, axes: np.ndarray, semi_axes: tuple[float, float], *,
-                fat_mm: float, muscle_hu: float = 45.0, fat_hu: float = -100.0,
-                air_hu: float = -1000.0) -> np.ndarray:
+def soft_tissue(
+    grid: Grid,
+    centre: np.ndarray,
+    axes: np.ndarray,
+    semi_axes: tuple[float, float],
+    *,
+    fat_mm: float,
+    muscle_hu: float = 45.0,
+    fat_hu: float = -100.0,
+    air_hu: float = -1000.0,
+) -> np.ndarray:
     """Body outline as an elliptic cylinder: muscle inside a fat rim, air outside.
 
     Args:
@@ -178,8 +197,15 @@ def soft_tissue(grid: Grid, centre: np.ndarray, axes: np.ndarray, semi_axes: tup
     return np.where(r < 1.0, out, np.float32(air_hu)).astype(np.float32)
 
 
-def bone_intensity(mask: np.ndarray, grid: Grid, appearance: BoneAppearance, rng: np.random.Generator, *,
-                   cortex_mm: np.ndarray | float, marrow_weight: np.ndarray | float = 0.0) -> np.ndarray:
+def bone_intensity(
+    mask: np.ndarray,
+    grid: Grid,
+    appearance: BoneAppearance,
+    rng: np.random.Generator,
+    *,
+    cortex_mm: np.ndarray | float,
+    marrow_weight: np.ndarray | float = 0.0,
+) -> np.ndarray:
     """Intensities inside one bone: cortical shell, textured trabecular interior, marrow.
 
     Args:

@@ -17,7 +17,7 @@ def enable_figure_display() -> None:
     """
     try:
         from IPython import get_ipython
-    except ImportError:                            # pragma: no cover
+    except ImportError:  # pragma: no cover
         return
     shell = get_ipython()
     if shell is None:

@@ -14,8 +14,9 @@ import numpy as np
 __all__ = ['per_femur_errors', 'plot_against_mean_shape']
 
 
-def per_femur_errors(result: Any, *, method: str = 'deepssm', baseline: str = 'mean_shape',
-                     stat: str = 'mean') -> tuple[list[str], np.ndarray, np.ndarray]:
+def per_femur_errors(
+    result: Any, *, method: str = 'deepssm', baseline: str = 'mean_shape', stat: str = 'mean'
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The per-femur errors of ``method`` and ``baseline``.
 
     Args:
@@ -44,8 +45,15 @@ def per_femur_errors(result: Any, *, method: str = 'deepssm', baseline: str = 'm
     return (labels, np.array([table[k][baseline] for k in labels]), np.array([table[k][method] for k in labels]))
 
 
-def plot_against_mean_shape(result: Any, *, method: str = 'deepssm', baseline: str = 'mean_shape',
-                            stat: str = 'mean', annotate: bool | None = None, title: str | None = None):
+def plot_against_mean_shape(
+    result: Any,
+    *,
+    method: str = 'deepssm',
+    baseline: str = 'mean_shape',
+    stat: str = 'mean',
+    annotate: bool | None = None,
+    title: str | None = None,
+):
     """Each femur as a point: its baseline error (x) against its DeepSSM error (y), with the diagonal.
 
     A point below the diagonal is a femur on which the network beat the mean shape; the legend counts them.
@@ -76,10 +84,13 @@ def plot_against_mean_shape(result: Any, *, method: str = 'deepssm', baseline: s
     if annotate if annotate is not None else len(labels) <= 12:
         for name, xi, yi in zip(labels, x, y):
             ax.annotate(name, (xi, yi), textcoords='offset points', xytext=(4, 3), fontsize=7)
-    ax.set(xlim=lims, ylim=lims, aspect='equal', xlabel=f'{baseline} error, mm ({stat} surface distance)',
-           ylabel=f'{method} error, mm')
-    ax.set_title(title or f'{method} {y.mean():.3f} mm vs {baseline} {x.mean():.3f} mm (mean of {len(x)})',
-                 fontsize=10)
+    ax.set(
+        xlim=lims,
+        ylim=lims,
+        aspect='equal',
+        xlabel=f'{baseline} error, mm ({stat} surface distance)',
+        ylabel=f'{method} error, mm',
+    )
+    ax.set_title(title or f'{method} {y.mean():.3f} mm vs {baseline} {x.mean():.3f} mm (mean of {len(x)})', fontsize=10)
     ax.legend(loc='upper left', fontsize=8)
     return fig
-

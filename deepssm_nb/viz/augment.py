@@ -55,8 +55,13 @@ def plot_cumulative_variance(pca, *, percent_variability: float | None = None):
     p = pca.percent_variability if percent_variability is None else percent_variability
     ax.axhline(100 * p, ls='--', color='gray', lw=1, label=f'{100 * p:g} % threshold')
     ax.axvline(pca.n_components_ + 0.5, color=GENERATED, lw=1.5, label=f'{pca.n_components_} modes kept')
-    ax.set(xlabel='PCA mode', ylabel='variance explained (%)', ylim=(0, 102), xticks=modes,
-           title='Shape PCA of the training particles')
+    ax.set(
+        xlabel='PCA mode',
+        ylabel='variance explained (%)',
+        ylim=(0, 102),
+        xticks=modes,
+        title='Shape PCA of the training particles',
+    )
     ax.legend(loc='center right', fontsize=8)
     return fig
 
@@ -121,8 +126,7 @@ def plot_score_violins(data, *, max_modes: int | None = None):
     for mask, color, shift, label in ((~gen, REAL, -0.2, 'real'), (gen, GENERATED, 0.2, 'generated')):
         if mask.sum() < 2:
             continue
-        parts = ax.violinplot([scores[mask, m] for m in range(k)], positions=pos + shift, widths=0.38,
-                              showmedians=True)
+        parts = ax.violinplot([scores[mask, m] for m in range(k)], positions=pos + shift, widths=0.38, showmedians=True)
         for body in parts['bodies']:
             body.set_facecolor(color)
             body.set_alpha(0.6)
@@ -179,9 +183,18 @@ def plot_generated_gallery(aug_dir, *, num: int = 6, axis: str = 'y', ncols: int
         plane = int(np.clip(np.round(idx[:, a].mean()), 0, arr.shape[2 - a] - 1))
         sl = np.take(arr, plane, axis=2 - a)  # 2D array indexed [shown[1], shown[0]]
         sp = grid.spacing
-        ax.imshow(sl, cmap='gray', origin='lower', interpolation='nearest',
-                  extent=(-0.5 * sp[shown[0]], (sl.shape[1] - 0.5) * sp[shown[0]],
-                          -0.5 * sp[shown[1]], (sl.shape[0] - 0.5) * sp[shown[1]]))
+        ax.imshow(
+            sl,
+            cmap='gray',
+            origin='lower',
+            interpolation='nearest',
+            extent=(
+                -0.5 * sp[shown[0]],
+                (sl.shape[1] - 0.5) * sp[shown[0]],
+                -0.5 * sp[shown[1]],
+                (sl.shape[0] - 0.5) * sp[shown[1]],
+            ),
+        )
         slab = 1.5 * sp[a] if slab_mm is None else slab_mm
         near = np.abs(idx[:, a] - plane) * sp[a] <= slab
         ax.scatter(idx[near, shown[0]] * sp[shown[0]], idx[near, shown[1]] * sp[shown[1]], s=6, color='tab:red')
@@ -191,7 +204,7 @@ def plot_generated_gallery(aug_dir, *, num: int = 6, axis: str = 'y', ncols: int
         ax.set_xlabel(f'{"xyz"[shown[0]]} (mm)', fontsize=7)
         ax.set_ylabel(f'{"xyz"[shown[1]]} (mm)', fontsize=7)
         ax.tick_params(labelsize=6)
-    for ax in axes.ravel()[len(rows):]:
+    for ax in axes.ravel()[len(rows) :]:
         ax.set_axis_off()
     fig.suptitle(f'Generated images, {axis}-slice through the particle centroid, particles within the slab in red')
     return fig

@@ -16,12 +16,19 @@ from ..data.cohort import Cohort, Subject
 from ..io import read_particles
 from . import enable_figure_display as _enable_figure_display
 
-__all__ = ['SliceViewer', 'aligned_particles', 'plot_cohort_spread', 'plot_particle_sd', 'plot_slices',
-           'plot_subject_3d', 'slice_viewer']
+__all__ = [
+    'SliceViewer',
+    'aligned_particles',
+    'plot_cohort_spread',
+    'plot_particle_sd',
+    'plot_slices',
+    'plot_subject_3d',
+    'slice_viewer',
+]
 
 AXES = ('axial', 'coronal', 'sagittal')
-_ARRAY_AXIS = {'axial': 0, 'coronal': 1, 'sagittal': 2}      # numpy axis of the slice index ([z, y, x] arrays)
-_PLOT_AXES = {'axial': (0, 1), 'coronal': (0, 2), 'sagittal': (1, 2)}   # (horizontal, vertical) of (x, y, z)
+_ARRAY_AXIS = {'axial': 0, 'coronal': 1, 'sagittal': 2}  # numpy axis of the slice index ([z, y, x] arrays)
+_PLOT_AXES = {'axial': (0, 1), 'coronal': (0, 2), 'sagittal': (1, 2)}  # (horizontal, vertical) of (x, y, z)
 
 
 class _Volume:
@@ -58,10 +65,16 @@ class _Volume:
 def _draw_slice(ax, vol: _Volume, axis: str, k: int, window: tuple[float, float]) -> dict[str, Any]:
     img, seg, pts = vol.slice(axis, k)
     origin = 'upper' if axis == 'axial' else 'lower'
-    artist = ax.imshow(img, cmap='gray', vmin=window[0], vmax=window[1], origin=origin, aspect=vol.aspect(axis),
-                       interpolation='nearest')
-    contour = ax.contour(seg, levels=[0.5], colors='lime', linewidths=1.0) \
-        if seg is not None and seg.any() else None
+    artist = ax.imshow(
+        img,
+        cmap='gray',
+        vmin=window[0],
+        vmax=window[1],
+        origin=origin,
+        aspect=vol.aspect(axis),
+        interpolation='nearest',
+    )
+    contour = ax.contour(seg, levels=[0.5], colors='lime', linewidths=1.0) if seg is not None and seg.any() else None
     scatter = ax.scatter(pts[:, 0], pts[:, 1], s=12, c='red', edgecolors='none')
     ax.set_xlim(-0.5, img.shape[1] - 0.5)
     ax.set_ylim(*((img.shape[0] - 0.5, -0.5) if origin == 'upper' else (-0.5, img.shape[0] - 0.5)))
@@ -81,21 +94,27 @@ def plot_slices(cohort: Cohort, subject: int | str = 0, *, window: tuple[float, 
 
     s = cohort[subject]
     vol = _Volume(s)
-    centre = np.argwhere(vol.seg > 0).mean(axis=0).round().astype(int) if vol.seg is not None \
+    centre = (
+        np.argwhere(vol.seg > 0).mean(axis=0).round().astype(int)
+        if vol.seg is not None
         else np.array(vol.image.shape) // 2
+    )
     fig = Figure(figsize=(12, 4.4), layout='constrained')
     for i, axis in enumerate(AXES):
         _draw_slice(fig.add_subplot(1, 3, i + 1), vol, axis, int(centre[_ARRAY_AXIS[axis]]), window)
-    fig.suptitle(f'{s.id} ({s.split}): image {vol.image.shape[::-1]} voxels (x, y, z); green: segmentation; '
-                 'red: particles within 2 mm')
+    fig.suptitle(
+        f'{s.id} ({s.split}): image {vol.image.shape[::-1]} voxels (x, y, z); green: segmentation; '
+        'red: particles within 2 mm'
+    )
     _enable_figure_display()
     return fig
 
 
-try:                                             # the widget needs ipywidgets; the static plots do not
+try:  # the widget needs ipywidgets; the static plots do not
     import ipywidgets as _widgets
+
     _VBox = _widgets.VBox
-except ImportError:                              # pragma: no cover
+except ImportError:  # pragma: no cover
     _widgets = None
     _VBox = object
 
@@ -111,8 +130,9 @@ class SliceViewer(_VBox):
         artists: The current image (``artists['image']``), contour and particle scatter.
     """
 
-    def __init__(self, cohort: Cohort, subject: int | str = 0, *, axis: str = 'axial',
-                 window: tuple[float, float] = (-250, 1250)):
+    def __init__(
+        self, cohort: Cohort, subject: int | str = 0, *, axis: str = 'axial', window: tuple[float, float] = (-250, 1250)
+    ):
         from matplotlib.figure import Figure
 
         axis = look_up_option(axis, AXES, name='axis')
@@ -136,14 +156,15 @@ class SliceViewer(_VBox):
     def volume(self) -> _Volume:
         sid = self.subject.value
         if sid not in self._cache:
-            self._cache = {sid: _Volume(self.cohort[sid])}           # keep one subject in memory
+            self._cache = {sid: _Volume(self.cohort[sid])}  # keep one subject in memory
         return self._cache[sid]
 
     def _reset_slider(self) -> None:
         vol = self.volume
         n = vol.image.shape[_ARRAY_AXIS[self.axis.value]]
         if vol.seg is not None and vol.seg.any():
-            middle = int(round(np.argwhere(vol.seg > 0)[:, _ARRAY_AXIS[self.axis.value]].mean()))
+            centre = np.argwhere(vol.seg > 0)[:, _ARRAY_AXIS[self.axis.value]].mean()
+            middle = int(round(centre))  # noqa: RUF046 - numpy < 2 rounds to a float
         else:
             middle = n // 2
         self._quiet = True
@@ -166,7 +187,7 @@ class SliceViewer(_VBox):
         from IPython import get_ipython
         from IPython.display import display
 
-        if get_ipython() is None:                  # plain Python (tests): nothing to display
+        if get_ipython() is None:  # plain Python (tests): nothing to display
             return
         _enable_figure_display()
         with self.output:
@@ -174,8 +195,9 @@ class SliceViewer(_VBox):
             display(self.figure)
 
 
-def slice_viewer(cohort: Cohort, subject: int | str = 0, *, axis: str = 'axial',
-                 window: tuple[float, float] = (-250, 1250)) -> SliceViewer:
+def slice_viewer(
+    cohort: Cohort, subject: int | str = 0, *, axis: str = 'axial', window: tuple[float, float] = (-250, 1250)
+) -> SliceViewer:
     """An ipywidgets slice viewer of a cohort's images with segmentation contour and nearby particles.
 
     Args:
@@ -187,7 +209,7 @@ def slice_viewer(cohort: Cohort, subject: int | str = 0, *, axis: str = 'axial',
     Returns:
         The widget (display it as the last line of a cell). Setting ``viewer.slider.value`` redraws the figure.
     """
-    if _widgets is None:                           # pragma: no cover
+    if _widgets is None:  # pragma: no cover
         raise ImportError('slice_viewer needs ipywidgets: pip install ipywidgets')
     return SliceViewer(cohort, subject, axis=axis, window=window)
 
@@ -212,8 +234,12 @@ def plot_subject_3d(cohort: Cohort, subject: int | str = 0, *, off_screen: bool 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(s.image))
     reader.ReadImageInformation()
-    corners = np.array([reader.GetOrigin(), np.add(reader.GetOrigin(),
-                                                   np.multiply(reader.GetSpacing(), np.subtract(reader.GetSize(), 1)))])
+    corners = np.array(
+        [
+            reader.GetOrigin(),
+            np.add(reader.GetOrigin(), np.multiply(reader.GetSpacing(), np.subtract(reader.GetSize(), 1))),
+        ]
+    )
     plotter.add_mesh(pv.Box(bounds=corners.T.ravel()).outline(), color='steelblue')
     plotter.add_axes()
     plotter.add_text(f'{s.id} ({s.split}): red = particles, blue box = image field of view', font_size=9)
@@ -251,8 +277,7 @@ def plot_particle_sd(cohort: Cohort, *, off_screen: bool | None = None):
     cloud = pv.PolyData(mean)
     cloud['SD (mm)'] = sd
     plotter.add_mesh(cloud, scalars='SD (mm)', cmap='viridis', point_size=11, render_points_as_spheres=True)
-    plotter.add_text(f'{len(aligned)} subjects, {len(sd)} particles: SD {sd.min():.1f}-{sd.max():.1f} mm',
-                     font_size=10)
+    plotter.add_text(f'{len(aligned)} subjects, {len(sd)} particles: SD {sd.min():.1f}-{sd.max():.1f} mm', font_size=10)
     return plotter
 
 
@@ -294,8 +319,10 @@ def plot_cohort_spread(cohort: Cohort):
         ax.set_aspect('equal', adjustable='datalim')
         ax.set_title('femur centroid - image centre')
     axes[0].legend(fontsize=8)
-    for ax, key, label in ((axes[2], 'head_diameter_mm', 'head diameter (mm)'),
-                           (axes[3], 'femoral_offset_mm', 'femoral offset (mm)')):
+    for ax, key, label in (
+        (axes[2], 'head_diameter_mm', 'head diameter (mm)'),
+        (axes[3], 'femoral_offset_mm', 'femoral offset (mm)'),
+    ):
         values = [measured[i][key] for i in cohort.ids() if i in measured and key in measured[i]]
         if values:
             ax.hist(values, bins=min(10, max(3, len(values) // 2)), color='tab:blue', edgecolor='white')

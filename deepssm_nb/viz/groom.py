@@ -19,8 +19,8 @@ from .cohort import _enable_figure_display
 __all__ = ['plot_grooming', 'plot_registration_errors']
 
 _AXES = ('axial', 'coronal', 'sagittal')
-_NUMPY_AXIS = {'axial': 0, 'coronal': 1, 'sagittal': 2}      # slice axis of a [z, y, x] array
-_PLOT_XYZ = {'axial': (0, 1), 'coronal': (0, 2), 'sagittal': (1, 2)}   # (horizontal, vertical) among (x, y, z)
+_NUMPY_AXIS = {'axial': 0, 'coronal': 1, 'sagittal': 2}  # slice axis of a [z, y, x] array
+_PLOT_XYZ = {'axial': (0, 1), 'coronal': (0, 2), 'sagittal': (1, 2)}  # (horizontal, vertical) among (x, y, z)
 
 
 def _slice(image_path: str | os.PathLike, points: np.ndarray, axis: str):
@@ -36,13 +36,23 @@ def _slice(image_path: str | os.PathLike, points: np.ndarray, axis: str):
     plane = np.take(arr, k, axis=_NUMPY_AXIS[axis])
     h, v = _PLOT_XYZ[axis]
     near = np.abs(idx[:, xyz] - k) <= 1.0
-    extent = (-0.5 * spacing[h], (plane.shape[1] - 0.5) * spacing[h],
-              -0.5 * spacing[v], (plane.shape[0] - 0.5) * spacing[v])
+    extent = (
+        -0.5 * spacing[h],
+        (plane.shape[1] - 0.5) * spacing[h],
+        -0.5 * spacing[v],
+        (plane.shape[0] - 0.5) * spacing[v],
+    )
     return plane, extent, idx[near][:, [h, v]] * spacing[[h, v]]
 
 
-def plot_grooming(groomed, ids: list[str] | None = None, *, axis: str = 'coronal', num_subjects: int = 4,
-                  window: tuple[float, float] = (-250.0, 1250.0)):
+def plot_grooming(
+    groomed,
+    ids: list[str] | None = None,
+    *,
+    axis: str = 'coronal',
+    num_subjects: int = 4,
+    window: tuple[float, float] = (-250.0, 1250.0),
+):
     """Each subject's original image next to its groomed image, with its particles.
 
     Top row: the original images (each with its own field of view and pose);
@@ -68,8 +78,8 @@ def plot_grooming(groomed, ids: list[str] | None = None, *, axis: str = 'coronal
     if ids is None:
         train = [i for i in groomed.ids('train') if i != groomed.reference_id]
         others = [s.id for s in groomed.subjects if s.split != 'train']
-        ids = [groomed.reference_id] + others[:max(1, (num_subjects - 1) // 2)]
-        ids += train[:max(0, num_subjects - len(ids))]
+        ids = [groomed.reference_id] + others[: max(1, (num_subjects - 1) // 2)]
+        ids += train[: max(0, num_subjects - len(ids))]
     sources = {d['id']: d.get('source_image') for d in groomed.info.get('subjects', [])}
     fig = Figure(figsize=(2.6 * len(ids) + 0.6, 6.4), layout='constrained')
     axes = fig.subplots(2, len(ids), squeeze=False)
@@ -87,11 +97,17 @@ def plot_grooming(groomed, ids: list[str] | None = None, *, axis: str = 'coronal
                 ax.set_axis_off()
                 continue
             plane, extent, xy = _slice(path, pts, axis)
-            ax.imshow(plane, cmap='gray', vmin=window[0], vmax=window[1], origin='lower', extent=extent,
-                      interpolation='nearest')
+            ax.imshow(
+                plane,
+                cmap='gray',
+                vmin=window[0],
+                vmax=window[1],
+                origin='lower',
+                extent=extent,
+                interpolation='nearest',
+            )
             ax.scatter(xy[:, 0], xy[:, 1], s=6, c='red', edgecolors='none')
-            ax.set_title(f'{sid}\n({label})' if row == 0 else f'{plane.shape[1]} x {plane.shape[0]} voxels',
-                         fontsize=9)
+            ax.set_title(f'{sid}\n({label})' if row == 0 else f'{plane.shape[1]} x {plane.shape[0]} voxels', fontsize=9)
             ax.tick_params(labelsize=7)
         axes[0, 0].set_ylabel('original image (mm)', fontsize=9)
         axes[1, 0].set_ylabel('groomed (reference grid, mm)', fontsize=9)

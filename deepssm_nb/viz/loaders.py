@@ -17,8 +17,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ['plot_batch', 'plot_intensity_histogram', 'plot_prediction_errors', 'plot_slices', 'plot_split',
-           'points_to_index']
+__all__ = [
+    'plot_batch',
+    'plot_intensity_histogram',
+    'plot_prediction_errors',
+    'plot_slices',
+    'plot_split',
+    'points_to_index',
+]
 
 _COLORS = ('tab:red', 'tab:green', 'tab:blue', 'tab:orange')
 
@@ -36,8 +42,11 @@ def _volume(image, grid):
     if isinstance(image, (str, os.PathLike)):
         image = sitk.ReadImage(str(image))
     if isinstance(image, sitk.Image):
-        return sitk.GetArrayFromImage(image), {'origin': image.GetOrigin(), 'spacing': image.GetSpacing(),
-                                               'direction': image.GetDirection()}
+        return sitk.GetArrayFromImage(image), {
+            'origin': image.GetOrigin(),
+            'spacing': image.GetSpacing(),
+            'direction': image.GetDirection(),
+        }
     arr = np.asarray(image, dtype=float)
     if arr.ndim != 3:
         raise ValueError(f'image must be a 3D volume (D, H, W); got shape {arr.shape}.')
@@ -52,8 +61,11 @@ def _draw_slices(axes, vol: np.ndarray, grid, point_sets, labels, colors, slab: 
     sp = np.asarray(grid['spacing'], dtype=float)
     d, h, w = vol.shape
     # (slice, row axis, column axis, normal axis, slice index) with 0 = x, 1 = y, 2 = z
-    views = ((vol[d // 2], 1, 0, 2, d // 2, 'axial (z mid)'), (vol[:, h // 2, :], 2, 0, 1, h // 2, 'coronal (y mid)'),
-             (vol[:, :, w // 2], 2, 1, 0, w // 2, 'sagittal (x mid)'))
+    views = (
+        (vol[d // 2], 1, 0, 2, d // 2, 'axial (z mid)'),
+        (vol[:, h // 2, :], 2, 0, 1, h // 2, 'coronal (y mid)'),
+        (vol[:, :, w // 2], 2, 1, 0, w // 2, 'sagittal (x mid)'),
+    )
     idx = [points_to_index(p, grid) for p in point_sets]
     for ax, (img, r, c, n, k, title) in zip(axes, views):
         ax.imshow(img, cmap='gray', origin='lower', aspect=sp[r] / sp[c], interpolation='nearest')
@@ -69,9 +81,15 @@ def _draw_slices(axes, vol: np.ndarray, grid, point_sets, labels, colors, slab: 
         ax.set_yticks([])
 
 
-def plot_slices(image, particles: np.ndarray | Sequence[np.ndarray] | None = None, *,
-                labels: Sequence[str] | None = None, grid: Mapping[str, Any] | None = None,
-                title: str | None = None, colors: Sequence[str] = _COLORS):
+def plot_slices(
+    image,
+    particles: np.ndarray | Sequence[np.ndarray] | None = None,
+    *,
+    labels: Sequence[str] | None = None,
+    grid: Mapping[str, Any] | None = None,
+    title: str | None = None,
+    colors: Sequence[str] = _COLORS,
+):
     """Three orthogonal mid-slices of an image with particles on them.
 
     Particles within 1.5 voxels of a slice are drawn solid; the others are
@@ -176,12 +194,17 @@ def plot_split(loader_dir: str | os.PathLike):
     subjects = sorted(counts, key=lambda s: (s in val, s))
     fig = Figure(figsize=(max(5.0, 0.35 * len(subjects)), 3.2), layout='constrained')
     ax = fig.subplots()
-    ax.bar(range(len(subjects)), [counts[s] for s in subjects],
-           color=['tab:orange' if s in val else 'tab:blue' for s in subjects])
+    ax.bar(
+        range(len(subjects)),
+        [counts[s] for s in subjects],
+        color=['tab:orange' if s in val else 'tab:blue' for s in subjects],
+    )
     ax.set_xticks(range(len(subjects)), subjects, rotation=90, fontsize=8)
     ax.set_ylabel('rows (real + augmented)')
-    ax.set_title(f'Split by subject\n{info["num_train"]} training rows (blue), {info["num_val"]} validation rows '
-                 f'(orange)', fontsize=10)
+    ax.set_title(
+        f'Split by subject\n{info["num_train"]} training rows (blue), {info["num_val"]} validation rows (orange)',
+        fontsize=10,
+    )
     return fig
 
 

@@ -74,8 +74,8 @@ def _live_frontend() -> bool:
 
 def _trame_available() -> bool:
     try:
-        import trame  # noqa: F401
-        import trame_vtk  # noqa: F401
+        import trame  # noqa: F401 - only checks that it is installed
+        import trame_vtk  # noqa: F401 - only checks that it is installed
     except ImportError:
         return False
     return True
@@ -182,15 +182,39 @@ def _clim(meshes: Sequence[Any], scalars: str, clim: tuple[float, float] | None)
     return 0.0, high if high > 0 else 1.0
 
 
-def _add_heatmap(p: Any, mesh: Any, scalars: str, clim: tuple[float, float], *, bar: bool, title: str,
-                 points: np.ndarray | None = None, cmap: str = CMAP) -> None:
-    p.add_mesh(mesh, scalars=scalars, clim=clim, cmap=cmap, smooth_shading=True, show_scalar_bar=bar,
-               scalar_bar_args={'title': title, 'vertical': True, 'fmt': '%.2f', 'position_x': 0.86,
-                                'position_y': 0.12, 'height': 0.7, 'width': 0.05, 'title_font_size': 14,
-                                'label_font_size': 12, 'n_labels': 5})
+def _add_heatmap(
+    p: Any,
+    mesh: Any,
+    scalars: str,
+    clim: tuple[float, float],
+    *,
+    bar: bool,
+    title: str,
+    points: np.ndarray | None = None,
+    cmap: str = CMAP,
+) -> None:
+    p.add_mesh(
+        mesh,
+        scalars=scalars,
+        clim=clim,
+        cmap=cmap,
+        smooth_shading=True,
+        show_scalar_bar=bar,
+        scalar_bar_args={
+            'title': title,
+            'vertical': True,
+            'fmt': '%.2f',
+            'position_x': 0.86,
+            'position_y': 0.12,
+            'height': 0.7,
+            'width': 0.05,
+            'title_font_size': 14,
+            'label_font_size': 12,
+            'n_labels': 5,
+        },
+    )
     if points is not None:
-        p.add_points(np.asarray(points, dtype=float), color='black', point_size=6,
-                     render_points_as_spheres=True)
+        p.add_points(np.asarray(points, dtype=float), color='black', point_size=6, render_points_as_spheres=True)
 
 
 def _face_camera(p: Any, mesh: Any) -> None:
@@ -198,14 +222,21 @@ def _face_camera(p: Any, mesh: Any) -> None:
     pts = np.asarray(mesh.points, dtype=float)
     center = pts.mean(axis=0)
     _, _, axes = np.linalg.svd(pts - center, full_matrices=False)
-    axes = axes * np.sign(axes[np.arange(3), np.argmax(np.abs(axes), axis=1)])[:, None]   # deterministic signs
+    axes = axes * np.sign(axes[np.arange(3), np.argmax(np.abs(axes), axis=1)])[:, None]  # deterministic signs
     p.camera_position = [tuple(center + axes[2] * 10 * np.ptp(pts, axis=0).max()), tuple(center), tuple(axes[0])]
     p.reset_camera()
 
 
-def plot_distance(mesh: Any, *, scalars: str = 'distance', clim: tuple[float, float] | None = None,
-                  particles: np.ndarray | None = None, title: str | None = None,
-                  window_size: tuple[int, int] = (700, 500), off_screen: bool | None = None):
+def plot_distance(
+    mesh: Any,
+    *,
+    scalars: str = 'distance',
+    clim: tuple[float, float] | None = None,
+    particles: np.ndarray | None = None,
+    title: str | None = None,
+    window_size: tuple[int, int] = (700, 500),
+    off_screen: bool | None = None,
+):
     """One surface coloured by a distance array (mm), with optional particles.
 
     Args:
@@ -228,10 +259,18 @@ def plot_distance(mesh: Any, *, scalars: str = 'distance', clim: tuple[float, fl
     return p
 
 
-def plot_comparison(true_mesh: Any, pred_mesh: Any, *, scalars: str = 'distance',
-                    clim: tuple[float, float] | None = None, true_particles: np.ndarray | None = None,
-                    pred_particles: np.ndarray | None = None, titles: tuple[str, str] = ('truth', 'prediction'),
-                    window_size: tuple[int, int] = (1000, 450), off_screen: bool | None = None):
+def plot_comparison(
+    true_mesh: Any,
+    pred_mesh: Any,
+    *,
+    scalars: str = 'distance',
+    clim: tuple[float, float] | None = None,
+    true_particles: np.ndarray | None = None,
+    pred_particles: np.ndarray | None = None,
+    titles: tuple[str, str] = ('truth', 'prediction'),
+    window_size: tuple[int, int] = (1000, 450),
+    off_screen: bool | None = None,
+):
     """True and predicted surfaces side by side, linked cameras, one colour bar.
 
     Args:
@@ -250,8 +289,9 @@ def plot_comparison(true_mesh: Any, pred_mesh: Any, *, scalars: str = 'distance'
     """
     p = _new_plotter((1, 2), window_size, off_screen)
     lim = _clim([true_mesh, pred_mesh], scalars, clim)
-    for col, (mesh, pts, text) in enumerate(((true_mesh, true_particles, titles[0]),
-                                             (pred_mesh, pred_particles, titles[1]))):
+    for col, (mesh, pts, text) in enumerate(
+        ((true_mesh, true_particles, titles[0]), (pred_mesh, pred_particles, titles[1]))
+    ):
         p.subplot(0, col)
         _add_heatmap(p, mesh, scalars, lim, bar=col == 1, title=BAR_TITLE, points=pts)
         p.add_text(text, font_size=10)
@@ -260,9 +300,15 @@ def plot_comparison(true_mesh: Any, pred_mesh: Any, *, scalars: str = 'distance'
     return p
 
 
-def plot_subjects(result: Any, *, method: str = 'deepssm', which: Sequence[str] = ('best', 'median', 'worst'),
-                  clim: tuple[float, float] | None = None, window_size: tuple[int, int] | None = None,
-                  off_screen: bool | None = None):
+def plot_subjects(
+    result: Any,
+    *,
+    method: str = 'deepssm',
+    which: Sequence[str] = ('best', 'median', 'worst'),
+    clim: tuple[float, float] | None = None,
+    window_size: tuple[int, int] | None = None,
+    off_screen: bool | None = None,
+):
     """Best / median / worst subjects: truth and prediction heat maps, one row each.
 
     Each row's two views share a camera; every row uses one colour range.
@@ -285,8 +331,9 @@ def plot_subjects(result: Any, *, method: str = 'deepssm', which: Sequence[str] 
     p = _new_plotter((len(ids), 2), window_size or (900, 300 * len(ids)), off_screen)
     for row, (label, sid, (true_mesh, pred_mesh)) in enumerate(zip(which, ids, pairs)):
         mean = result.value(sid, method, 'mean')
-        for col, (mesh, text) in enumerate(((true_mesh, f'{label}: {sid}, truth'),
-                                            (pred_mesh, f'{LABELS.get(method, method)}, {mean:.2f} mm'))):
+        for col, (mesh, text) in enumerate(
+            ((true_mesh, f'{label}: {sid}, truth'), (pred_mesh, f'{LABELS.get(method, method)}, {mean:.2f} mm'))
+        ):
             p.subplot(row, col)
             _add_heatmap(p, mesh, 'distance', lim, bar=(row, col) == (len(ids) - 1, 1), title=BAR_TITLE)
             p.add_text(text, font_size=8)
@@ -296,9 +343,14 @@ def plot_subjects(result: Any, *, method: str = 'deepssm', which: Sequence[str] 
     return p
 
 
-def plot_particle_error(result: Any, *, methods: Sequence[str] | None = None,
-                        clim: tuple[float, float] | None = None, window_size: tuple[int, int] | None = None,
-                        off_screen: bool | None = None):
+def plot_particle_error(
+    result: Any,
+    *,
+    methods: Sequence[str] | None = None,
+    clim: tuple[float, float] | None = None,
+    window_size: tuple[int, int] | None = None,
+    off_screen: bool | None = None,
+):
     """Per-particle error averaged over the test subjects, on the mean mesh.
 
     One panel per method (linked cameras, one colour range); the particles are
@@ -326,8 +378,15 @@ def plot_particle_error(result: Any, *, methods: Sequence[str] | None = None,
         _add_heatmap(p, mesh, name, lim, bar=col == len(methods) - 1, title=BAR_TITLE)
         cloud = pv.PolyData(np.asarray(points.points))
         cloud['error'] = np.asarray(points[name])
-        p.add_mesh(cloud, scalars='error', clim=lim, cmap=CMAP, point_size=7, render_points_as_spheres=True,
-                   show_scalar_bar=False)
+        p.add_mesh(
+            cloud,
+            scalars='error',
+            clim=lim,
+            cmap=CMAP,
+            point_size=7,
+            render_points_as_spheres=True,
+            show_scalar_bar=False,
+        )
         p.add_text(LABELS.get(name, name), font_size=10)
     p.link_views()
     _face_camera(p, mesh)

@@ -17,8 +17,13 @@ from typing import Any
 
 __all__ = ['LivePlot', 'plot_calibration', 'plot_focal_loss', 'plot_latent_agreement', 'plot_training_log']
 
-_STAGE_LABELS = {'base': 'training', 'fine_tune': 'fine tuning', 'tl_ae': 'TL: autoencoder',
-                 'tl_tf': 'TL: T-flank', 'tl_joint': 'TL: joint'}
+_STAGE_LABELS = {
+    'base': 'training',
+    'fine_tune': 'fine tuning',
+    'tl_ae': 'TL: autoencoder',
+    'tl_tf': 'TL: T-flank',
+    'tl_joint': 'TL: joint',
+}
 
 
 def _rows(log: Sequence[dict[str, Any]] | str | os.PathLike) -> list[dict[str, Any]]:
@@ -29,8 +34,13 @@ def _rows(log: Sequence[dict[str, Any]] | str | os.PathLike) -> list[dict[str, A
     return list(log)
 
 
-def plot_training_log(log: Sequence[dict[str, Any]] | str | os.PathLike, *, show_lr: bool = True,
-                      log_scale: bool = True, title: str | None = None):
+def plot_training_log(
+    log: Sequence[dict[str, Any]] | str | os.PathLike,
+    *,
+    show_lr: bool = True,
+    log_scale: bool = True,
+    title: str | None = None,
+):
     """Train and validation RMSE (mm) per epoch, every stage after the other.
 
     Args:
@@ -62,8 +72,15 @@ def plot_training_log(log: Sequence[dict[str, Any]] | str | os.PathLike, *, show
         name = _STAGE_LABELS.get(stage, stage)
         ax.plot(x, [r['train_rmse_mm'] for r in rs], '.-', color=c, label=f'{name}: train')
         xv = [xi for xi, r in zip(x, rs) if not _nan(r['val_rmse_mm'])]
-        ax.plot(xv, [r['val_rmse_mm'] for r in rs if not _nan(r['val_rmse_mm'])], 'o--', color=c, ms=4,
-                mfc='white', label=f'{name}: validation')
+        ax.plot(
+            xv,
+            [r['val_rmse_mm'] for r in rs if not _nan(r['val_rmse_mm'])],
+            'o--',
+            color=c,
+            ms=4,
+            mfc='white',
+            label=f'{name}: validation',
+        )
         if xv:
             best = min((r for r in rs if not _nan(r['val_rmse_mm'])), key=lambda r: r['val_rmse_mm'])
             ax.plot([offset + best['epoch']], [best['val_rmse_mm']], '*', color=c, ms=12, mec='k', zorder=5)
@@ -170,8 +187,8 @@ def plot_focal_loss(a: float = 1.32, c: float = 10.0, *, max_error: float | None
     gate = 1.0 / (1.0 + np.exp(np.clip(a * (c - err), -60, 60)))
     fig = Figure(figsize=(8.0, 3.2), layout='constrained')
     ax1, ax2 = fig.subplots(1, 2)
-    ax1.plot(err, err ** 2, 'k--', label='squared error (MSE)')
-    ax1.plot(err, err ** 2 * gate, 'C3', label=f'focal, a={a:g}, c={c:g}')
+    ax1.plot(err, err**2, 'k--', label='squared error (MSE)')
+    ax1.plot(err, err**2 * gate, 'C3', label=f'focal, a={a:g}, c={c:g}')
     ax1.set_xlabel('error l (mm)')
     ax1.set_ylabel('loss')
     ax1.legend(fontsize=8)
@@ -206,8 +223,9 @@ def plot_calibration(record: dict[str, Any]):
     ax.set_ylim(0, 1.05)
     ax.set_xlabel('PCA mode')
     ax.set_ylabel('factor (0: mean, 1: as predicted)')
-    ax.set_title(f'validation RMSE {record["val_rmse_mm_before"]:.2f} -> {record["val_rmse_mm_after"]:.2f} mm',
-                 fontsize=10)
+    ax.set_title(
+        f'validation RMSE {record["val_rmse_mm_before"]:.2f} -> {record["val_rmse_mm_after"]:.2f} mm', fontsize=10
+    )
     return fig
 
 

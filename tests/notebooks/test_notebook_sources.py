@@ -25,6 +25,10 @@ def test_committed_notebook_is_what_its_generator_writes(generator, tmp_path):
     written = json.loads((tmp_path / f'{generator.stem}.ipynb').read_text())
     committed = json.loads((ROOT / 'notebooks' / f'{generator.stem}.ipynb').read_text())
     for i, (a, b) in enumerate(zip(written['cells'], committed['cells'])):
-        assert a == b, (f'notebooks/{generator.stem}.ipynb cell {i} differs from what {generator.name} writes; '
-                        'edit the generator, then run "make notebooks".')
-    assert written == committed, f'notebooks/{generator.stem}.ipynb differs from {generator.name}; run "make notebooks".'
+        assert a == b, (
+            f'notebooks/{generator.stem}.ipynb cell {i} differs from what {generator.name} writes; '
+            'edit the generator, then run "make notebooks".'
+        )
+    assert written == committed, (
+        f'notebooks/{generator.stem}.ipynb differs from {generator.name}; run "make notebooks".'
+    )

@@ -45,7 +45,7 @@ def test_structure(path):
     assert purpose, f'{path.name}: a short purpose must follow the title'
     learn = first.source.split('**You will learn**', 1)
     assert len(learn) == 2, f'{path.name}: the first cell needs a "**You will learn**" list'
-    bullets = re.findall(r'^- .+', learn[1].strip().split('\n\n')[0], re.M)
+    bullets = re.findall(r'^- .+', learn[1].strip().split('\n\n')[0], re.MULTILINE)
     assert 3 <= len(bullets) <= 5, f'{path.name}: "You will learn" has {len(bullets)} points; expected 3 to 5'
     text = _md(nb)
     for heading in ('## Setup', '## Parameters', '## Summary', '## Exercises', '## Next'):
@@ -59,10 +59,13 @@ def test_parameters_cell_and_setup(path):
     tagged = [c for c in code if 'parameters' in c.metadata.get('tags', [])]
     assert len(tagged) == 1, f'{path.name}: expected exactly one cell tagged "parameters", found {len(tagged)}'
     for knob in ('profile', 'work_dir', 'data_dir'):
-        assert re.search(rf'^{knob}\s*=', tagged[0].source, re.M), f'{path.name}: parameters cell lacks {knob!r}'
+        assert re.search(rf'^{knob}\s*=', tagged[0].source, re.MULTILINE), (
+            f'{path.name}: parameters cell lacks {knob!r}'
+        )
     setup = code[0].source
-    assert 'import deepssm_nb' in setup and 'print_config()' in setup, f'{path.name}: setup cell must import ' \
-        'deepssm_nb and end with deepssm_nb.print_config()'
+    assert 'import deepssm_nb' in setup and 'print_config()' in setup, (
+        f'{path.name}: setup cell must import deepssm_nb and end with deepssm_nb.print_config()'
+    )
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -75,7 +78,9 @@ def test_cells_are_thin_and_outputs_stripped(path):
         assert c.get('execution_count') is None, f'{path.name}: cell {i} has an execution count'
         lines = [ln for ln in c.source.splitlines() if ln.strip() and not ln.strip().startswith('#')]
         assert len(lines) <= MAX_CODE_LINES, f'{path.name}: cell {i} has {len(lines)} code lines (max {MAX_CODE_LINES})'
-        assert not re.search(r'^\s*for .* in .*epoch', c.source, re.M), f'{path.name}: cell {i} loops over epochs'
+        assert not re.search(r'^\s*for .* in .*epoch', c.source, re.MULTILINE), (
+            f'{path.name}: cell {i} loops over epochs'
+        )
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -92,5 +97,6 @@ def test_expensive_steps_can_be_rerun_from_a_button(stem):
     nb = _load(NB_DIR / f'{stem}.ipynb')
     cells = [c.source for c in nb.cells if c.cell_type == 'code' and 'run_button(' in c.source]
     assert len(cells) == 1, f'{stem}: expected one cell with a run_button, found {len(cells)}'
-    assert 'config_panel(trial' in cells[0] and 'Config.from_dict(cfg.to_dict())' in cells[0], \
+    assert 'config_panel(trial' in cells[0] and 'Config.from_dict(cfg.to_dict())' in cells[0], (
         f'{stem}: the Run button must act on a copy of the config, edited by a config panel'
+    )

@@ -27,15 +27,22 @@ def nb_dirs(tmp_path_factory):
 def test_notebook_runs_in_smoke_profile(path, nb_dirs):
     overrides = {'profile': 'smoke', 'work_dir': nb_dirs['work_dir'], 'data_dir': nb_dirs['data_dir']}
     nb, seconds = execute_notebook(path, overrides, out_path=nb_dirs['out'] / path.name, timeout=600)
-    errors = [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', [])
-              if o.get('output_type') == 'error']
+    errors = [
+        o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []) if o.get('output_type') == 'error'
+    ]
     assert not errors
-    if path.stem != '00_setup':   # every later notebook shows at least one figure in the saved file
-        pngs = [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', [])
-                if 'image/png' in o.get('data', {})]
+    if path.stem != '00_setup':  # every later notebook shows at least one figure in the saved file
+        pngs = [
+            o
+            for c in nb.cells
+            if c.cell_type == 'code'
+            for o in c.get('outputs', [])
+            if 'image/png' in o.get('data', {})
+        ]
         assert pngs, f'{path.name}: no figure was saved in the executed notebook'
     assert seconds < 300, f'{path.name} took {seconds:.0f} s in the smoke profile'
     # an optional retry sits behind a Run button: running top to bottom must not start it
     work = Path(nb_dirs['work_dir'])
-    assert not (work / 'augmentation_try').exists() and not list(work.glob('model/*_try')), \
+    assert not (work / 'augmentation_try').exists() and not list(work.glob('model/*_try')), (
         f'{path.name}: a "try other settings" step ran without its button being pressed'
+    )

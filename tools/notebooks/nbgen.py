@@ -35,8 +35,10 @@ def params(text: str):
     return cell
 
 
-COLAB_INSTALL = ('# On Colab, uncomment the next line first (torch is already installed there and is kept):\n'
-                 '# !pip install -q "deepssm-nb @ git+https://github.com/deepssm-nb/deepssm-nb"\n')
+COLAB_INSTALL = (
+    '# On Colab, uncomment the next line first (torch is already installed there and is kept):\n'
+    '# !pip install -q "deepssm-nb @ git+https://github.com/deepssm-nb/deepssm-nb"\n'
+)
 
 
 def write(name: str, cells: list) -> Path:
@@ -48,7 +50,7 @@ def write(name: str, cells: list) -> Path:
     if 'pip install' not in first.source:
         first.source = COLAB_INSTALL + first.source
     nb = new_notebook(cells=cells)
-    for i, cell in enumerate(nb.cells):   # stable ids: regenerating a notebook gives a minimal diff
+    for i, cell in enumerate(nb.cells):  # stable ids: regenerating a notebook gives a minimal diff
         cell['id'] = f'{name[:2]}-{i:02d}'
     nb.metadata['kernelspec'] = {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'}
     nb.metadata['language_info'] = {'name': 'python'}
