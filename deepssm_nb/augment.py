@@ -190,19 +190,13 @@ def _synthesizer(base: dict, warp: dict):
 
 def _generate(task: dict) -> str:
     """Write one sample's particles and image (atomically). Returns its name."""
-    import SimpleITK as sitk
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
         write_particles(task['particles_out'], task['particles'])
         synth = _synthesizer(task['base'], task['warp'])
         warped = synth.warp(0, task['particles'])
-        grid = synth.grid
-        img = sitk.GetImageFromArray(_cast_like(warped, synth.bases[0].dtype))
-        img.SetOrigin(tuple(grid.origin))
-        img.SetSpacing(tuple(grid.spacing))
-        img.SetDirection(tuple(grid.direction.ravel()))
-        write_image(task['image_out'], img)
+        write_image(task['image_out'], synth.grid.to_image(_cast_like(warped, synth.bases[0].dtype)))
     return task['name']
 
 

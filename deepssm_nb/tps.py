@@ -77,6 +77,18 @@ class ImageGrid:
             np.array(image.GetDirection(), float).reshape(3, 3),
         )
 
+    def to_image(self, array: np.ndarray):
+        """A ``SimpleITK.Image`` of ``array`` ``(Z, Y, X)`` (this grid's shape) with this grid's geometry."""
+        import SimpleITK as sitk
+
+        if tuple(array.shape) != tuple(self.shape):
+            raise ValueError(f'array must have the grid shape {tuple(self.shape)} (z, y, x); got {array.shape}.')
+        img = sitk.GetImageFromArray(array)
+        img.SetOrigin(tuple(float(v) for v in self.origin))
+        img.SetSpacing(tuple(float(v) for v in self.spacing))
+        img.SetDirection(tuple(float(v) for v in np.asarray(self.direction).ravel()))
+        return img
+
     @classmethod
     def from_file(cls, path, *, name: str = 'image') -> ImageGrid:
         """The grid of an image file, read from its header only (no voxels are loaded).

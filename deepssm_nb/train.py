@@ -460,15 +460,18 @@ def input_mask(normalization: dict[str, Any], mean_shape: np.ndarray, margin: fl
     import SimpleITK as sitk
 
     from .registration import surface_band
+    from .tps import ImageGrid
 
     grid = normalization.get('grid')
     if not grid:
         raise DataError('encoder.input_margin_mm needs the loader grid in normalization.json; rebuild the loaders.')
-    shape = [int(n) for n in normalization['image_shape']]
-    image = sitk.Image(shape[::-1], sitk.sitkUInt8)
-    image.SetSpacing([float(v) for v in grid['spacing']])
-    image.SetOrigin([float(v) for v in grid['origin']])
-    image.SetDirection([float(v) for v in grid['direction']])
+    shape = tuple(int(n) for n in normalization['image_shape'])
+    image = ImageGrid(
+        shape,
+        np.asarray(grid['origin'], float),
+        np.asarray(grid['spacing'], float),
+        np.asarray(grid['direction'], float).reshape(3, 3),
+    ).to_image(np.zeros(shape, np.uint8))
     mask = sitk.GetArrayFromImage(surface_band(image, np.asarray(mean_shape, dtype=np.float64), margin, dense=False))
     if not mask.any():
         raise DataError(

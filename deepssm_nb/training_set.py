@@ -178,11 +178,7 @@ class AugmentedTrainingSet(Dataset):
 
         from .loaders import downsample_image
 
-        grid = self.synthesizer.grid
-        img = sitk.GetImageFromArray(raw)
-        img.SetOrigin(tuple(grid.origin))
-        img.SetSpacing(tuple(grid.spacing))
-        img.SetDirection(tuple(grid.direction.ravel()))
+        img = self.synthesizer.grid.to_image(raw)
         return sitk.GetArrayFromImage(downsample_image(img, factor, name='fresh sample'))
 
 
