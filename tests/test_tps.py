@@ -175,3 +175,17 @@ def test_bad_control_points_are_rejected():
         ThinPlateSpline.fit(np.zeros((5, 3)), np.zeros((6, 3)))
     with pytest.raises(ValueError, match='grid_step'):
         warp_field(ThinPlateSpline.fit(_sphere_points(8), _sphere_points(8)), _grid(), grid_step=0.5)
+
+
+def test_image_grid_to_image_round_trips_the_geometry_and_the_voxels():
+    rot = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    grid = _grid(spacing=(1.0, 2.0, 3.0), direction=rot)
+    arr = np.arange(np.prod(grid.shape), dtype=np.float32).reshape(grid.shape)
+    img = grid.to_image(arr)
+    back = ImageGrid.from_image(img)
+    assert back.shape == grid.shape
+    for key in ('origin', 'spacing', 'direction'):
+        np.testing.assert_array_equal(getattr(back, key), getattr(grid, key))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(img), arr)
+    with pytest.raises(ValueError, match=r'grid shape \(30, 26, 34\) \(z, y, x\); got \(30, 26, 33\)'):
+        grid.to_image(arr[:, :, :-1])
