@@ -38,6 +38,7 @@ import numpy as np
 import deepssm_nb
 from deepssm_nb import pipeline
 from deepssm_nb.config import get_field
+from deepssm_nb.data import cohort_from_config
 from deepssm_nb.data.cohort import write_manifest
 from deepssm_nb.io import write_json
 
@@ -95,10 +96,10 @@ def real_validation(fold_cfg: Any) -> dict[str, Any]:
     import torch
 
     from deepssm_nb.loaders import DeepSSMDataset, load_normalization
-    from deepssm_nb.models import load_trained_model
+    from deepssm_nb.model_files import load_trained_model
 
     paths = fold_cfg.resolved_paths()
-    real = set(pipeline.get_cohort(fold_cfg).ids())
+    real = set(cohort_from_config(fold_cfg.data).ids())
     loader_dir = Path(paths['loader_dir'])
     train_names = (loader_dir / 'train_names.txt').read_text().split('\n')[:-1]
     train_real = [i for i, n in enumerate(train_names) if n in real]
@@ -144,7 +145,7 @@ def all_modes_floor(fold_cfg: Any) -> list[dict[str, Any]]:
     from deepssm_nb.pca import ShapePCA
 
     paths = fold_cfg.resolved_paths()
-    cohort = pipeline.get_cohort(fold_cfg)
+    cohort = cohort_from_config(fold_cfg.data)
     test_ids = cohort.ids('test')
     groomed = load_groomed(paths['groom_dir'])
     train = groomed.particles('train')
@@ -214,7 +215,7 @@ def run(
     t0 = time.perf_counter()
     cfg = deepssm_nb.get_profile(profile, work_dir=str(work_dir))
     cfg.data.data_dir = data_dir
-    cohort = pipeline.get_cohort(cfg)
+    cohort = cohort_from_config(cfg.data)
     ids = cohort.ids()
     num_folds = num_folds or math.ceil(len(ids) / cfg.data.num_test)
     folds = make_folds(ids, num_folds, random_state=cfg.seed)

@@ -71,8 +71,9 @@ def warp_timings(cohort, *, grid_step: float, kink_radius: float, interpolation:
     import SimpleITK as sitk
     from threadpoolctl import threadpool_limits
 
+    from deepssm_nb.imageops import ImageGrid
     from deepssm_nb.io import read_image, read_particles
-    from deepssm_nb.tps import ImageGrid, ThinPlateSpline, resample, warp_field
+    from deepssm_nb.tps import ThinPlateSpline, resample, warp_field
 
     base_id, target_id = cohort.ids('train')[:2]
     base, target = read_particles(cohort[base_id].particles), read_particles(cohort[target_id].particles)

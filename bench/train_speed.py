@@ -142,9 +142,9 @@ def worker_speed(args) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
-    from deepssm_nb._train_loop import Precision, _train_epoch, resolve_precision
     from deepssm_nb.config import TrainerConfig
-    from deepssm_nb.train import _base_spec
+    from deepssm_nb.train import base_spec
+    from deepssm_nb.train_loop import Precision, resolve_precision, train_epoch
 
     device = torch.device(args.device)
     pca = synthetic_pca(args.shape)
@@ -173,13 +173,13 @@ def worker_speed(args) -> dict[str, Any]:
             )
         if precision.channels_last:
             net.to(memory_format=torch.channels_last_3d)
-        spec = _base_spec(TrainerConfig(), 'base', 'MSE', 1.32, 10.0)
+        spec = base_spec(TrainerConfig(), 'base', 'MSE', 1.32, 10.0)
         net.requires_grad_(False)
         net.encoder.requires_grad_(True)
         opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-4)
         model = torch.compile(net) if 'compile' in options else net
         t0 = time.perf_counter()
-        _train_epoch(model, loader, spec, opt, None, device, precision, progress=False)
+        train_epoch(model, loader, spec, opt, None, device, precision, progress=False)
         if 'compile' in options:
             t_compile = loader.stamps[1] - t0
         precision = f'{precision.name}{" channels_last" if precision.channels_last else ""}'

@@ -17,7 +17,7 @@ from typing import Any
 __version__ = '0.1.0'
 
 from ._validation import ConfigError, DataError, NotFittedError
-from .config import Config, DeepSSMConfig, get_profile, load_config, save_config
+from .config import Config, DeepSSMConfig, get_profile, load_config, notebook_config, save_config
 from .device import get_device, print_config
 from .io import read_image, read_particles, write_image, write_particles
 
@@ -30,7 +30,7 @@ _LAZY = {
     'load_femur_cohort': 'data',
     'groom_cohort': 'groom',
     'load_groomed': 'groom',
-    'register_image': 'groom',
+    'register_image': 'registration',
     'run_grooming': 'groom',
     'ShapePCA': 'pca',
     'sample_scores': 'samplers',
@@ -44,7 +44,7 @@ _LAZY = {
     'TLDeepSSMNet': 'models',
     'init_pca_decoder': 'models',
     'focal_loss': 'losses',
-    'load_trained_model': 'train',
+    'load_trained_model': 'model_files',
     'train_deepssm': 'train',
     'predict_image': 'predict',
     'test_deepssm': 'predict',
@@ -67,6 +67,7 @@ __all__ = [  # noqa: PLE0604 - *sorted(_LAZY) adds the lazy names, strings too
     'get_device',
     'get_profile',
     'load_config',
+    'notebook_config',
     'print_config',
     'read_image',
     'read_particles',

@@ -19,6 +19,7 @@ __all__ = [
     'NotFittedError',
     'check_array',
     'check_in_range',
+    'check_random_state',
     'find_by_id',
     'look_up_option',
     'nearest_spelling',
@@ -131,6 +132,32 @@ def check_in_range(
         hi = 'inf)' if high is None else f'{high}' + (']' if high_inclusive else ')')
         raise ConfigError(f'{name} must be in {lo}, {hi}; got {value!r}.')
     return value
+
+
+def check_random_state(random_state: Any, *, name: str = 'random_state') -> int:
+    """The one way a ``random_state`` argument becomes an integer seed.
+
+    Args:
+        random_state: A seed (an integer >= 0), a ``numpy.random.Generator`` (one integer is drawn from it, so the
+            generator moves on), or None (a fresh seed from the operating system's entropy: not reproducible).
+        name: The argument name for the message.
+
+    Returns:
+        An integer in [0, 2**31 - 1] for a generator or None; the seed itself for an integer.
+
+    Raises:
+        ConfigError: Not an integer >= 0, a Generator or None.
+    """
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**31 - 1))
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1, np.uint32)[0] >> np.uint32(1))
+    if not isinstance(random_state, (int, np.integer)) or isinstance(random_state, bool):
+        raise ConfigError(
+            f'{name} must be an integer >= 0, a numpy.random.Generator or None; '
+            f'got {random_state!r} ({type(random_state).__name__}).'
+        )
+    return int(check_in_range(random_state, name=name, low=0, integer=True))
 
 
 def check_array(

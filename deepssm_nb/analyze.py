@@ -444,7 +444,15 @@ def baseline_particles(groomed: Any, pca: Any, subject_ids: list[str]) -> dict[s
     return out
 
 
-def run_analysis(cfg: Any, *, truth: str | None = None, progress: bool = True) -> AnalysisResult:
+def run_analysis(
+    cfg: Any,
+    cohort: Any = None,
+    groomed: Any = None,
+    predictions: Any = None,
+    *,
+    truth: str | None = None,
+    progress: bool = True,
+) -> AnalysisResult:
     """Analyse the test predictions of a pipeline run, with both baselines.
 
     Reads the cohort (truths, true particles, mean mesh and particles), the
@@ -456,20 +464,23 @@ def run_analysis(cfg: Any, *, truth: str | None = None, progress: bool = True) -
 
     Args:
         cfg: The pipeline :class:`~deepssm_nb.config.Config`.
+        cohort: The :class:`~deepssm_nb.data.Cohort`; default: the one ``cfg.data`` names.
+        groomed: The :class:`~deepssm_nb.groom.GroomResult`; default: read from ``groom_dir``.
+        predictions: The :class:`~deepssm_nb.predict.Predictions`; default: those in ``pred_dir``.
         truth: ``'segmentation'`` (meshed, as the seed does) or ``'mesh'``
             (the cohort's surfaces); default: segmentation when every test
             subject has one, else mesh.
         progress: Show a progress bar.
     """
     from ._validation import look_up_option
+    from .data import cohort_from_config
     from .groom import load_groomed
     from .pca import ShapePCA
-    from .pipeline import get_cohort
 
     paths = cfg.resolved_paths()
     out = paths['analysis_dir']
-    pred_dir = paths['pred_dir'] / 'local_predictions'
-    cohort = get_cohort(cfg)
+    pred_dir = (paths['pred_dir'] if predictions is None else Path(predictions.folder)) / 'local_predictions'
+    cohort = cohort_from_config(cfg.data) if cohort is None else cohort
     ids = cohort.ids('test')
     if truth is None:
         truth = 'segmentation' if all(cohort[i].segmentation is not None for i in ids) else 'mesh'
@@ -479,13 +490,15 @@ def run_analysis(cfg: Any, *, truth: str | None = None, progress: bool = True) -
     if any(f is None for f in truth_files):
         raise DataError(f'the cohort has no {attr} for some test subjects; use truth="mesh" or "segmentation".')
     truth_dir = Path(truth_files[0]).parent
-    inputs = [pred_dir / f'{i}.particles' for i in ids] + [paths['groom_dir'] / 'groom.json']
+    groom_json = (paths['groom_dir'] if groomed is None else Path(groomed.root)) / 'groom.json'
+    inputs = [pred_dir / f'{i}.particles' for i in ids] + [groom_json]
     if all(p.is_file() for p in inputs) and _is_fresh(out / 'summary.json', *inputs):
         previous = load_analysis(out)
         if previous.summary.get('truth_dir') == str(truth_dir.resolve()) and previous.ids == ids:
             return previous
     pca = ShapePCA.load(paths['aug_dir'] / 'PCA_Particle_Info')
-    for name, shapes in baseline_particles(load_groomed(paths['groom_dir']), pca, ids).items():
+    groomed = load_groomed(paths['groom_dir']) if groomed is None else groomed
+    for name, shapes in baseline_particles(groomed, pca, ids).items():
         for sid, points in shapes.items():
             write_particles(out / 'baselines' / name / f'{sid}.particles', points)
     if cohort.mean_mesh is None or cohort.mean_particles is None:

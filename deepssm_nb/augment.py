@@ -33,23 +33,31 @@ import json
 import multiprocessing
 import os
 import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ._validation import DataError, check_in_range, look_up_option
+from ._validation import DataError, check_in_range, check_random_state, look_up_option
+from .imageops import ImageGrid, cast_like
 from .io import atomic_write_text, read_json, read_particles, write_image, write_json, write_particles
 from .pca import ShapePCA
 from .samplers import SAMPLERS, get_sampler
-from .tps import INTERPOLATIONS, ImageGrid, _cast_like
+from .tps import INTERPOLATIONS
 
 __all__ = [
+    'AugmentResult',
+    'TotalData',
+    'load_augmentation',
     'read_total_data',
     'regenerate_sample',
     'run_augmentation',
     'run_data_augmentation',
     'sample_name',
     'sample_seed',
+    'write_total_data',
 ]
 
 PCA_DIR, IMAGE_DIR, PARTICLE_DIR = 'PCA_Particle_Info', 'Generated-Images', 'Generated-Particles'
@@ -112,15 +120,6 @@ def _model(shapes: np.ndarray, params: dict, names: list[str]):
 def _draw(sampler, seed: int) -> tuple[np.ndarray, int]:
     scores, base = sampler.sample(1, random_state=np.random.default_rng(seed))
     return scores[0], int(base[0])
-
-
-def _as_seed(random_state) -> int:
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(2**63))
-    if random_state is None:
-        return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
-    check_in_range(random_state, name='random_state', low=0, integer=True)
-    return int(random_state)
 
 
 def _read_sources(sources, images: list[Path]) -> list[dict | None]:
@@ -196,7 +195,7 @@ def _generate(task: dict) -> str:
         write_particles(task['particles_out'], task['particles'])
         synth = _synthesizer(task['base'], task['warp'])
         warped = synth.warp(0, task['particles'])
-        write_image(task['image_out'], synth.grid.to_image(_cast_like(warped, synth.bases[0].dtype)))
+        write_image(task['image_out'], synth.grid.to_image(cast_like(warped, synth.bases[0].dtype)))
     return task['name']
 
 
@@ -302,7 +301,7 @@ def run_data_augmentation(
         'percent_variability': float(percent_variability),
         'sampler': look_up_option(sampler, SAMPLERS, name='sampler'),
         'mixture_num': int(mixture_num),
-        'random_state': _as_seed(random_state),
+        'random_state': check_random_state(random_state),
         'landmark_step': int(landmark_step),
         'grid_step': float(grid_step),
         'interpolation': look_up_option(interpolation, INTERPOLATIONS, name='interpolation'),
@@ -377,8 +376,7 @@ def run_data_augmentation(
         )
     _run_tasks(tasks, int(processes), progress)
     scores_all = np.concatenate([pca.scores_, np.array([p[2] for p in plan]).reshape(-1, pca.n_components_)])
-    lines = [','.join([r['image'], r['particles']] + [repr(float(v)) for v in s]) for r, s in zip(rows, scores_all)]
-    atomic_write_text(out / CSV_NAME, '\n'.join(lines) + '\n')
+    write_total_data(out / CSV_NAME, [r['image'] for r in rows], [r['particles'] for r in rows], scores_all)
     info['complete'] = True
     write_json(out / JSON_NAME, info)
     return pca.n_components_
@@ -420,7 +418,46 @@ def _clean(out: Path, keep: set[str]) -> None:
                 f.unlink()
 
 
-def run_augmentation(cfg, groomed, *, progress: bool = True) -> int:
+@dataclass(frozen=True)
+class AugmentResult:
+    """What the augmentation stage hands on: its folder, the shape PCA and the table of every sample.
+
+    Attributes:
+        folder: The augmentation folder (``aug_dir``).
+        pca: The :class:`~deepssm_nb.pca.ShapePCA` fitted on the training particles.
+        table: The rows of ``TotalData.csv``, real subjects first.
+        info: ``augmentation.json``: parameters, and each row's base subject and seed.
+    """
+
+    folder: Path
+    pca: ShapePCA
+    table: TotalData
+    info: dict = field(repr=False)
+
+    @property
+    def num_modes(self) -> int:
+        """L, the PCA modes kept."""
+        return int(self.pca.n_components_)
+
+
+def load_augmentation(aug_dir: str | os.PathLike) -> AugmentResult:
+    """Read back a finished augmentation folder written by :func:`run_data_augmentation`.
+
+    Raises:
+        FileNotFoundError: The folder holds no finished augmentation (the file that is missing is named).
+        DataError: ``TotalData.csv`` is malformed (see :func:`read_total_data`).
+    """
+    folder = Path(aug_dir)
+    info_path = folder / JSON_NAME
+    if not info_path.is_file():
+        raise FileNotFoundError(f'No augmentation in "{folder}": "{JSON_NAME}" is missing; run the augmentation first.')
+    info = read_json(info_path)
+    if not info.get('complete'):
+        raise FileNotFoundError(f'The augmentation in "{folder}" did not finish ("{info_path}"); run it again.')
+    return AugmentResult(folder, ShapePCA.load(folder / PCA_DIR), read_total_data(folder / CSV_NAME), info)
+
+
+def run_augmentation(cfg, groomed, *, progress: bool = True) -> AugmentResult:
     """Run the augmentation stage from a Config and a groomed cohort.
 
     Uses the training subjects of ``groomed`` (a
@@ -428,7 +465,7 @@ def run_augmentation(cfg, groomed, *, progress: bool = True) -> int:
     and writes to ``cfg.resolved_paths()['aug_dir']``.
 
     Returns:
-        The number of PCA modes kept.
+        :class:`AugmentResult`: the folder, the PCA and the table.
     """
     a = cfg.augment
     sources = None
@@ -441,8 +478,9 @@ def run_augmentation(cfg, groomed, *, progress: bool = True) -> int:
                 "grooming, or set augment.warp_from = 'groomed'."
             )
         sources = [(s.source, s.transform) for s in train]
-    return run_data_augmentation(
-        cfg.resolved_paths()['aug_dir'],
+    aug_dir = cfg.resolved_paths()['aug_dir']
+    run_data_augmentation(
+        aug_dir,
         groomed.images('train'),
         groomed.particle_files('train'),
         num_samples=a.num_samples,
@@ -458,6 +496,7 @@ def run_augmentation(cfg, groomed, *, progress: bool = True) -> int:
         sources=sources,
         progress=progress,
     )
+    return load_augmentation(aug_dir)
 
 
 def regenerate_sample(aug_dir, index: int, out_dir) -> tuple[Path, Path]:
@@ -497,40 +536,161 @@ def regenerate_sample(aug_dir, index: int, out_dir) -> tuple[Path, Path]:
     return task['image_out'], task['particles_out']
 
 
-def read_total_data(csv_path) -> dict:
-    """Read ``TotalData.csv``.
+# --------------------------------------------------------------------------- the table: TotalData.csv
+
+
+@dataclass
+class TotalData:
+    """The rows of ``TotalData.csv`` with the subject each row derives from.
+
+    Attributes:
+        images, particles: One file per row.
+        scores: (S, L) raw PCA scores.
+        names: Sample names (image file name before the first dot).
+        bases: The real subject each row derives from (its own name for real rows).
+        num_particles: M, the particles per shape.
+        path: The CSV the table was read from, if any.
+    """
+
+    images: list[Path]
+    particles: list[Path]
+    scores: np.ndarray
+    names: list[str]
+    bases: list[str]
+    num_particles: int
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def generated(self) -> np.ndarray:
+        """(S,) bool: the rows of generated samples (image name ``Generated_sample_*``)."""
+        return np.array([n.startswith('Generated_sample_') for n in self.names], dtype=bool)
+
+    def load_particles(self, idx: Sequence[int]) -> np.ndarray:
+        """(len(idx), M, 3) particles of the given rows."""
+        from .io import read_particles
+
+        return np.stack([read_particles(self.particles[i], num_particles=self.num_particles) for i in idx])
+
+
+def _resolve(value: str, root: Path) -> Path:
+    p = Path(value.strip())
+    return p if p.is_absolute() or not (root / p).exists() else root / p
+
+
+def read_total_data(csv_path: str | os.PathLike) -> TotalData:
+    """Read and check ``TotalData.csv`` and the ``augmentation.json`` next to it.
+
+    Args:
+        csv_path: CSV without header: ``image_path,particle_path,score_1..score_L``.
+            Relative paths are taken from the CSV's folder when they exist there.
 
     Returns:
-        Dict with ``image`` and ``particles`` (lists of str), ``scores``
-        (R, L) and ``generated`` (R,) bool (rows whose image name starts with
-        ``Generated_sample_``).
+        :class:`TotalData`.
 
     Raises:
-        FileNotFoundError: No such file.
-        DataError: Rows with fewer than 3 columns, unequal widths or
-            non-numeric scores (the line is named).
+        FileNotFoundError: The CSV does not exist.
+        DataError: Empty CSV; rows with missing columns, non-numeric scores or
+            missing files (every bad row is named); duplicate names; rows
+            unknown to ``augmentation.json``.
     """
-    path = Path(csv_path)
-    if not path.is_file():
-        raise FileNotFoundError(f'File not found: "{path}"')
+    import csv
+
+    from .io import read_particles
+
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f'Augmented data CSV not found: "{csv_path}"')
+    with open(csv_path, newline='') as f:
+        rows = [(n, r) for n, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)]
+    if not rows:
+        raise DataError(
+            f'"{csv_path}" holds no rows; expected image_path,particle_path,score_1..score_L per line '
+            f'(run the augmentation stage first).'
+        )
+    problems: list[str] = []
     images, particles, scores = [], [], []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        cols = line.split(',')
-        try:
-            values = [float(v) for v in cols[2:]]
-        except ValueError:
-            values = []
-        if len(cols) < 3 or not values or (scores and len(values) != len(scores[0])):
-            raise DataError(
-                f'"{path}", line {lineno}: expected image_path,particle_path,score_1..score_L with '
-                f'numeric scores; got {line[:120]!r}.'
+    width = len(rows[0][1])
+    for n, row in rows:  # n: the line in the file, blank lines counted
+        where = f'"{csv_path}", line {n}'
+        if len(row) < 3 or len(row) != width:
+            problems.append(
+                f'{where}: expected {max(width, 3)} columns (image_path, particle_path, score_1..'
+                f'score_L); got {len(row)}.'
             )
-        images.append(cols[0])
-        particles.append(cols[1])
-        scores.append(values)
-    if not scores:
-        raise DataError(f'"{path}" holds no rows.')
-    generated = np.array([os.path.basename(p).startswith('Generated_sample_') for p in images])
-    return {'image': images, 'particles': particles, 'scores': np.array(scores), 'generated': generated}
+            continue
+        img, par = _resolve(row[0], csv_path.parent), _resolve(row[1], csv_path.parent)
+        for kind, p in (('image', img), ('particle', par)):
+            if not p.is_file():
+                problems.append(f'{where}: {kind} file not found: "{p}".')
+        try:
+            scores.append([float(v) for v in row[2:]])
+        except ValueError:
+            problems.append(f'{where}: scores must be numbers; got {row[2:]!r}.')
+        images.append(img)
+        particles.append(par)
+    if problems:
+        raise DataError(problems[:20] + ([f'... and {len(problems) - 20} more'] if len(problems) > 20 else []))
+    names = [p.name.split('.')[0] for p in images]
+    dupes = sorted({x for x in names if names.count(x) > 1})
+    if dupes:
+        raise DataError(
+            f'"{csv_path}": image names must be distinct (file name before the first dot); repeated: {dupes[:10]}.'
+        )
+    score_arr = np.asarray(scores, dtype=np.float64)
+    if not np.all(np.isfinite(score_arr)):
+        raise DataError(f'"{csv_path}": scores contain NaN or infinite values.')
+    bases = _read_bases(csv_path.parent / 'augmentation.json', names)
+    num_particles = read_particles(particles[0]).shape[0]
+    return TotalData(images, particles, score_arr, names, bases, num_particles, csv_path)
+
+
+def _read_bases(path: Path, names: list[str]) -> list[str]:
+    """The base subject of each row, from ``augmentation.json`` (entries with ``name`` and ``base``)."""
+    if not path.is_file():
+        warnings.warn(
+            f'"{path}" not found: every CSV row is treated as its own subject, so augmented copies of one '
+            f'subject may fall on both sides of the train/validation split.',
+            stacklevel=3,
+        )
+        return list(names)
+    info = read_json(path)
+    entries = []
+    for value in info.values() if isinstance(info, dict) else [info]:
+        if (
+            isinstance(value, list)
+            and value
+            and all(isinstance(e, dict) and 'name' in e and 'base' in e for e in value)
+        ):
+            entries += value
+    lookup = {str(e['name']).split('.')[0]: str(e['base']) for e in entries}
+    unknown = [x for x in names if x not in lookup]
+    if unknown:
+        raise DataError(
+            f'"{path}" has no entry (name, base) for {len(unknown)} CSV row(s), e.g. {unknown[:5]}; '
+            f'it does not match TotalData.csv. Rerun the augmentation stage.'
+        )
+    return [lookup[x] for x in names]
+
+
+def write_total_data(csv_path: str | os.PathLike, images, particles, scores: np.ndarray) -> Path:
+    """Write ``TotalData.csv`` atomically: one ``image_path,particle_path,score_1..score_L`` line per row.
+
+    Scores are written with ``repr`` of each float, so they read back bit for bit.
+
+    Args:
+        csv_path: The file to write.
+        images, particles: One path per row.
+        scores: (S, L) raw PCA scores.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if not len(images) == len(particles) == len(scores):
+        raise ValueError(
+            f'expected one image, particle file and score row per sample; got {len(images)} images, '
+            f'{len(particles)} particle files and {len(scores)} score rows.'
+        )
+    lines = [','.join([str(i), str(p)] + [repr(float(v)) for v in s]) for i, p, s in zip(images, particles, scores)]
+    atomic_write_text(csv_path, '\n'.join(lines) + '\n')
+    return Path(csv_path)

@@ -18,9 +18,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-__all__ = ['build_parser', 'main']
+from .pipeline import STAGES
 
-_STAGES = ('cohort', 'groom', 'augment', 'loaders', 'train', 'predict', 'analyze')
+__all__ = ['build_parser', 'main']
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         description='Run every stage up to --until whose outputs are missing.',
     )
     with_config(run)
-    run.add_argument('--until', choices=_STAGES, default='analyze', help='last stage to run (default: analyze)')
+    run.add_argument('--until', choices=STAGES, default='analyze', help='last stage to run (default: analyze)')
 
     train = sub.add_parser('train', help='run the pipeline up to training (same as run --until train)')
     with_config(train)

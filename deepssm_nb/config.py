@@ -53,8 +53,10 @@ __all__ = [
     'get_field',
     'get_profile',
     'load_config',
+    'notebook_config',
     'profile_table',
     'save_config',
+    'set_field',
 ]
 
 PROFILES = ('smoke', 'workshop', 'full')
@@ -617,6 +619,59 @@ def get_field(config: Any, dotted: str) -> Any:
     for part in dotted.split('.'):
         obj = getattr(obj, part)
     return obj
+
+
+def set_field(config: Any, dotted: str, value: Any) -> None:
+    """Set the field at a dotted path of a config tree, e.g. ``set_field(cfg, 'deepssm.trainer.epochs', 20)``.
+
+    The value is not checked here; ``config.validate()`` reports every bad value at once.
+
+    Raises:
+        ConfigError: No such key (the nearest spelling is suggested).
+    """
+    obj, parts = config, dotted.split('.')
+    for depth, part in enumerate(parts):
+        if not dataclasses.is_dataclass(obj) or part not in {f.name for f in dataclasses.fields(obj)}:
+            known = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+            near = nearest_spelling(part, known)
+            where = '.'.join(parts[:depth]) or 'the config'
+            hint = f" Did you mean '{near}'?" if near else f' Known: {known}.' if known else ''
+            raise ConfigError(f'{dotted!r}: {where} has no key {part!r}.{hint}')
+        if depth == len(parts) - 1:
+            setattr(obj, part, value)
+        else:
+            obj = getattr(obj, part)
+
+
+def notebook_config(
+    profile: str, work_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None, settings=None
+) -> Config:
+    """The config of a notebook's parameters cell: a profile, its folders, and the cell's own settings.
+
+    Args:
+        profile: ``'smoke'``, ``'workshop'`` or ``'full'``.
+        work_dir: Folder of every output.
+        data_dir: Cohort cache folder (default: ``$DEEPSSM_DATA_DIR``, else ``~/.cache/deepssm_nb``).
+        settings: ``{dotted key: value}``, e.g. ``{'deepssm.trainer.epochs': max_epochs}``; a value of None keeps
+            the profile's.
+
+    Returns:
+        The validated :class:`Config`.
+
+    Raises:
+        ConfigError: An unknown key, or bad values (every problem at once).
+
+    Example:
+        >>> cfg = notebook_config('smoke', 'out', settings={'deepssm.trainer.epochs': 3, 'loader.batch_size': None})
+        >>> cfg.deepssm.trainer.epochs, cfg.loader.batch_size
+        (3, 4)
+    """
+    cfg = get_profile(profile, work_dir=str(work_dir))
+    cfg.data.data_dir = None if data_dir is None else str(data_dir)
+    for key, value in (settings or {}).items():
+        if value is not None:
+            set_field(cfg, key, value)
+    return cfg.validate()
 
 
 def profile_table(

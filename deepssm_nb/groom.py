@@ -36,16 +36,23 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import ConfigError, DataError, check_in_range, find_by_id, look_up_option, nearest_spelling
+from ._validation import (
+    ConfigError,
+    DataError,
+    check_in_range,
+    check_random_state,
+    find_by_id,
+    look_up_option,
+    nearest_spelling,
+)
+from .imageops import reference_grid, resample_to_reference
 from .io import read_image, read_json, read_particles, write_image, write_json, write_particles
 from .registration import (
-    STAGES,
+    REGISTRATION_STAGES,
     apply_transform,
     generalized_procrustes,
-    reference_grid,
     register_image,
     registration_error,
-    resample_to_reference,
     rigid_transform,
     surface_band,
 )
@@ -56,11 +63,8 @@ __all__ = [
     'groom_cohort',
     'image_x_reflection',
     'load_groomed',
-    'reference_grid',
     'reflect_image',
-    'register_image',
     'register_to_reference',
-    'registration_error',
     'run_grooming',
 ]
 
@@ -177,7 +181,7 @@ def groom_cohort(
     processes: int = 1,
     out_dir: str | os.PathLike,
     random_state: int | np.random.Generator = 0,
-    stages: tuple[str, ...] = STAGES,
+    stages: tuple[str, ...] = REGISTRATION_STAGES,
     scaling: bool = True,
     train_alignment: str = 'registration',
     progress: bool = True,
@@ -224,9 +228,7 @@ def groom_cohort(
     subjects, parts = _check_cohort(cohort)
     train = [s for s in subjects if s.split == 'train']
     out = Path(out_dir)
-    if isinstance(random_state, np.random.Generator):
-        random_state = int(random_state.integers(0, 2**31 - 1))
-    seed_base = int(random_state)
+    seed_base = check_random_state(random_state)
 
     # 1. Procrustes of the training shapes (the other side reflected first: the reflection is part of each
     #    transform), in the reference subject's frame; the grid around them
@@ -567,13 +569,13 @@ def run_grooming(cfg, cohort=None, *, progress: bool = True) -> GroomResult:
 
     Args:
         cfg: A :class:`~deepssm_nb.config.Config`.
-        cohort: The cohort; default: the one ``cfg.data`` describes.
+        cohort: The cohort; default: the one ``cfg.data`` describes (:func:`deepssm_nb.data.cohort_from_config`).
         progress: Show a progress bar.
     """
     if cohort is None:
-        from .pipeline import get_cohort
+        from .data import cohort_from_config
 
-        cohort = get_cohort(cfg)
+        cohort = cohort_from_config(cfg.data)
     g = cfg.groom
     return groom_cohort(
         cohort,
@@ -676,7 +678,7 @@ def register_to_reference(
         reference,
         iterations=int(iterations or info.get('registration_iterations', 200)),
         mask=mask,
-        stages=tuple(info.get('stages', STAGES)),
+        stages=tuple(info.get('stages', REGISTRATION_STAGES)),
         random_state=random_state,
         name=name,
     )

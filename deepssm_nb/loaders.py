@@ -48,154 +48,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ._validation import DataError, check_in_range
+from ._validation import DataError, check_in_range, check_random_state
+from .augment import TotalData, read_total_data
+from .imageops import downsample_image, grid_record
 from .io import read_image, read_json, write_json
 
 __all__ = [
     'DeepSSMDataset',
     'Loaders',
-    'TotalData',
     'build_loaders',
-    'downsample_image',
     'get_test_loader',
     'get_train_val_loaders',
     'load_normalization',
     'load_train_val_loaders',
     'prepare_image',
-    'read_total_data',
     'split_by_subject',
 ]
 
 _VERSION = 1
-MIN_SIZE = 8
-
-
-# --------------------------------------------------------------------------- the augmented data table
-
-
-@dataclass
-class TotalData:
-    """The rows of ``TotalData.csv`` with the subject each row derives from.
-
-    Attributes:
-        images, particles: One file per row.
-        scores: (S, L) raw PCA scores.
-        names: Sample names (image file name before the first dot).
-        bases: The real subject each row derives from (its own name for real rows).
-    """
-
-    images: list[Path]
-    particles: list[Path]
-    scores: np.ndarray
-    names: list[str]
-    bases: list[str]
-    num_particles: int
-
-    def load_particles(self, idx: Sequence[int]) -> np.ndarray:
-        """(len(idx), M, 3) particles of the given rows."""
-        from .io import read_particles
-
-        return np.stack([read_particles(self.particles[i], num_particles=self.num_particles) for i in idx])
-
-
-def _resolve(value: str, root: Path) -> Path:
-    p = Path(value.strip())
-    return p if p.is_absolute() or not (root / p).exists() else root / p
-
-
-def read_total_data(csv_path: str | os.PathLike) -> TotalData:
-    """Read and check ``TotalData.csv`` and the ``augmentation.json`` next to it.
-
-    Args:
-        csv_path: CSV without header: ``image_path,particle_path,score_1..score_L``.
-            Relative paths are taken from the CSV's folder when they exist there.
-
-    Returns:
-        :class:`TotalData`.
-
-    Raises:
-        FileNotFoundError: The CSV does not exist.
-        DataError: Empty CSV; rows with missing columns, non-numeric scores or
-            missing files (every bad row is named); duplicate names; rows
-            unknown to ``augmentation.json``.
-    """
-    import csv
-
-    from .io import read_particles
-
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise FileNotFoundError(f'Augmented data CSV not found: "{csv_path}"')
-    with open(csv_path, newline='') as f:
-        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
-    if not rows:
-        raise DataError(
-            f'"{csv_path}" holds no rows; expected image_path,particle_path,score_1..score_L per line '
-            f'(run the augmentation stage first).'
-        )
-    problems: list[str] = []
-    images, particles, scores = [], [], []
-    width = len(rows[0])
-    for n, row in enumerate(rows, start=1):
-        where = f'"{csv_path}", row {n}'
-        if len(row) < 3 or len(row) != width:
-            problems.append(
-                f'{where}: expected {max(width, 3)} columns (image_path, particle_path, score_1..'
-                f'score_L); got {len(row)}.'
-            )
-            continue
-        img, par = _resolve(row[0], csv_path.parent), _resolve(row[1], csv_path.parent)
-        for kind, p in (('image', img), ('particle', par)):
-            if not p.is_file():
-                problems.append(f'{where}: {kind} file not found: "{p}".')
-        try:
-            scores.append([float(v) for v in row[2:]])
-        except ValueError:
-            problems.append(f'{where}: scores must be numbers; got {row[2:]!r}.')
-        images.append(img)
-        particles.append(par)
-    if problems:
-        raise DataError(problems[:20] + ([f'... and {len(problems) - 20} more'] if len(problems) > 20 else []))
-    names = [p.name.split('.')[0] for p in images]
-    dupes = sorted({x for x in names if names.count(x) > 1})
-    if dupes:
-        raise DataError(
-            f'"{csv_path}": image names must be distinct (file name before the first dot); repeated: {dupes[:10]}.'
-        )
-    score_arr = np.asarray(scores, dtype=np.float64)
-    if not np.all(np.isfinite(score_arr)):
-        raise DataError(f'"{csv_path}": scores contain NaN or infinite values.')
-    bases = _read_bases(csv_path.parent / 'augmentation.json', names)
-    num_particles = read_particles(particles[0]).shape[0]
-    return TotalData(images, particles, score_arr, names, bases, num_particles)
-
-
-def _read_bases(path: Path, names: list[str]) -> list[str]:
-    """The base subject of each row, from ``augmentation.json`` (entries with ``name`` and ``base``)."""
-    if not path.is_file():
-        warnings.warn(
-            f'"{path}" not found: every CSV row is treated as its own subject, so augmented copies of one '
-            f'subject may fall on both sides of the train/validation split.',
-            stacklevel=3,
-        )
-        return list(names)
-    info = read_json(path)
-    entries = []
-    for value in info.values() if isinstance(info, dict) else [info]:
-        if (
-            isinstance(value, list)
-            and value
-            and all(isinstance(e, dict) and 'name' in e and 'base' in e for e in value)
-        ):
-            entries += value
-    lookup = {str(e['name']).split('.')[0]: str(e['base']) for e in entries}
-    unknown = [x for x in names if x not in lookup]
-    if unknown:
-        raise DataError(
-            f'"{path}" has no entry (name, base) for {len(unknown)} CSV row(s), e.g. {unknown[:5]}; '
-            f'it does not match TotalData.csv. Rerun the augmentation stage.'
-        )
-    return [lookup[x] for x in names]
 
 
 def split_by_subject(
@@ -230,69 +100,6 @@ def split_by_subject(
 
 
 # --------------------------------------------------------------------------- images
-
-
-def downsample_image(image, factor: float | Sequence[float], *, name: str = 'image'):
-    """Anti-aliased downsampling of a SimpleITK image, keeping its physical extent.
-
-    The image is smoothed with a Gaussian whose width grows with the spacing
-    change, then resampled linearly on a coarser grid that covers the same
-    field of view (same direction, first voxel centre moved by half the new
-    voxel). A factor of 1 only casts to float32.
-
-    Args:
-        image: 3D ``SimpleITK.Image``.
-        factor: New size / old size, in (0, 1]; one number, or one per axis (x, y, z).
-        name: What the image is (named in errors).
-
-    Returns:
-        float32 ``SimpleITK.Image`` of size ``round(size * factor)``.
-
-    Raises:
-        ConfigError: A factor outside (0, 1].
-        DataError: The result would have fewer than 8 voxels along an axis.
-    """
-    import SimpleITK as sitk
-
-    factors = np.broadcast_to(np.asarray(factor, dtype=object), (3,))
-    for f in factors:
-        check_in_range(f, name='down_factor', low=0.0, high=1.0, low_inclusive=False)
-    size = np.array(image.GetSize(), dtype=float)
-    new_size = np.maximum(1, np.round(size * factors.astype(float))).astype(int)
-    if np.any(new_size < MIN_SIZE):
-        how = f' after downsampling by {factor}' if np.any(factors.astype(float) < 1) else ''
-        raise DataError(
-            f'{name} would be {tuple(int(s) for s in new_size)} voxels (x, y, z){how}; the network needs '
-            f'at least {MIN_SIZE} per axis. Use a larger down_factor or a finer grooming spacing.'
-        )
-    img = sitk.Cast(image, sitk.sitkFloat32)
-    if np.all(new_size == size):
-        return img
-    spacing = np.array(image.GetSpacing())
-    new_spacing = spacing * size / new_size
-    sigma = 0.5 * np.sqrt(np.maximum(new_spacing**2 - spacing**2, 0.0))
-    img = sitk.DiscreteGaussian(img, (sigma**2).tolist(), 32, 0.01, True)
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    origin = np.array(image.GetOrigin()) + direction @ ((new_spacing - spacing) / 2)
-    return sitk.Resample(
-        img,
-        [int(s) for s in new_size],
-        sitk.Transform(),
-        sitk.sitkLinear,
-        origin.tolist(),
-        new_spacing.tolist(),
-        image.GetDirection(),
-        0.0,
-        sitk.sitkFloat32,
-    )
-
-
-def _grid(image) -> dict[str, list[float]]:
-    return {
-        'spacing': list(image.GetSpacing()),
-        'origin': list(image.GetOrigin()),
-        'direction': list(image.GetDirection()),
-    }
 
 
 def _load_image(path: Path, factor: float, down_dir: Path | None, *, name: str):
@@ -383,7 +190,7 @@ def _convert(
             s2 = float(((v - m) ** 2).sum(dtype=np.float64))
             delta, tot = m - mean, count + n
             mean, m2, count = mean + delta * n / tot, m2 + s2 + delta**2 * count * n / tot, tot
-    return _grid(first), mean, m2, count
+    return grid_record(first), mean, m2, count
 
 
 # --------------------------------------------------------------------------- datasets
@@ -487,12 +294,6 @@ def _stamp(path: Path) -> list | None:
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
-def _seed(random_state: int | np.random.Generator) -> int:
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(2**31 - 1))
-    return int(check_in_range(random_state, name='random_state', low=0, integer=True))
-
-
 def _install(tmp: Path, loader_dir: Path, stamp_name: str, stamp: dict) -> None:
     """Move finished files from ``tmp`` into place; write the stamp last."""
     (loader_dir / stamp_name).unlink(missing_ok=True)
@@ -538,7 +339,7 @@ def _make_loaders(loader_dir: Path, batch_size: int, seed: int, num_workers: int
 
 def get_train_val_loaders(
     loader_dir: str | os.PathLike,
-    data_aug_csv: str | os.PathLike,
+    data_aug_csv: str | os.PathLike | TotalData,
     batch_size: int = 8,
     down_factor: float = 1.0,
     down_dir: str | os.PathLike | None = None,
@@ -557,7 +358,8 @@ def get_train_val_loaders(
 
     Args:
         loader_dir: Output folder.
-        data_aug_csv: ``TotalData.csv`` (no header: ``image,particles,score_1..score_L``).
+        data_aug_csv: ``TotalData.csv`` (no header: ``image,particles,score_1..score_L``), or the
+            :class:`~deepssm_nb.augment.TotalData` read from it.
         batch_size: Training (and validation) batch size.
         down_factor: Image downsampling factor in (0, 1]; 1 means none.
         down_dir: Optional folder to keep the downsampled images as ``.nrrd``
@@ -580,8 +382,11 @@ def get_train_val_loaders(
     check_in_range(down_factor, name='down_factor', low=0.0, high=1.0, low_inclusive=False)
     check_in_range(val_fraction, name='val_fraction', low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
     check_in_range(num_workers, name='num_workers', low=0, integer=True)
-    seed = _seed(random_state)
-    csv = Path(data_aug_csv)
+    seed = check_random_state(random_state)
+    table = data_aug_csv if isinstance(data_aug_csv, TotalData) else None
+    if table is not None and table.path is None:
+        raise ValueError('data_aug_csv: expected a TotalData read from its CSV (its path is the cache key); got none.')
+    csv = Path(table.path if table is not None else data_aug_csv)
     if not csv.is_file():
         raise FileNotFoundError(f'Augmented data CSV not found: "{csv}". Run the augmentation stage first.')
     stamp = {
@@ -595,7 +400,11 @@ def get_train_val_loaders(
     old = read_json(loader_dir / 'loaders.json') if (loader_dir / 'loaders.json').is_file() else {}
     if not (old and all(old.get(k) == v for k, v in stamp.items())):
         _build_train_val(
-            loader_dir, read_total_data(csv), stamp, down_factor, Path(down_dir) if down_dir is not None else None
+            loader_dir,
+            read_total_data(csv) if table is None else table,
+            stamp,
+            down_factor,
+            Path(down_dir) if down_dir is not None else None,
         )
     return _make_loaders(loader_dir, batch_size, seed, num_workers)
 
@@ -771,25 +580,31 @@ class Loaders:
     loader_dir: Path
 
 
-def build_loaders(cfg) -> Loaders:
+def build_loaders(cfg, groomed=None, augmented=None) -> Loaders:
     """Build (or reuse) the train, validation and test loaders of a pipeline ``Config``.
 
-    Reads ``aug_dir/TotalData.csv`` and ``augmentation.json``, and the groomed
-    test images from ``deepssm_nb.groom.load_groomed(groom_dir)``.
+    Args:
+        cfg: The pipeline :class:`~deepssm_nb.config.Config` (``cfg.loader``, ``cfg.augment``, ``cfg.seed``).
+        groomed: The :class:`~deepssm_nb.groom.GroomResult` whose test images make the test loader; default:
+            read from ``groom_dir``.
+        augmented: The :class:`~deepssm_nb.augment.AugmentResult` whose table makes the train and validation
+            loaders; default: ``aug_dir/TotalData.csv``.
     """
     paths = cfg.resolved_paths()
     train, val = get_train_val_loaders(
         paths['loader_dir'],
-        paths['aug_dir'] / 'TotalData.csv',
+        paths['aug_dir'] / 'TotalData.csv' if augmented is None else augmented.table,
         cfg.loader.batch_size,
         cfg.loader.down_factor,
         val_fraction=cfg.loader.val_fraction,
         random_state=cfg.seed,
         num_workers=cfg.loader.num_workers,
     )
-    from .groom import load_groomed
+    if groomed is None:
+        from .groom import load_groomed
 
-    test_images = list(load_groomed(paths['groom_dir']).images('test'))
+        groomed = load_groomed(paths['groom_dir'])
+    test_images = list(groomed.images('test'))
     test = get_test_loader(paths['loader_dir'], test_images, cfg.loader.down_factor) if test_images else None
     norm = load_normalization(paths['loader_dir'])
     return Loaders(_augmented(cfg, train, norm), val, test, norm, paths['loader_dir'])

@@ -49,13 +49,8 @@ __all__ = [
     'build_model',
     'init_pca_decoder',
     'input_box',
-    'load_model_file',
-    'load_trained_model',
-    'model_file',
-    'parameter_changes',
     'set_decoder_trainable',
     'set_input_mask',
-    'summary',
 ]
 
 MODEL_KINDS = ('base', 'tl')
@@ -517,7 +512,3 @@ def build_model(kind: str, **model_kwargs: Any) -> nn.Module:
     """Build an untrained network from its kind (``'base'`` or ``'tl'``) and constructor arguments."""
     kind = look_up_option(kind, MODEL_KINDS, name='kind')
     return (DeepSSMNet if kind == 'base' else TLDeepSSMNet)(**model_kwargs)
-
-
-# file access and inspection live in _model_tools; re-exported here
-from ._model_tools import load_model_file, load_trained_model, model_file, parameter_changes, summary

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
 from typing import Any
@@ -21,52 +22,28 @@ from typing import Any
 from ._validation import look_up_option
 from .config import Config
 
-__all__ = ['STAGES', 'ensure', 'get_cohort', 'run_pipeline']
+__all__ = ['STAGES', 'ensure', 'key_figures', 'run_pipeline']
 
-STAGES = ('cohort', 'groom', 'augment', 'loaders', 'train', 'predict', 'analyze')
-
-
-def get_cohort(cfg: Config):
-    """The cohort named by ``cfg.data.cohort``: the embedded femurs, a folder or a ShapeWorks project.
-
-    ``cfg.data.domain`` and ``cfg.data.image_column`` choose the domain and the image column of a project.
-
-    Returns:
-        :class:`deepssm_nb.data.Cohort`.
-    """
-    from . import data
-
-    if cfg.data.cohort == 'femur':
-        return data.load_femur_cohort(cfg.data)
-    return data.load_cohort(cfg.data.cohort, domain=cfg.data.domain, image=cfg.data.image_column)
+# stage -> (module, function, the config section it takes, the earlier results it takes, in order).
+# Each function returns the typed result the later stages take: Cohort, GroomResult, AugmentResult, Loaders,
+# TrainResult, Predictions, AnalysisResult. A stage whose result nothing takes still runs first (predict needs
+# the trained model file that train writes).
+STAGE_TABLE: dict[str, tuple[str, str, str | None, tuple[str, ...]]] = {
+    'cohort': ('data', 'cohort_from_config', 'data', ()),
+    'groom': ('groom', 'run_grooming', None, ('cohort',)),
+    'augment': ('augment', 'run_augmentation', None, ('groom',)),
+    'loaders': ('loaders', 'build_loaders', None, ('groom', 'augment')),
+    'train': ('train', 'train_deepssm', None, ('loaders',)),
+    'predict': ('predict', 'test_deepssm', None, ('groom',)),
+    'analyze': ('analyze', 'run_analysis', None, ('cohort', 'groom', 'predict')),
+}
+STAGES = tuple(STAGE_TABLE)
 
 
 def _run_stage(cfg: Config, stage: str, results: dict[str, Any]) -> Any:
-    if stage == 'cohort':
-        return get_cohort(cfg)
-    if stage == 'groom':
-        from .groom import run_grooming
-
-        return run_grooming(cfg, results['cohort'])
-    if stage == 'augment':
-        from .augment import run_augmentation
-
-        return run_augmentation(cfg, results['groom'])
-    if stage == 'loaders':
-        from .loaders import build_loaders
-
-        return build_loaders(cfg)
-    if stage == 'train':
-        from .train import train_deepssm
-
-        return train_deepssm(cfg)
-    if stage == 'predict':
-        from .predict import test_deepssm
-
-        return test_deepssm(cfg)
-    from .analyze import run_analysis
-
-    return run_analysis(cfg)
+    module, function, section, inputs = STAGE_TABLE[stage]
+    run = getattr(importlib.import_module(f'.{module}', __package__), function)
+    return run(cfg if section is None else getattr(cfg, section), *(results[name] for name in inputs))
 
 
 def ensure(cfg: Config, stage: str, *, verbose: bool = True) -> Any:

@@ -18,6 +18,7 @@ import os
 import time
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,26 @@ import torch
 from ._validation import DataError
 from .io import read_image, read_json, read_particles, write_json, write_particles
 
-__all__ = ['format_errors', 'predict_image', 'predict_loader', 'prediction_errors', 'test_deepssm']
+__all__ = ['Predictions', 'format_errors', 'predict_image', 'predict_loader', 'prediction_errors', 'test_deepssm']
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What the prediction stage hands on: the predicted particles of every test subject.
+
+    Attributes:
+        folder: ``pred_dir``; ``predictions.json`` there records the model file, the calibration applied and the
+            seconds per image.
+        ids: The test subjects, in order.
+        local: Each subject's particles in its own image's coordinates (``local_predictions/<id>.particles``),
+            the ones compared with its surface.
+        world: The same particles in the groomed (world) frame (``world_predictions/<id>.particles``).
+    """
+
+    folder: Path
+    ids: list[str]
+    local: list[Path]
+    world: list[Path]
 
 
 def _apply(T: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -90,7 +110,7 @@ def predict_loader(
 
 def _load_net(cfg, *, fine_tuned: bool | None = None, device: str | torch.device = 'cpu') -> torch.nn.Module:
     """The trained network of ``cfg`` (the ``_ft`` files when fine tuning is enabled)."""
-    from .models import load_trained_model
+    from .model_files import load_trained_model
 
     if fine_tuned is None:
         fine_tuned = bool(cfg.deepssm.fine_tune.enabled)
@@ -112,7 +132,7 @@ def _normalization(net: torch.nn.Module, cfg) -> dict[str, Any]:
     return load_normalization(cfg.resolved_paths()['loader_dir'])
 
 
-def test_deepssm(cfg, *, overwrite: bool = False, verbose: bool = True) -> list[Path]:
+def test_deepssm(cfg, groomed=None, *, overwrite: bool = False, verbose: bool = True) -> Predictions:
     """Predict the particles of every groomed test image of a pipeline run.
 
     The test images are whitened with the TRAINING statistics saved with the
@@ -123,11 +143,13 @@ def test_deepssm(cfg, *, overwrite: bool = False, verbose: bool = True) -> list[
 
     Args:
         cfg: The pipeline :class:`~deepssm_nb.config.Config`.
+        groomed: The :class:`~deepssm_nb.groom.GroomResult` whose test images to predict; default: read from
+            ``groom_dir``.
         overwrite: Predict again even if the outputs are up to date.
         verbose: Print the seconds per image.
 
     Returns:
-        The ``local_predictions`` files, in test-subject order.
+        :class:`Predictions`, in test-subject order.
 
     Raises:
         FileNotFoundError: No trained model, grooming output or loaders.
@@ -138,7 +160,7 @@ def test_deepssm(cfg, *, overwrite: bool = False, verbose: bool = True) -> list[
 
     paths = cfg.resolved_paths()
     pred_dir = paths['pred_dir']
-    groomed = load_groomed(paths['groom_dir'])
+    groomed = load_groomed(paths['groom_dir']) if groomed is None else groomed
     subjects = [s for s in groomed.subjects if s.split == 'test']
     if not subjects:
         raise DataError(f'"{paths["groom_dir"]}" holds no test subjects; nothing to predict.')
@@ -153,12 +175,18 @@ def test_deepssm(cfg, *, overwrite: bool = False, verbose: bool = True) -> list[
     }
     info_path = pred_dir / 'predictions.json'
     local = [pred_dir / 'local_predictions' / f'{s.id}.particles' for s in subjects]
+    found = Predictions(
+        pred_dir,
+        [s.id for s in subjects],
+        local,
+        [pred_dir / 'world_predictions' / f'{s.id}.particles' for s in subjects],
+    )
     if not overwrite and info_path.is_file() and all(p.is_file() for p in local):
         old = read_json(info_path)
         if all(old.get(k) == v for k, v in record.items()):
             if verbose:
                 print(f'Predictions up to date in "{pred_dir}" ({len(local)} test images).')
-            return local
+            return found
     norm = _normalization(net, cfg)
     loader = get_test_loader(
         paths['loader_dir'],
@@ -173,7 +201,7 @@ def test_deepssm(cfg, *, overwrite: bool = False, verbose: bool = True) -> list[
     write_json(info_path, {**record, 'seconds': seconds, 'mean_seconds': float(np.mean(list(seconds.values())))})
     if verbose:
         print(f'{len(results)} test images, {np.mean(list(seconds.values())):.3f} s per image (network only).')
-    return [results[s.id]['local'] for s in subjects]
+    return found
 
 
 test_deepssm.__test__ = False  # a pipeline stage, not a pytest test
@@ -250,7 +278,7 @@ def predict_image(
     paths = cfg.resolved_paths()
     image = read_image(image_path, name='image')
     if net is None:
-        from .models import model_file
+        from .model_files import model_file
 
         fine = bool(cfg.deepssm.fine_tune.enabled)
         mfile = model_file(paths['model_dir'], use_best=cfg.deepssm.use_best_model, fine_tuned=fine)
@@ -329,9 +357,9 @@ def _register(image, cfg, *, name: str, stages: tuple[str, ...] | str | None = N
     """
     import SimpleITK as sitk
 
-    from .groom import load_groomed, register_image
-    from .loaders import downsample_image
-    from .registration import resample_to_reference
+    from .groom import load_groomed
+    from .imageops import downsample_image, resample_to_reference
+    from .registration import register_image
 
     info_path = Path(cfg.resolved_paths()['groom_dir']) / 'groom.json'
     stamp = info_path.stat().st_mtime_ns if info_path.is_file() else None

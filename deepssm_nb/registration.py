@@ -28,22 +28,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import ConfigError, DataError, check_array, check_in_range, look_up_option
+from ._validation import ConfigError, DataError, check_array, check_in_range, check_random_state, look_up_option
+from .imageops import coarsen_to_spacing, matrix_from_sitk, sitk_from_matrix
 
 __all__ = [
     'apply_transform',
     'generalized_procrustes',
-    'matrix_from_sitk',
-    'reference_grid',
     'register_image',
     'registration_error',
-    'resample_to_reference',
     'rigid_transform',
-    'sitk_from_matrix',
     'surface_band',
 ]
 
-STAGES = ('translation', 'rigid', 'similarity')
+REGISTRATION_STAGES = ('translation', 'rigid', 'similarity')
 METRICS = ('mattes', 'meansquares')
 
 
@@ -146,88 +143,7 @@ def generalized_procrustes(
 # --------------------------------------------------------------------------- SimpleITK bridges
 
 
-def sitk_from_matrix(T: np.ndarray):
-    """A ``sitk.AffineTransform`` that maps points exactly as the (4, 4) matrix ``T``."""
-    import SimpleITK as sitk
-
-    T = np.asarray(T, dtype=float)
-    tx = sitk.AffineTransform(3)
-    tx.SetMatrix(T[:3, :3].ravel().tolist())
-    tx.SetTranslation(T[:3, 3].tolist())
-    return tx
-
-
-def matrix_from_sitk(transform) -> np.ndarray:
-    """The (4, 4) matrix of an affine-like SimpleITK transform (any center convention).
-
-    The matrix is read off the images of the origin and the unit vectors, so
-    composite, centred and translation-only transforms are handled alike.
-    """
-    p0 = np.asarray(transform.TransformPoint((0.0, 0.0, 0.0)))
-    T = np.eye(4)
-    for i in range(3):
-        e = np.zeros(3)
-        e[i] = 1.0
-        T[:3, i] = np.asarray(transform.TransformPoint(tuple(e))) - p0
-    T[:3, 3] = p0
-    return T
-
-
-def resample_to_reference(
-    image, reference, T: np.ndarray, *, interpolator: str = 'linear', default_value: float | None = None
-):
-    """Resample ``image`` onto the grid of ``reference`` through ``T``.
-
-    Args:
-        image: ``sitk.Image`` in its original space.
-        reference: ``sitk.Image`` whose origin, size, spacing and direction
-            define the output grid (its voxels are not used).
-        T: (4, 4) matrix mapping original points to world (reference) points.
-        interpolator: ``'linear'`` or ``'nearest'`` (use nearest for labels).
-        default_value: Value outside the image; default: the image minimum
-            (air in CT), not 0.
-
-    Returns:
-        ``sitk.Image`` on the reference grid, with the pixel type of ``image``.
-    """
-    import SimpleITK as sitk
-
-    kind = look_up_option(interpolator, ('linear', 'nearest'), name='interpolator')
-    interp = sitk.sitkLinear if kind == 'linear' else sitk.sitkNearestNeighbor
-    if default_value is None:
-        default_value = float(sitk.GetArrayViewFromImage(image).min())
-    inverse = sitk_from_matrix(np.linalg.inv(np.asarray(T, dtype=float)))  # world -> original
-    return sitk.Resample(image, reference, inverse, interp, float(default_value), image.GetPixelID())
-
-
 # --------------------------------------------------------------------------- grid, mask and error
-
-
-def reference_grid(points: np.ndarray, *, spacing: float, padding: float):
-    """An empty image defining the reference grid around ``points``.
-
-    Args:
-        points: (K, 3) world points (aligned particles or mesh vertices).
-        spacing: Isotropic voxel size, mm.
-        padding: Margin added on every side of the points' bounding box, mm.
-
-    Returns:
-        ``sitk.Image`` (uint8, all 0) with identity direction whose voxel
-        centres cover ``[min - padding, max + padding]`` of the points.
-    """
-    import SimpleITK as sitk
-
-    pts = check_array(points, name='points', shape=(None, 3)).reshape(-1, 3)
-    check_in_range(spacing, name='spacing', low=0.0, low_inclusive=False)
-    check_in_range(padding, name='padding', low=0.0)
-    if len(pts) == 0:
-        raise DataError('points must hold at least one point to define a grid.')
-    lo = pts.min(axis=0) - padding
-    size = np.ceil((pts.max(axis=0) + padding - lo) / spacing - 1e-9).astype(int) + 1
-    grid = sitk.Image([int(n) for n in size], sitk.sitkUInt8)
-    grid.SetSpacing([float(spacing)] * 3)
-    grid.SetOrigin(lo.tolist())
-    return grid
 
 
 def registration_error(T: np.ndarray, particles: np.ndarray, target: np.ndarray, *, scaling: bool = True) -> np.ndarray:
@@ -292,7 +208,7 @@ def register_image(
     iterations: int = 200,
     bbox: np.ndarray | None = None,
     mask=None,
-    stages: tuple[str, ...] = STAGES,
+    stages: tuple[str, ...] = REGISTRATION_STAGES,
     metric: str = 'mattes',
     random_state: int = 0,
     num_threads: int = 1,
@@ -349,9 +265,9 @@ def register_image(
     check_in_range(num_threads, name='num_threads', low=1, integer=True)
     look_up_option(metric, METRICS, name='metric')
     if not stages:
-        raise ConfigError(f'stages must name at least one of {list(STAGES)}; got {stages!r}.')
+        raise ConfigError(f'stages must name at least one of {list(REGISTRATION_STAGES)}; got {stages!r}.')
     for s in stages:
-        look_up_option(s, STAGES, name='stages')
+        look_up_option(s, REGISTRATION_STAGES, name='stages')
     for img, what in ((moving, name), (reference, 'the reference image')):
         if not isinstance(img, sitk.Image):
             raise DataError(f'{what} must be a SimpleITK image; got {type(img).__name__}.')
@@ -370,14 +286,14 @@ def register_image(
             raise DataError(
                 f'{what} is constant (every voxel is {stats.GetMinimum():g}); there is nothing to register.'
             )
-    seed = int(np.random.default_rng(random_state).integers(1, 2**31 - 1))
+    seed = int(np.random.default_rng(check_random_state(random_state)).integers(1, 2**31 - 1))  # never 0
     fixed = _crop_to_box(sitk.Cast(reference, sitk.sitkFloat32), bbox)
     fixed_mask = None
     if mask is not None:
         fixed_mask = sitk.Resample(
             sitk.Cast(mask != 0, sitk.sitkUInt8), fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0
         )
-    mov = _match_resolution(sitk.Cast(moving, sitk.sitkFloat32), float(min(fixed.GetSpacing())))
+    mov = coarsen_to_spacing(sitk.Cast(moving, sitk.sitkFloat32), float(min(fixed.GetSpacing())))
     center = np.asarray(fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in fixed.GetSize()]))
     mov_center = np.asarray(mov.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in mov.GetSize()]))
     current = np.eye(4)  # fixed (world) -> moving (original), as SimpleITK sees it
@@ -411,36 +327,6 @@ def _crop_to_box(image, bbox):
     if np.any(hi - lo < 3):
         raise DataError(f'bbox {box.tolist()} overlaps the reference image by less than 4 voxels per axis.')
     return image[int(lo[0]) : int(hi[0]) + 1, int(lo[1]) : int(hi[1]) + 1, int(lo[2]) : int(hi[2]) + 1]
-
-
-def _match_resolution(image, spacing: float):
-    """``image`` smoothed and resampled (in its own frame) to about ``spacing`` mm if it is much finer.
-
-    Registration smooths and differentiates the whole moving image at every
-    level; at the reference's resolution this is several times cheaper and
-    loses nothing the reference could match.
-    """
-    import SimpleITK as sitk
-
-    old = np.asarray(image.GetSpacing(), dtype=float)
-    if np.all(old > 0.75 * spacing):
-        return image
-    new = np.maximum(old, spacing)
-    sigma = np.sqrt(np.maximum(new**2 - old**2, 0.0)) / 2.0
-    smooth = sitk.SmoothingRecursiveGaussian(image, sigma.tolist())
-    size = np.maximum(np.round(np.asarray(image.GetSize()) * old / new).astype(int), 1)
-    origin = np.asarray(image.GetOrigin()) + np.asarray(image.GetDirection()).reshape(3, 3) @ ((new - old) / 2)
-    return sitk.Resample(
-        smooth,
-        [int(n) for n in size],
-        sitk.Transform(),
-        sitk.sitkLinear,
-        origin.tolist(),
-        new.tolist(),
-        image.GetDirection(),
-        float(sitk.GetArrayViewFromImage(image).min()),
-        sitk.sitkFloat32,
-    )
 
 
 def _stage_transform(stage: str, current: np.ndarray, center: np.ndarray):

@@ -38,7 +38,8 @@ import numpy as np
 from scipy import ndimage
 
 from ._validation import DataError, check_array, check_in_range, look_up_option
-from .tps import INTERPOLATIONS, ImageGrid, ThinPlateSpline, warp_field
+from .imageops import ImageGrid
+from .tps import INTERPOLATIONS, ThinPlateSpline, warp_field
 
 __all__ = ['BaseScan', 'SampleSynthesizer', 'base_scan', 'random_pose']
 _CROP_MARGIN_MM = 16.0  # how far outside the reference box (preimage) a warp may read the original scan

@@ -37,92 +37,16 @@ Example:
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import linalg, ndimage
 
 from ._validation import DataError, check_array, check_in_range, look_up_option
+from .imageops import ImageGrid, cast_like
 
-__all__ = ['ImageGrid', 'ThinPlateSpline', 'resample', 'warp_array', 'warp_field', 'warp_image']
+__all__ = ['ThinPlateSpline', 'resample', 'warp_array', 'warp_field', 'warp_image']
 
 INTERPOLATIONS = ('cubic', 'linear')
-
-
-@dataclass(frozen=True)
-class ImageGrid:
-    """The voxel grid of a 3D image: numpy shape and physical geometry.
-
-    Attributes:
-        shape: ``(Z, Y, X)``, the numpy array shape (``sitk.GetArrayFromImage``).
-        origin: (3,) physical position (x, y, z) of voxel ``[0, 0, 0]``, mm.
-        spacing: (3,) voxel size along x, y, z, mm.
-        direction: (3, 3) orthonormal direction cosines (columns = image axes).
-    """
-
-    shape: tuple[int, int, int]
-    origin: np.ndarray
-    spacing: np.ndarray
-    direction: np.ndarray
-
-    @classmethod
-    def from_image(cls, image) -> ImageGrid:
-        """The grid of a ``SimpleITK.Image``."""
-        size = image.GetSize()
-        return cls(
-            (size[2], size[1], size[0]),
-            np.array(image.GetOrigin(), float),
-            np.array(image.GetSpacing(), float),
-            np.array(image.GetDirection(), float).reshape(3, 3),
-        )
-
-    def to_image(self, array: np.ndarray):
-        """A ``SimpleITK.Image`` of ``array`` ``(Z, Y, X)`` (this grid's shape) with this grid's geometry."""
-        import SimpleITK as sitk
-
-        if tuple(array.shape) != tuple(self.shape):
-            raise ValueError(f'array must have the grid shape {tuple(self.shape)} (z, y, x); got {array.shape}.')
-        img = sitk.GetImageFromArray(array)
-        img.SetOrigin(tuple(float(v) for v in self.origin))
-        img.SetSpacing(tuple(float(v) for v in self.spacing))
-        img.SetDirection(tuple(float(v) for v in np.asarray(self.direction).ravel()))
-        return img
-
-    @classmethod
-    def from_file(cls, path, *, name: str = 'image') -> ImageGrid:
-        """The grid of an image file, read from its header only (no voxels are loaded).
-
-        Raises:
-            FileNotFoundError: ``path`` does not exist (the message names it as ``name``).
-        """
-        import SimpleITK as sitk
-
-        if not Path(path).is_file():
-            raise FileNotFoundError(f'{name.capitalize()} not found: "{path}"')
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        size = reader.GetSize()
-        return cls(
-            (size[2], size[1], size[0]),
-            np.array(reader.GetOrigin(), float),
-            np.array(reader.GetSpacing(), float),
-            np.array(reader.GetDirection(), float).reshape(3, 3),
-        )
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """(3, 3) map from an (x, y, z) index step to a physical step: ``direction @ diag(spacing)``."""
-        return self.direction * self.spacing[None, :]
-
-    def index_to_physical(self, index: np.ndarray) -> np.ndarray:
-        """Continuous ``(..., 3)`` indices in numpy order (z, y, x) to ``(..., 3)`` physical (x, y, z)."""
-        return np.asarray(index, float)[..., ::-1] @ self.matrix.T + self.origin
-
-    def physical_to_index(self, points: np.ndarray) -> np.ndarray:
-        """``(..., 3)`` physical points (x, y, z) to continuous indices in numpy order (z, y, x)."""
-        return ((np.asarray(points, float) - self.origin) @ np.linalg.inv(self.matrix).T)[..., ::-1]
 
 
 class ThinPlateSpline:
@@ -443,15 +367,7 @@ def warp_image(image, image_points: np.ndarray, output_points: np.ndarray, **kwa
 
     grid = ImageGrid.from_image(image)
     arr = sitk.GetArrayViewFromImage(image)
-    out = _cast_like(warp_array(arr, grid, image_points, output_points, **kwargs), arr.dtype)
+    out = cast_like(warp_array(arr, grid, image_points, output_points, **kwargs), arr.dtype)
     result = sitk.GetImageFromArray(out)
     result.CopyInformation(image)
     return result
-
-
-def _cast_like(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(x), info.min, info.max).astype(dtype)
-    return x.astype(dtype)

@@ -22,7 +22,7 @@ first two TL phases), ``train_log.csv``, ``checkpoint*.pt``.
 
 Example:
     >>> result = train_deepssm(cfg)                      # doctest: +SKIP
-    >>> net = load_trained_model(result.model_dir)       # doctest: +SKIP
+    >>> net = model_files.load_trained_model(result.model_dir)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -37,40 +37,34 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checkpoint import fingerprint_diffs
-from ._train_loop import (
-    LOG_COLUMNS,
-    FitResult,
-    StageSpec,
-    load_checkpoint,
-    read_train_log,
-    resolve_precision,
-    run_stage,
-    stage_result,
-)
 from ._validation import ConfigError, DataError
+from .checkpoints import fingerprint_diffs, load_checkpoint, read_train_log
 from .config import Config, DecayLRConfig, TLNetConfig, TrainerConfig
 from .io import plain
 from .losses import get_loss
+from .model_files import load_model_file
 from .models import (
     DeepSSMNet,
     TLDeepSSMNet,
     build_model,
     init_pca_decoder,
     input_box,
-    load_trained_model,
     set_input_mask,
+)
+from .train_loop import (
+    FitResult,
+    StageSpec,
+    resolve_precision,
+    run_stage,
+    stage_result,
 )
 
 __all__ = [
-    'LOG_COLUMNS',
-    'FitResult',
     'TrainResult',
+    'base_spec',
     'fine_tune',
     'fit',
     'fit_tl',
-    'load_trained_model',
-    'read_train_log',
     'train_deepssm',
 ]
 
@@ -110,7 +104,7 @@ def _spec(name: str, suffix: str, tc: TrainerConfig, step, trainable, **extra: A
     )
 
 
-def _base_spec(tc: TrainerConfig, stage: str, loss: str, focal_a: float, focal_c: float) -> StageSpec:
+def base_spec(tc: TrainerConfig, stage: str, loss: str, focal_a: float, focal_c: float) -> StageSpec:
     loss_fn = get_loss(loss, a=focal_a, c=focal_c)
 
     def step(net, b):
@@ -235,7 +229,7 @@ def fit(
     if not isinstance(net, DeepSSMNet):
         raise TypeError(f'fit trains a DeepSSMNet; got {type(net).__name__} (use fit_tl for TL-DeepSSM).')
     dev = _device(trainer_cfg, device)
-    spec = _base_spec(trainer_cfg, stage, loss, focal_a, focal_c)
+    spec = base_spec(trainer_cfg, stage, loss, focal_a, focal_c)
     return run_stage(
         net,
         train_loader,
@@ -423,10 +417,10 @@ def _plan(cfg: Config) -> tuple[str, TrainerConfig, list[StageSpec]]:
     if ds.tl_net.enabled:
         kind, specs = 'tl', _tl_specs(tc, ds.tl_net, ds.loss.function)
     else:
-        kind, specs = 'base', [_base_spec(tc, 'base', ds.loss.function, ds.loss.focal_a, ds.loss.focal_c)]
+        kind, specs = 'base', [base_spec(tc, 'base', ds.loss.function, ds.loss.focal_a, ds.loss.focal_c)]
         if ds.fine_tune.enabled:
             specs.append(
-                _base_spec(
+                base_spec(
                     fine_tune_config(tc, ds.fine_tune), 'fine_tune', ds.fine_tune.loss, ds.loss.focal_a, ds.loss.focal_c
                 )
             )
@@ -459,8 +453,8 @@ def input_mask(normalization: dict[str, Any], mean_shape: np.ndarray, margin: fl
     """
     import SimpleITK as sitk
 
+    from .imageops import ImageGrid
     from .registration import surface_band
-    from .tps import ImageGrid
 
     grid = normalization.get('grid')
     if not grid:
@@ -502,11 +496,16 @@ def _finished(cfg: Config, model_dir: Path, kind: str, specs: list[StageSpec], p
 
 
 def train_deepssm(
-    cfg: Config, *, callback: Callback | None = None, progress: bool = True, restart: bool = False
+    cfg: Config,
+    loaders: Any = None,
+    *,
+    callback: Callback | None = None,
+    progress: bool = True,
+    restart: bool = False,
 ) -> TrainResult:
     """Train the network described by ``cfg.deepssm`` on the loaders in ``loader_dir``.
 
-    Reads the loaders with :func:`deepssm_nb.loaders.load_train_val_loaders`
+    Uses ``loaders``, or reads them with :func:`deepssm_nb.loaders.load_train_val_loaders`,
     and the PCA with :meth:`deepssm_nb.pca.ShapePCA.load` (from ``aug_dir``),
     builds a Base-DeepSSM (or TL-DeepSSM when ``tl_net.enabled``), trains it
     and, when ``fine_tune.enabled`` (base only), fine-tunes it starting from the
@@ -516,6 +515,8 @@ def train_deepssm(
 
     Args:
         cfg: The pipeline configuration.
+        loaders: The :class:`~deepssm_nb.loaders.Loaders` of ``cfg`` (train, validation, normalization);
+            default: reopened from ``loader_dir``.
         callback: Called after every epoch with the log row (e.g. a ``LivePlot``).
         progress: Show progress bars.
         restart: Train from scratch: first delete the checkpoints, model files
@@ -541,9 +542,9 @@ def train_deepssm(
     else:
         done = _finished(cfg, model_dir, kind, specs, precision.name)
         if done is not None:
-            return _calibrate(cfg, done, None, dev)
+            return _calibrate(cfg, done, None if loaders is None else loaders.val, dev)
 
-    train_loader, val_loader, norm, pca = _load_inputs(cfg, paths)
+    train_loader, val_loader, norm, pca = _load_inputs(cfg, paths, loaders)
     num_latent = int(pca.components_.shape[0])
     if ds.num_latent_dim not in (0, num_latent):
         raise ConfigError(
@@ -592,7 +593,6 @@ def _calibrate(cfg: Config, result: TrainResult, val_loader: Any, device: torch.
     """Fit (or reuse) the validation calibration of the model prediction uses (Base-DeepSSM, when enabled)."""
     if result.kind != 'base' or not cfg.deepssm.calibrate:
         return result
-    from ._model_tools import load_model_file
     from .calibration import calibrate_model, calibration_record
 
     record = calibration_record(result.model_path)
@@ -615,13 +615,14 @@ def _clear_run(model_dir: Path) -> None:
         (model_dir / 'calibration.json').unlink(missing_ok=True)
 
 
-def _load_inputs(cfg: Config, paths: dict[str, Path]) -> tuple[Any, Any, dict, Any]:
-    try:
-        from .loaders import load_train_val_loaders
-        from .pca import ShapePCA
-    except ImportError as e:
-        raise DataError(f'train_deepssm needs deepssm_nb.loaders and deepssm_nb.pca ({e}).') from None
-    train_loader, val_loader, norm = load_train_val_loaders(cfg)
+def _load_inputs(cfg: Config, paths: dict[str, Path], loaders: Any = None) -> tuple[Any, Any, dict, Any]:
+    from .loaders import load_train_val_loaders
+    from .pca import ShapePCA
+
+    if loaders is None:
+        train_loader, val_loader, norm = load_train_val_loaders(cfg)
+    else:
+        train_loader, val_loader, norm = loaders.train, loaders.val, loaders.normalization
     aug_dir = Path(paths['aug_dir'])
     if not aug_dir.is_dir():
         raise FileNotFoundError(f'Augmentation folder not found: "{aug_dir}"; run the augmentation first.')

@@ -176,7 +176,7 @@ class AugmentedTrainingSet(Dataset):
             return raw
         import SimpleITK as sitk
 
-        from .loaders import downsample_image
+        from .imageops import downsample_image
 
         img = self.synthesizer.grid.to_image(raw)
         return sitk.GetArrayFromImage(downsample_image(img, factor, name='fresh sample'))
@@ -221,11 +221,11 @@ def build_training_loader(
 
     from torch.utils.data import DataLoader
 
+    from .imageops import ImageGrid
     from .io import read_json, read_particles
     from .pca import ShapePCA
     from .samplers import get_sampler
     from .synthesis import SampleSynthesizer, base_scan
-    from .tps import ImageGrid
 
     train_subjects = set(train_subjects)
     used = list(range(len(rows)))

@@ -14,7 +14,7 @@ os.environ.setdefault('VTK_DEFAULT_OPENGL_WINDOW', 'vtkEGLRenderWindow')
 import pyvista as pv
 import SimpleITK as sitk
 
-from deepssm_nb._validation import DataError
+from deepssm_nb import DataError
 from deepssm_nb.analyze import analyze_results, load_analysis
 from deepssm_nb.io import write_particles
 from deepssm_nb.viz import surface as vs

@@ -12,10 +12,18 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from deepssm_nb import ConfigError, DataError, augment, get_profile
-from deepssm_nb.augment import read_total_data, regenerate_sample, run_augmentation, run_data_augmentation, sample_seed
+from deepssm_nb.augment import (
+    load_augmentation,
+    read_total_data,
+    regenerate_sample,
+    run_augmentation,
+    run_data_augmentation,
+    sample_seed,
+    write_total_data,
+)
+from deepssm_nb.imageops import ImageGrid
 from deepssm_nb.io import read_particles, write_particles
 from deepssm_nb.pca import ShapePCA
-from deepssm_nb.tps import ImageGrid
 
 SPACING, SHAPE, ORIGIN, RAMP = 2.0, (22, 20, 24), (-10.0, 4.0, 30.0), 3.0  # RAMP: partial-volume width, voxels
 
@@ -92,15 +100,15 @@ def test_outputs_follow_the_shapeworks_layout(cohort, augmented):
         assert cols[0] == str(img.resolve()) and cols[1] == str(pts.resolve())
         np.testing.assert_allclose([float(c) for c in cols[2:]], s, atol=1e-9)
     table = read_total_data(out / 'TotalData.csv')
-    assert table['scores'].shape == (len(images) + 5, modes)
-    assert table['generated'].tolist() == [False] * len(images) + [True] * 5
+    assert table.scores.shape == (len(images) + 5, modes)
+    assert table.generated.tolist() == [False] * len(images) + [True] * 5
     for line in lines:  # scores are repr(float): they round-trip exactly
         assert all(repr(float(c)) == c for c in line.split(',')[2:])
     for row in range(len(images), len(lines)):
         np.testing.assert_allclose(
-            read_particles(table['particles'][row]), pca.inverse_transform(table['scores'][row]), atol=1e-6
+            read_particles(table.particles[row]), pca.inverse_transform(table.scores[row]), atol=1e-6
         )
-        img = sitk.ReadImage(table['image'][row])
+        img = sitk.ReadImage(table.images[row])
         assert img.GetPixelID() == sitk.sitkInt16 and img.GetSize() == SHAPE[::-1]
         assert img.GetOrigin() == ORIGIN
 
@@ -124,10 +132,10 @@ def test_json_records_seeds_bases_and_parameters(cohort, augmented):
 def test_generated_images_agree_with_their_particles(augmented):
     out, _ = augmented
     table = read_total_data(out / 'TotalData.csv')
-    for row in np.flatnonzero(table['generated']):
-        img = sitk.ReadImage(table['image'][row])
+    for row in np.flatnonzero(table.generated):
+        img = sitk.ReadImage(table.images[row])
         arr = sitk.GetArrayFromImage(img).astype(float)
-        idx = ImageGrid.from_image(img).physical_to_index(read_particles(table['particles'][row]))
+        idx = ImageGrid.from_image(img).physical_to_index(read_particles(table.particles[row]))
         value = (ndimage.map_coordinates(arr, idx.T, order=1) + 500) / 1000  # 0.5 on the surface
         assert np.abs(0.5 - value).max() * RAMP <= 1.0  # within 1 voxel of the warped surface
 
@@ -174,7 +182,7 @@ def test_interrupted_run_resumes_where_it_stopped(cohort, augmented, tmp_path, m
     assert (out / 'TotalData.csv').stat().st_mtime_ns == stamp  # a finished stage is left untouched
     # fewer samples: the extra files go; other parameters: everything is regenerated
     run_data_augmentation(out, *cohort, num_samples=2, percent_variability=0.9, random_state=3, progress=False)
-    assert len(read_total_data(out / 'TotalData.csv')['image']) == 6 + 2
+    assert len(read_total_data(out / 'TotalData.csv')) == 6 + 2
     assert len(list((out / 'Generated-Particles').iterdir())) == 2
     run_data_augmentation(
         out, *cohort, num_samples=2, sampler='gaussian', percent_variability=0.9, random_state=3, progress=False
@@ -192,11 +200,14 @@ def test_run_augmentation_reads_a_groomed_cohort(cohort, tmp_path):
     cfg = get_profile('smoke', work_dir=str(tmp_path))
     cfg.augment.num_samples, cfg.augment.processes = 2, 1
     cfg.augment.warp_from = 'groomed'  # this stand-in for a groomed cohort has no original scans
-    modes = run_augmentation(cfg, groomed, progress=False)
+    result = run_augmentation(cfg, groomed, progress=False)
+    modes = result.num_modes
     aug_dir = cfg.resolved_paths()['aug_dir']
+    assert result.folder == aug_dir and result.pca.n_components_ == modes
     assert modes == json.loads((aug_dir / 'augmentation.json').read_text())['n_components']
     table = read_total_data(aug_dir / 'TotalData.csv')
-    assert table['scores'].shape == (len(images) + 2, modes)
+    assert result.table.names == table.names and np.array_equal(result.table.scores, table.scores)
+    assert table.scores.shape == (len(images) + 2, modes)
     bases = {r['base'] for r in json.loads((aug_dir / 'augmentation.json').read_text())['rows']}
     assert bases <= {f'subject{i}' for i in range(len(images))}
 
@@ -255,3 +266,26 @@ def test_plots_return_figures(cohort, augmented):
     assert len([ax for ax in figures[3].axes if ax.get_images()]) == 4
     for fig in figures:
         fig.canvas.draw()
+
+
+@pytest.mark.bad_input
+def test_load_augmentation_names_a_missing_or_unfinished_folder(augmented, tmp_path):
+    out, modes = augmented
+    back = load_augmentation(out)
+    assert back.num_modes == modes and len(back.table) == len(read_total_data(out / 'TotalData.csv'))
+    with pytest.raises(FileNotFoundError, match=r'No augmentation in ".*nowhere": "augmentation.json" is missing'):
+        load_augmentation(tmp_path / 'nowhere')
+    info = json.loads((out / 'augmentation.json').read_text())
+    (tmp_path / 'half').mkdir()
+    (tmp_path / 'half' / 'augmentation.json').write_text(json.dumps({**info, 'complete': False}))
+    with pytest.raises(FileNotFoundError, match='did not finish'):
+        load_augmentation(tmp_path / 'half')
+
+
+def test_total_data_round_trips_bit_for_bit(augmented, tmp_path):
+    out, _ = augmented
+    table = read_total_data(out / 'TotalData.csv')
+    copy = write_total_data(tmp_path / 'TotalData.csv', table.images, table.particles, table.scores)
+    assert copy.read_bytes() == (out / 'TotalData.csv').read_bytes()
+    with pytest.raises(ValueError, match='one image, particle file and score row per sample; got 2 images'):
+        write_total_data(tmp_path / 'x.csv', table.images[:2], table.particles, table.scores)

@@ -118,10 +118,10 @@ def _prepare(notebook: str, folder: Path, overrides: dict) -> str:
     """Copy a notebook into ``folder`` with its parameters overridden; return its name."""
     import nbformat
 
-    from deepssm_nb._nbrun import _inject
+    from deepssm_nb.nbrun import inject_parameters
 
     nb = nbformat.read(str(ROOT / 'notebooks' / notebook), as_version=4)
-    _inject(nb, overrides)
+    inject_parameters(nb, overrides)
     nbformat.write(nb, str(folder / notebook))
     return notebook
 

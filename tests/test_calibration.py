@@ -16,7 +16,8 @@ from deepssm_nb.calibration import (
     fit_calibration,
     load_calibration,
 )
-from deepssm_nb.models import DeepSSMNet, TLDeepSSMNet, init_pca_decoder, load_model_file
+from deepssm_nb.model_files import load_model_file
+from deepssm_nb.models import DeepSSMNet, TLDeepSSMNet, init_pca_decoder
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from deepssm_nb import Config, ConfigError, get_profile, load_config, save_config
-from deepssm_nb.config import PROFILES, profile_table
+from deepssm_nb.config import PROFILES, notebook_config, profile_table, set_field
 
 
 @pytest.mark.parametrize('name', PROFILES)
@@ -157,3 +157,30 @@ def test_unknown_profile_suggests_spelling():
         get_profile('smok')
     with pytest.raises(ConfigError, match="unknown override 'workdir'. Did you mean 'work_dir'"):
         get_profile('smoke', workdir='x')
+
+
+def test_notebook_config_sets_the_cells_values_and_keeps_the_profiles_for_none(tmp_path):
+    cfg = notebook_config(
+        'smoke',
+        tmp_path / 'w',
+        tmp_path / 'd',
+        {'deepssm.trainer.epochs': 5, 'groom.padding': 0.0, 'loader.batch_size': None, 'augment.sampler': 'gaussian'},
+    )
+    smoke = get_profile('smoke')
+    assert cfg.deepssm.trainer.epochs == 5 and cfg.groom.padding == 0.0 and cfg.augment.sampler == 'gaussian'
+    assert cfg.loader.batch_size == smoke.loader.batch_size  # None keeps the profile's value
+    assert cfg.work_dir == str(tmp_path / 'w') and cfg.data.data_dir == str(tmp_path / 'd')
+    assert notebook_config('smoke', 'out') == get_profile('smoke', work_dir='out')
+    set_field(cfg, 'deepssm.encoder.dropout', 0.25)
+    assert cfg.deepssm.encoder.dropout == 0.25
+
+
+@pytest.mark.bad_input
+def test_notebook_config_names_an_unknown_key_and_every_bad_value():
+    with pytest.raises(ConfigError, match=r"'deepssm.trainer.epoch': deepssm.trainer has no key 'epoch'. Did you mean"):
+        notebook_config('smoke', 'out', settings={'deepssm.trainer.epoch': 3})
+    with pytest.raises(ConfigError, match=r"'loader.batch_size.x': loader.batch_size has no key 'x'"):
+        set_field(get_profile('smoke'), 'loader.batch_size.x', 1)
+    with pytest.raises(ConfigError) as err:
+        notebook_config('smoke', 'out', settings={'deepssm.trainer.epochs': 0, 'loader.down_factor': 2.0})
+    assert len(err.value.problems) == 2

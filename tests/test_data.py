@@ -11,7 +11,7 @@ import pyvista as pv
 import SimpleITK as sitk
 
 from deepssm_nb import ConfigError, DataError, get_profile, read_particles, write_image, write_particles
-from deepssm_nb.data import _mesh, build_femur_cohort, femur, load_cohort, load_femur_cohort, synth_ct
+from deepssm_nb.data import build_femur_cohort, femur, load_cohort, load_femur_cohort, meshops, synth_ct
 
 
 def _array(path):
@@ -192,11 +192,11 @@ def test_voxelizer_matches_analytic_sphere():
 def test_clip_and_cap_gives_closed_surface():
     sphere = pv.Sphere(radius=5.0, theta_resolution=30, phi_resolution=30).triangulate().clean()
     v, f = np.asarray(sphere.points, float), sphere.regular_faces
-    nv, nf, kept = _mesh.clip_and_cap(v, f, np.array([0.0, 0.0, 1.0]), np.array([0.0, 0.0, 1.0]))
-    assert _mesh.is_closed(nf) and np.all(nv[:, 2] >= 1.0 - 1e-9)
+    nv, nf, kept = meshops.clip_and_cap(v, f, np.array([0.0, 0.0, 1.0]), np.array([0.0, 0.0, 1.0]))
+    assert meshops.is_closed(nf) and np.all(nv[:, 2] >= 1.0 - 1e-9)
     assert np.array_equal(nv[nf[: len(kept)]], v[f[kept]])  # kept faces unchanged, listed first
     cap_volume = np.pi * (5.0 - 1.0) ** 2 * (3 * 5.0 - 4.0) / 3  # spherical cap of height 4
-    assert abs(_mesh.signed_volume(nv, nf) / cap_volume - 1) < 0.02
+    assert abs(meshops.signed_volume(nv, nf) / cap_volume - 1) < 0.02
 
 
 # --------------------------------------------------------------------------- reading folders
@@ -308,10 +308,10 @@ def test_slice_viewer_redraws_when_the_slider_moves(smoke_cohort):
 def test_cohort_plots(smoke_cohort):
     from matplotlib.figure import Figure
 
-    from deepssm_nb.viz.cohort import plot_cohort_spread, plot_particle_sd, plot_slices, plot_subject_3d
+    from deepssm_nb.viz.cohort import plot_cohort_spread, plot_particle_sd, plot_subject_3d, plot_subject_slices
 
     assert isinstance(plot_cohort_spread(smoke_cohort), Figure)
-    assert isinstance(plot_slices(smoke_cohort, 0), Figure)
+    assert isinstance(plot_subject_slices(smoke_cohort, 0), Figure)
     for plotter in (plot_subject_3d(smoke_cohort, 0, off_screen=True), plot_particle_sd(smoke_cohort, off_screen=True)):
         assert isinstance(plotter, pv.Plotter) and len(plotter.renderer.actors) >= 2
         plotter.close()

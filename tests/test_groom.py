@@ -11,16 +11,15 @@ import SimpleITK as sitk
 
 from deepssm_nb import ConfigError, DataError
 from deepssm_nb.data import Cohort, Subject
-from deepssm_nb.groom import groom_cohort, load_groomed, reference_grid, register_to_reference, registration_error
+from deepssm_nb.groom import groom_cohort, load_groomed, register_to_reference
+from deepssm_nb.imageops import matrix_from_sitk, reference_grid, resample_to_reference, sitk_from_matrix
 from deepssm_nb.io import read_json, read_particles, write_image, write_particles
 from deepssm_nb.registration import (
     apply_transform,
     generalized_procrustes,
-    matrix_from_sitk,
     register_image,
-    resample_to_reference,
+    registration_error,
     rigid_transform,
-    sitk_from_matrix,
 )
 
 # --------------------------------------------------------------------------- synthetic data

@@ -12,14 +12,14 @@ import SimpleITK as sitk
 import torch
 
 from deepssm_nb import ConfigError, DataError
+from deepssm_nb.augment import read_total_data
+from deepssm_nb.imageops import downsample_image
 from deepssm_nb.loaders import (
     DeepSSMDataset,
-    downsample_image,
     get_test_loader,
     get_train_val_loaders,
     load_normalization,
     prepare_image,
-    read_total_data,
     split_by_subject,
 )
 
@@ -258,8 +258,8 @@ def test_csv_with_missing_columns_or_files_names_row_and_file(tmp_path, data):
     with pytest.raises(DataError) as err:
         get_train_val_loaders(tmp_path / 'l', bad)
     msg = str(err.value)
-    assert 'row 2' in msg and 'columns' in msg
-    assert 'row 3' in msg and 'nope.nrrd' in msg
+    assert 'line 2' in msg and 'columns' in msg
+    assert 'line 3' in msg and 'nope.nrrd' in msg
 
 
 @pytest.mark.bad_input

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from deepssm_nb import NotFittedError
-from deepssm_nb._train_loop import save_model_file
+from deepssm_nb.model_files import load_trained_model, model_file, parameter_changes, save_model_file, summary
 from deepssm_nb.models import (
     ConvBackbone,
     DeepSSMNet,
@@ -16,11 +16,7 @@ from deepssm_nb.models import (
     build_model,
     check_initialized,
     init_pca_decoder,
-    load_trained_model,
-    model_file,
-    parameter_changes,
     set_decoder_trainable,
-    summary,
 )
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deepssm_nb._nbrun import ProcessTreeMemory
+from deepssm_nb.nbrun import ProcessTreeMemory
 
 pytestmark = pytest.mark.skipif(not Path('/proc/self/status').is_file(), reason='needs Linux /proc')
 

@@ -145,8 +145,11 @@ def test_predict_loader_writes_world_and_local_particles(tmp_path, run):
 def test_test_deepssm_writes_one_file_per_test_image_and_reuses_them(run, capsys):
     cfg, mean, _ = run
     pred_dir = cfg.resolved_paths()['pred_dir']
-    local = test_deepssm(cfg)
+    predictions = test_deepssm(cfg)
+    local = predictions.local
+    assert predictions.ids == ['T1', 'T2'] and predictions.folder == pred_dir
     assert [p.name for p in local] == ['T1.particles', 'T2.particles']
+    assert predictions.world == [pred_dir / 'world_predictions' / f'{sid}.particles' for sid in ('T1', 'T2')]
     assert 's per image' in capsys.readouterr().out
     for i, sid in enumerate(('T1', 'T2')):
         world = read_particles(pred_dir / 'world_predictions' / f'{sid}.particles', num_particles=M)
@@ -157,7 +160,7 @@ def test_test_deepssm_writes_one_file_per_test_image_and_reuses_them(run, capsys
     info = json.loads((pred_dir / 'predictions.json').read_text())
     assert set(info['seconds']) == {'T1', 'T2'} and info['model'].endswith('best_model.torch')
     stamp = local[0].stat().st_mtime_ns
-    assert test_deepssm(cfg) == local and local[0].stat().st_mtime_ns == stamp  # up to date: reused
+    assert test_deepssm(cfg) == predictions and local[0].stat().st_mtime_ns == stamp  # up to date: reused
     test_deepssm(cfg, overwrite=True, verbose=False)
     assert local[0].stat().st_mtime_ns != stamp
     rows = prediction_errors(cfg)
@@ -284,7 +287,8 @@ def test_loaders_and_prediction_on_the_smoke_cohort(smoke_cohort, tmp_path):
     init_pca_decoder(net, pca.mean_, pca.components_, norm['score_mean'], norm['score_std'])
     for name in ('best_model.torch', 'best_model_ft.torch'):
         _save(net, paths['model_dir'] / name, norm)
-    files = test_deepssm(cfg, verbose=False)
-    assert [f.stem for f in files] == groomed.ids('test')
+    predictions = test_deepssm(cfg, groomed, verbose=False)
+    files = predictions.local
+    assert predictions.ids == groomed.ids('test') and [f.stem for f in files] == groomed.ids('test')
     assert all(read_particles(f).shape == (128, 3) for f in files)
     assert [r['id'] for r in prediction_errors(cfg)] == groomed.ids('test')

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from deepssm_nb._validation import DataError
+from deepssm_nb import DataError
 from deepssm_nb.data import load_cohort
 from deepssm_nb.data.shapeworks import infer_side
 from deepssm_nb.io import read_particles, write_image, write_particles
@@ -195,11 +195,11 @@ def test_project_with_several_domains_needs_one_named(project):
         load_cohort(path, domain='tibia')
     assert len(load_cohort(path, domain='femur')) == 10
     from deepssm_nb import get_profile
-    from deepssm_nb.pipeline import get_cohort
+    from deepssm_nb.data import cohort_from_config
 
     cfg = get_profile('smoke')  # the config keys do the same
     cfg.data.cohort, cfg.data.domain = str(path), 'femur'
-    assert get_cohort(cfg).ids() == load_cohort(path, domain='femur').ids()
+    assert cohort_from_config(cfg.data).ids() == load_cohort(path, domain='femur').ids()
 
 
 @pytest.mark.bad_input

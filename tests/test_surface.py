@@ -13,7 +13,7 @@ os.environ.setdefault('VTK_DEFAULT_OPENGL_WINDOW', 'vtkEGLRenderWindow')
 import pyvista as pv
 import SimpleITK as sitk
 
-from deepssm_nb._validation import ConfigError, DataError
+from deepssm_nb import ConfigError, DataError
 from deepssm_nb.surface import (
     distance_stats,
     image_to_mesh,

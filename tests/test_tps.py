@@ -8,7 +8,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from deepssm_nb import DataError
-from deepssm_nb.tps import ImageGrid, ThinPlateSpline, resample, warp_field, warp_image
+from deepssm_nb.imageops import ImageGrid
+from deepssm_nb.tps import ThinPlateSpline, resample, warp_field, warp_image
 
 
 def _sphere_points(n: int) -> np.ndarray:

@@ -16,10 +16,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from deepssm_nb import ConfigError, DataError, NotFittedError, get_profile
 from deepssm_nb import train as train_mod
-from deepssm_nb._train_loop import LOG_COLUMNS, StageSpec, make_scheduler, resolve_precision, run_stage
+from deepssm_nb.checkpoints import LOG_COLUMNS, read_train_log
 from deepssm_nb.config import DecayLRConfig, FineTuneConfig, TLNetConfig, TrainerConfig
-from deepssm_nb.models import DeepSSMNet, TLDeepSSMNet, init_pca_decoder, load_trained_model, parameter_changes
-from deepssm_nb.train import fine_tune, fit, fit_tl, read_train_log, train_deepssm
+from deepssm_nb.model_files import load_trained_model, parameter_changes
+from deepssm_nb.models import DeepSSMNet, TLDeepSSMNet, init_pca_decoder
+from deepssm_nb.train import fine_tune, fit, fit_tl, train_deepssm
+from deepssm_nb.train_loop import StageSpec, make_scheduler, resolve_precision, run_stage
 from deepssm_nb.viz.training import LivePlot, plot_focal_loss, plot_latent_agreement, plot_training_log
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -345,8 +347,8 @@ def test_train_deepssm_wiring(tmp_path, monkeypatch):
     norm = {'score_mean': [0.0] * L, 'score_std': data.std.tolist(), 'image_shape': list(SHAPE)}
     calls = []
 
-    def fake_inputs(cfg, paths):
-        calls.append(1)
+    def fake_inputs(cfg, paths, loaders=None):
+        calls.append(loaders)
         return (*_loaders(), norm, pca)
 
     monkeypatch.setattr(train_mod, '_load_inputs', fake_inputs)
@@ -362,12 +364,14 @@ def test_train_deepssm_wiring(tmp_path, monkeypatch):
     assert list((res.model_dir / 'calibration.json').read_text().split('"')[1:2]) == ['best_model_ft.torch']
     assert load_trained_model(res.model_dir).normalization['score_std'] == data.std.tolist()
     again = train_deepssm(cfg, progress=False)  # finished and calibrated: no data is loaded
-    assert len(calls) == 1 and again.history == res.history and again.calibration == res.calibration
+    assert calls == [None] and again.history == res.history and again.calibration == res.calibration
     cfg.deepssm.calibrate = False
     assert train_deepssm(cfg, progress=False).calibration is None
     cfg.deepssm.calibrate = True
     cfg.deepssm.fine_tune.enabled = False
-    fresh = train_deepssm(cfg, progress=False, restart=True)  # earlier files are removed, none goes stale
+    handed = types.SimpleNamespace(train=None, val=None, normalization=norm)
+    fresh = train_deepssm(cfg, handed, progress=False, restart=True)  # earlier files are removed, none goes stale
+    assert calls[-1] is handed  # the loaders the pipeline hands on are the ones trained on
     assert list(fresh.stages) == ['base'] and not list(res.model_dir.glob('*_ft.*')) and len(fresh.history) == 2
     assert 'best_model_ft.torch' not in (res.model_dir / 'calibration.json').read_text()
     assert load_trained_model(res.model_dir).model_info['stage'] == 'base'
@@ -381,7 +385,7 @@ def test_input_margin_masks_and_crops_the_encoder_input(tmp_path, monkeypatch):
     pca = types.SimpleNamespace(mean_=data.mean, components_=data.components)
     grid = {'spacing': [10.0] * 3, 'origin': [0.0] * 3, 'direction': [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]}
     norm = {'score_mean': [0.0] * L, 'score_std': data.std.tolist(), 'image_shape': list(SHAPE), 'grid': grid}
-    monkeypatch.setattr(train_mod, '_load_inputs', lambda cfg, paths: (*_loaders(), norm, pca))
+    monkeypatch.setattr(train_mod, '_load_inputs', lambda cfg, paths, loaders=None: (*_loaders(), norm, pca))
     cfg = get_profile('smoke', work_dir=str(tmp_path))
     cfg.deepssm.encoder.channels = list(CH)
     cfg.deepssm.trainer = dataclasses.replace(cfg.deepssm.trainer, epochs=1, device='cpu')
@@ -453,7 +457,7 @@ def test_bad_training_inputs(tmp_path):
 
 
 def test_checkpoints_of_earlier_versions_match_at_the_default_encoder():
-    from deepssm_nb._checkpoint import fingerprint_diffs
+    from deepssm_nb.checkpoints import fingerprint_diffs
     from deepssm_nb.config import EncoderConfig
 
     e = EncoderConfig()

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from deepssm_nb import ConfigError, DataError, get_profile
+from deepssm_nb.imageops import ImageGrid
 from deepssm_nb.intensity import IntensityParams, RandomIntensity, adjust_intensity, bias_field
 from deepssm_nb.pipeline import ensure
 from deepssm_nb.synthesis import BaseScan, SampleSynthesizer, random_pose
-from deepssm_nb.tps import ImageGrid
 from deepssm_nb.training_set import FRESH, EpochDraws
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from deepssm_nb import get_profile
-    from deepssm_nb._nbrun import ProcessTreeMemory, execute_notebook, list_notebooks
+    from deepssm_nb.nbrun import ProcessTreeMemory, execute_notebook, list_notebooks
     from deepssm_nb.pipeline import key_figures
 
     out = Path(args.out).resolve()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _mesh
+from . import meshops
 
 __all__ = ['FemurAnatomy', 'SubjectFrame', 'find_anatomy', 'subject_frame']
 
@@ -80,7 +80,7 @@ def _head_vertices(vertices: np.ndarray, superior: np.ndarray, medial: np.ndarra
     top = vertices[np.argmax(score)]
     chosen = np.flatnonzero(np.linalg.norm(vertices - top, axis=1) < 0.06 * length)
     for _ in range(6):
-        centre, radius = _mesh.fit_sphere(vertices[chosen])
+        centre, radius = meshops.fit_sphere(vertices[chosen])
         dist = np.linalg.norm(vertices - centre, axis=1)
         # The head is the sphere-like cap beyond the neck: on the sphere and away from the neck (inferolateral).
         beyond = (vertices - centre) @ (superior + medial) > -0.3 * np.sqrt(2.0) * radius
@@ -90,12 +90,12 @@ def _head_vertices(vertices: np.ndarray, superior: np.ndarray, medial: np.ndarra
 
 def subject_frame(vertices: np.ndarray, faces: np.ndarray, anatomy: FemurAnatomy) -> SubjectFrame:
     """Measure one subject (or the mean) through the shared definitions of ``anatomy``."""
-    head_centre, head_radius = _mesh.fit_sphere(vertices[anatomy.head_vertices])
+    head_centre, head_radius = meshops.fit_sphere(vertices[anatomy.head_vertices])
     shaft = vertices[anatomy.shaft_vertices]
     shaft_point = shaft.mean(axis=0)
     shaft_axis = _principal_axis(shaft)
     shaft_axis *= np.sign((head_centre - shaft_point) @ shaft_axis)
-    marks = _mesh.barycentric_points(vertices, faces, anatomy.landmark_faces, anatomy.landmark_bary)
+    marks = meshops.barycentric_points(vertices, faces, anatomy.landmark_faces, anatomy.landmark_bary)
     normal = np.cross(marks[1] - marks[0], marks[2] - marks[0])
     normal /= np.linalg.norm(normal)
     plane_point = marks.mean(axis=0)
@@ -167,7 +167,7 @@ def find_anatomy(
     head = _head_vertices(mean_femur, superior, medial, length)
     if len(head) < 10:
         raise ValueError(f'found only {len(head)} femoral head vertices; is this a femur?')
-    head_centre, _ = _mesh.fit_sphere(mean_femur[head])
+    head_centre, _ = meshops.fit_sphere(mean_femur[head])
     depth = (head_centre - mean_femur) @ superior  # mm below the head centre
     shaft = np.flatnonzero((depth > 0.3 * length) & (depth < 0.6 * length))
     shaft_point = mean_femur[shaft].mean(axis=0)
@@ -180,7 +180,7 @@ def find_anatomy(
     u /= np.linalg.norm(u)
     v = np.cross(shaft_axis, u)
     hits = [
-        _mesh.intersect_ray(mean_femur, faces, centre, np.cos(a) * u + np.sin(a) * v)
+        meshops.intersect_ray(mean_femur, faces, centre, np.cos(a) * u + np.sin(a) * v)
         for a in np.deg2rad([90.0, 210.0, 330.0])
     ]
     landmark_faces = np.array([h[0] for h in hits])
@@ -211,10 +211,10 @@ def find_anatomy(
             'too many for this mesh resolution.'
         )
     n_dense = max(dense_per_particle * num_particles, 20000)
-    face_index, bary = _mesh.sample_surface(mean_femur, faces, n_dense, rng, face_subset=candidates)
-    dense = _mesh.barycentric_points(mean_femur, faces, face_index, bary)
+    face_index, bary = meshops.sample_surface(mean_femur, faces, n_dense, rng, face_subset=candidates)
+    dense = meshops.barycentric_points(mean_femur, faces, face_index, bary)
     start = int(np.argmax(dense @ superior))  # begin at the top of the head
-    keep = _mesh.farthest_point_sampling(dense, num_particles, start=start)
+    keep = meshops.farthest_point_sampling(dense, num_particles, start=start)
     return FemurAnatomy(
         superior,
         medial,

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import io
 from ..meshio import write_mesh
-from . import _mesh, synth_ct
+from . import meshops, synth_ct
 from ._anatomy import FemurAnatomy, subject_frame
 
 __all__ = [
@@ -102,8 +102,8 @@ def plan_subject(
         ValueError: A particle is not above the subject's own cut plane, or the cut is invalid.
     """
     frame = subject_frame(femur, femur_faces, anatomy)
-    mesh_v, mesh_f, _ = _mesh.clip_and_cap(femur, femur_faces, frame.plane_point, frame.plane_normal)
-    particles = _mesh.barycentric_points(femur, femur_faces, anatomy.particle_faces, anatomy.particle_bary)
+    mesh_v, mesh_f, _ = meshops.clip_and_cap(femur, femur_faces, frame.plane_point, frame.plane_normal)
+    particles = meshops.barycentric_points(femur, femur_faces, anatomy.particle_faces, anatomy.particle_bary)
     heights = (particles - frame.plane_point) @ frame.plane_normal
     if heights.min() <= 0:
         raise ValueError(

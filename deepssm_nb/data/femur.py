@@ -27,7 +27,7 @@ from .._validation import check_in_range
 from ..config import DataConfig, default_data_dir
 from ..io import read_json, write_json, write_particles
 from ..meshio import write_mesh
-from . import _mesh
+from . import meshops
 from ._anatomy import find_anatomy, subject_frame
 from ._source import ShapeSource, load_shape_source
 from ._subject import SubjectPlan, plan_subject, subject_paths, write_subject
@@ -116,11 +116,11 @@ def _plan(source: ShapeSource, params: dict) -> tuple[list[SubjectPlan], dict]:
         for i in chosen
     ]
     frame = subject_frame(mean_femur, faces, anatomy)
-    mean_v, mean_f, _ = _mesh.clip_and_cap(mean_femur, faces, frame.plane_point, frame.plane_normal)
+    mean_v, mean_f, _ = meshops.clip_and_cap(mean_femur, faces, frame.plane_point, frame.plane_normal)
     mean = {
         'vertices': mean_v,
         'faces': mean_f,
-        'particles': _mesh.barycentric_points(mean_femur, faces, anatomy.particle_faces, anatomy.particle_bary),
+        'particles': meshops.barycentric_points(mean_femur, faces, anatomy.particle_faces, anatomy.particle_bary),
         'info': {
             'head_diameter_mm': round(2 * frame.head_radius, 3),
             'femoral_offset_mm': round(frame.offset_mm, 3),

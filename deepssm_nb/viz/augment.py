@@ -28,7 +28,7 @@ def _figure(nrows: int = 1, ncols: int = 1, **kwargs):
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
-def _table(data) -> dict:
+def _table(data):
     if isinstance(data, (str, os.PathLike)):
         from ..augment import read_total_data
 
@@ -70,8 +70,7 @@ def plot_score_scatter_matrix(data, *, max_modes: int = 4, max_points: int = 200
     """Scatter matrix of PCA scores, real (blue) over generated (orange).
 
     Args:
-        data: ``TotalData.csv`` path or the dict of
-            :func:`~deepssm_nb.augment.read_total_data`.
+        data: ``TotalData.csv`` path or its :class:`~deepssm_nb.augment.TotalData`.
         max_modes: Modes shown (the first ones).
         max_points: At most this many generated points (a random subset).
         random_state: Seed of that subset.
@@ -80,7 +79,7 @@ def plot_score_scatter_matrix(data, *, max_modes: int = 4, max_points: int = 200
         ``matplotlib.figure.Figure``; histograms on the diagonal.
     """
     t = _table(data)
-    scores, gen = t['scores'], t['generated']
+    scores, gen = t.scores, t.generated
     k = min(max_modes, scores.shape[1])
     g = scores[gen]
     if len(g) > max_points:
@@ -110,15 +109,14 @@ def plot_score_violins(data, *, max_modes: int | None = None):
     """Per-mode violins of the scores, real (left, blue) vs generated (right, orange).
 
     Args:
-        data: ``TotalData.csv`` path or the dict of
-            :func:`~deepssm_nb.augment.read_total_data`.
+        data: ``TotalData.csv`` path or its :class:`~deepssm_nb.augment.TotalData`.
         max_modes: Modes shown (default: all).
 
     Returns:
         ``matplotlib.figure.Figure``.
     """
     t = _table(data)
-    scores, gen = t['scores'], t['generated']
+    scores, gen = t.scores, t.generated
     k = scores.shape[1] if max_modes is None else min(max_modes, scores.shape[1])
     pos = np.arange(1, k + 1)
     fig, axes = _figure(figsize=(max(5.0, 0.9 * k + 2), 3.6), layout='constrained')
@@ -159,12 +157,12 @@ def plot_generated_gallery(aug_dir, *, num: int = 6, axis: str = 'y', ncols: int
     import SimpleITK as sitk
 
     from .._validation import look_up_option
+    from ..imageops import ImageGrid
     from ..io import read_json, read_particles
-    from ..tps import ImageGrid
 
     axis = look_up_option(axis, ('x', 'y', 'z'), name='axis')
     t = _table(Path(aug_dir) / 'TotalData.csv')
-    rows = np.flatnonzero(t['generated'])[:num]
+    rows = np.flatnonzero(t.generated)[:num]
     if not len(rows):
         raise ValueError(f'"{aug_dir}" holds no generated samples to show; run the augmentation first.')
     bases = {}
@@ -177,9 +175,9 @@ def plot_generated_gallery(aug_dir, *, num: int = 6, axis: str = 'y', ncols: int
     a = 'xyz'.index(axis)  # physical axis held fixed; numpy axis 2 - a
     shown = [c for c in range(3) if c != a]  # (column, row) axes of the panel, x/y/z order
     for ax, row in zip(axes.ravel(), rows):
-        img = sitk.ReadImage(t['image'][row])
+        img = sitk.ReadImage(t.images[row])
         arr, grid = sitk.GetArrayFromImage(img), ImageGrid.from_image(img)
-        idx = grid.physical_to_index(read_particles(t['particles'][row]))[:, ::-1]  # (M, 3) x, y, z voxels
+        idx = grid.physical_to_index(read_particles(t.particles[row]))[:, ::-1]  # (M, 3) x, y, z voxels
         plane = int(np.clip(np.round(idx[:, a].mean()), 0, arr.shape[2 - a] - 1))
         sl = np.take(arr, plane, axis=2 - a)  # 2D array indexed [shown[1], shown[0]]
         sp = grid.spacing
@@ -198,7 +196,7 @@ def plot_generated_gallery(aug_dir, *, num: int = 6, axis: str = 'y', ncols: int
         slab = 1.5 * sp[a] if slab_mm is None else slab_mm
         near = np.abs(idx[:, a] - plane) * sp[a] <= slab
         ax.scatter(idx[near, shown[0]] * sp[shown[0]], idx[near, shown[1]] * sp[shown[1]], s=6, color='tab:red')
-        name = Path(t['image'][row]).name.split('.')[0]
+        name = Path(t.images[row]).name.split('.')[0]
         base = f'\nfrom {bases[name]}' if name in bases else ''
         ax.set_title(f'{name}{base}', fontsize=8)
         ax.set_xlabel(f'{"xyz"[shown[0]]} (mm)', fontsize=7)

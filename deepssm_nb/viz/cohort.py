@@ -21,8 +21,8 @@ __all__ = [
     'aligned_particles',
     'plot_cohort_spread',
     'plot_particle_sd',
-    'plot_slices',
     'plot_subject_3d',
+    'plot_subject_slices',
     'slice_viewer',
 ]
 
@@ -84,7 +84,7 @@ def _draw_slice(ax, vol: _Volume, axis: str, k: int, window: tuple[float, float]
     return {'image': artist, 'contour': contour, 'scatter': scatter}
 
 
-def plot_slices(cohort: Cohort, subject: int | str = 0, *, window: tuple[float, float] = (-250, 1250)):
+def plot_subject_slices(cohort: Cohort, subject: int | str = 0, *, window: tuple[float, float] = (-250, 1250)):
     """Axial, coronal and sagittal slices through the segmentation's centre, with contour and particles.
 
     Returns:

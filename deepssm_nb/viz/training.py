@@ -28,7 +28,7 @@ _STAGE_LABELS = {
 
 def _rows(log: Sequence[dict[str, Any]] | str | os.PathLike) -> list[dict[str, Any]]:
     if isinstance(log, (str, os.PathLike)):
-        from .._train_loop import read_train_log
+        from ..checkpoints import read_train_log
 
         return read_train_log(Path(log))
     return list(log)

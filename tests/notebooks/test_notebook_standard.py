@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from deepssm_nb._nbrun import list_notebooks
+from deepssm_nb.nbrun import list_notebooks
 
 NB_DIR = Path(__file__).resolve().parents[2] / 'notebooks'
 NOTEBOOKS = list_notebooks(NB_DIR)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deepssm_nb._nbrun import execute_notebook, list_notebooks
+from deepssm_nb.nbrun import execute_notebook, list_notebooks
 
 NOTEBOOKS = list_notebooks(Path(__file__).resolve().parents[2] / 'notebooks')
 

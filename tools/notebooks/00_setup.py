@@ -39,8 +39,7 @@ work_dir = '../deepssm_output'
 data_dir = None
 """),
     code("""
-cfg = deepssm_nb.get_profile(profile, work_dir=work_dir)
-cfg.data.data_dir = data_dir
+cfg = deepssm_nb.notebook_config(profile, work_dir, data_dir)
 """),
     md("""
 ## The compute device

@@ -43,8 +43,7 @@ data_dir = None        # None: $DEEPSSM_DATA_DIR or ~/.cache/deepssm_nb
 subject = 0            # index or id of the subject to look at
 """),
     code("""
-cfg = deepssm_nb.get_profile(profile, work_dir=work_dir)
-cfg.data.data_dir = data_dir
+cfg = deepssm_nb.notebook_config(profile, work_dir, data_dir)
 cfg.data
 """),
     md("""
@@ -75,7 +74,7 @@ cut (bone, but not labelled), soft tissue, blur and noise. Green is the segmenta
 lying within 2 mm of the slice.
 """),
     code("""
-viz.plot_slices(cohort, subject)
+viz.plot_subject_slices(cohort, subject)
 """),
     md("""
 ## Browse the slices

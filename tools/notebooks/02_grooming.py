@@ -51,13 +51,13 @@ mask_margin = None     # registration looks only this close (mm) to the referenc
 processes = None       # worker processes
 """),
     code("""
-cfg = deepssm_nb.get_profile(profile, work_dir=work_dir)
-cfg.data.data_dir = data_dir
-g = cfg.groom
-g.spacing, g.padding = spacing or g.spacing, g.padding if padding is None else padding
-g.reference, g.processes = reference or g.reference, processes or g.processes
-g.mask_margin = g.mask_margin if mask_margin is None else mask_margin
-cfg.validate()
+cfg = deepssm_nb.notebook_config(profile, work_dir, data_dir, {
+    'groom.spacing': spacing,
+    'groom.padding': padding,
+    'groom.reference': reference,
+    'groom.mask_margin': mask_margin,
+    'groom.processes': processes,
+})  # a None keeps the profile's value
 cohort = pipeline.ensure(cfg, 'cohort')
 """),
     md("""

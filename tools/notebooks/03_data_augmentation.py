@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 import deepssm_nb
-from deepssm_nb import augment, pipeline, samplers, tps
+from deepssm_nb import augment, imageops, pipeline, samplers, tps
 from deepssm_nb.pca import ShapePCA
 from deepssm_nb.viz import augment as viz
 
@@ -48,14 +48,13 @@ percent_variability = None    # share of the shape variance kept by the PCA, e.g
 processes = None              # worker processes for the image warps
 """),
     code("""
-cfg = deepssm_nb.get_profile(profile, work_dir=work_dir)
-cfg.data.data_dir = data_dir
+cfg = deepssm_nb.notebook_config(profile, work_dir, data_dir, {
+    'augment.num_samples': num_samples,
+    'augment.sampler': sampler,
+    'augment.percent_variability': percent_variability,
+    'augment.processes': processes,
+})  # a None keeps the profile's value
 aug = cfg.augment
-aug.num_samples = aug.num_samples if num_samples is None else num_samples
-aug.sampler = sampler or aug.sampler
-aug.percent_variability = percent_variability or aug.percent_variability
-aug.processes = processes or aug.processes
-cfg.validate()
 paths = cfg.resolved_paths()
 groomed = pipeline.ensure(cfg, 'groom')
 """),
@@ -115,7 +114,7 @@ every `grid_step` voxels, interpolate (cubic), and correct exactly the kinks of 
     code("""
 i = 0
 image = deepssm_nb.read_image(groomed.images('train')[base[i]])
-grid, k = tps.ImageGrid.from_image(image), aug.landmark_step
+grid, k = imageops.ImageGrid.from_image(image), aug.landmark_step
 spline = tps.ThinPlateSpline.fit(pca.inverse_transform(new_scores[i])[::k], train[base[i]][::k])
 t0 = time.perf_counter(); exact = tps.warp_field(spline, grid, grid_step=None); t1 = time.perf_counter()
 fast = tps.warp_field(spline, grid, grid_step=aug.grid_step); t2 = time.perf_counter()
@@ -130,8 +129,8 @@ print(f'{grid.shape} voxels, {len(spline.centers)} landmarks: exact {t1 - t0:.2f
 processes. Every file is written atomically: interrupt the cell and run it again, and it resumes where it stopped.
 """),
     code("""
-num_modes = augment.run_augmentation(cfg, groomed)
-print(num_modes, 'modes;', sorted(p.name for p in paths['aug_dir'].iterdir()))
+augmented = augment.run_augmentation(cfg, groomed)
+print(augmented.num_modes, 'modes;', sorted(p.name for p in augmented.folder.iterdir()))
 """),
     md("""
 ## The files
@@ -152,7 +151,7 @@ Each dot is a shape in the space of the first PCA modes: the generated samples (
 (blue) without drifting far away. The violins compare the distribution of every mode.
 """),
     code("""
-data = augment.read_total_data(paths['aug_dir'] / 'TotalData.csv')
+data = augmented.table  # the rows of TotalData.csv (augment.read_total_data reads the file)
 viz.plot_score_scatter_matrix(data, max_modes=4)
 """),
     code("""

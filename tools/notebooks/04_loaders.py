@@ -24,7 +24,7 @@ missing).
 """),
     code("""
 import deepssm_nb
-from deepssm_nb import loaders, pipeline
+from deepssm_nb import imageops, loaders, pipeline
 from deepssm_nb.groom import load_groomed
 from deepssm_nb.viz import loaders as viz
 
@@ -42,10 +42,10 @@ batch_size = None      # e.g. 8
 down_factor = None     # in (0, 1]; e.g. 0.75 as in the femur use case
 """),
     code("""
-cfg = deepssm_nb.get_profile(profile, work_dir=work_dir)
-cfg.data.data_dir = data_dir
-cfg.loader.batch_size = batch_size or cfg.loader.batch_size
-cfg.loader.down_factor = down_factor or cfg.loader.down_factor
+cfg = deepssm_nb.notebook_config(profile, work_dir, data_dir, {
+    'loader.batch_size': batch_size,
+    'loader.down_factor': down_factor,
+})  # a None keeps the profile's value
 paths = cfg.resolved_paths()
 pipeline.ensure(cfg, 'augment')
 groomed = load_groomed(paths['groom_dir'])
@@ -110,7 +110,7 @@ extent. The loaders record the factor: change it and the arrays are rebuilt, nev
 """),
     code("""
 image = deepssm_nb.read_image(groomed.images('train')[0])
-half = loaders.downsample_image(image, 0.5)
+half = imageops.downsample_image(image, 0.5)
 print(image.GetSize(), image.GetSpacing(), '->', half.GetSize(), half.GetSpacing())
 viz.plot_slices(half, title='downsampled by 0.5')
 """),

@@ -30,7 +30,7 @@ import time
 import torch
 
 import deepssm_nb
-from deepssm_nb import models, pipeline, train
+from deepssm_nb import model_files, models, pipeline, train
 from deepssm_nb.loaders import load_train_val_loaders
 from deepssm_nb.pca import ShapePCA
 from deepssm_nb.viz.training import LivePlot, plot_calibration, plot_training_log
@@ -52,12 +52,12 @@ precision = 'auto'     # 'auto', 'fp32', 'bf16' or 'fp16'
 fine_tune = True       # fine-tune encoder and decoder after training
 """),
     code("""
-cfg = deepssm_nb.get_profile(profile, work_dir=work_dir)
-cfg.data.data_dir = data_dir
-cfg.deepssm.trainer.epochs = max_epochs or cfg.deepssm.trainer.epochs
-cfg.deepssm.trainer.learning_rate = learning_rate or cfg.deepssm.trainer.learning_rate
-cfg.deepssm.trainer.precision = precision
-cfg.deepssm.fine_tune.enabled = fine_tune
+cfg = deepssm_nb.notebook_config(profile, work_dir, data_dir, {
+    'deepssm.trainer.epochs': max_epochs,
+    'deepssm.trainer.learning_rate': learning_rate,
+    'deepssm.trainer.precision': precision,
+    'deepssm.fine_tune.enabled': fine_tune,
+})  # a None keeps the profile's value
 paths = cfg.resolved_paths()
 pipeline.ensure(cfg, 'loaders')
 """),
@@ -73,7 +73,7 @@ train_loader, val_loader, norm = load_train_val_loaders(cfg)
 pca = ShapePCA.load(paths['aug_dir'] / 'PCA_Particle_Info')
 net = models.DeepSSMNet(in_shape=(1, *norm['image_shape']), num_latent=pca.n_components_,
                         num_correspondences=pca.mean_.shape[0], channels=cfg.deepssm.encoder.channels)
-print(models.summary(net))
+print(model_files.summary(net))
 """),
     md("""
 ## The PCA decoder
@@ -127,8 +127,8 @@ plot_training_log(result.history)
 the last epoch. With few epochs they are often the same; over long runs the best model guards against overfitting.
 """),
     code("""
-best = models.load_trained_model(paths['model_dir'], use_best=True, fine_tuned=False)
-final = models.load_trained_model(paths['model_dir'], use_best=False, fine_tuned=False)
+best = model_files.load_trained_model(paths['model_dir'], use_best=True, fine_tuned=False)
+final = model_files.load_trained_model(paths['model_dir'], use_best=False, fine_tuned=False)
 for name, m in (('best', best), ('final', final)):
     print(f"{name:>5}: epoch {m.model_info['epoch']}, validation RMSE {m.model_info['val_rmse_mm']:.3f} mm")
 """),
@@ -143,9 +143,9 @@ the validation split.
 """),
     code("""
 if 'fine_tune' in result.stages:
-    ft = models.load_trained_model(paths['model_dir'], use_best=True, fine_tuned=True)
+    ft = model_files.load_trained_model(paths['model_dir'], use_best=True, fine_tuned=True)
     print(result.stages['fine_tune'].history[-1])
-    print('relative weight change:', models.parameter_changes(best, ft))
+    print('relative weight change:', model_files.parameter_changes(best, ft))
 """),
     md("""
 ## Calibration on the validation split

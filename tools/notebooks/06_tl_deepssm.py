@@ -23,7 +23,7 @@ they are missing).
 """),
     code("""
 import deepssm_nb
-from deepssm_nb import models, pipeline, train
+from deepssm_nb import model_files, models, pipeline, train
 from deepssm_nb.loaders import load_train_val_loaders
 from deepssm_nb.viz.training import LivePlot, plot_focal_loss, plot_latent_agreement, plot_training_log
 
@@ -46,13 +46,16 @@ alpha = 1.0            # weight of the latent loss in the joint phase
 loss = 'MSE'           # 'MSE' or 'Focal'
 """),
     code("""
-cfg = deepssm_nb.get_profile(profile, work_dir=work_dir)
-cfg.data.data_dir = data_dir
-cfg.deepssm.model_name = model_name
+cfg = deepssm_nb.notebook_config(profile, work_dir, data_dir, {
+    'deepssm.model_name': model_name,
+    'deepssm.tl_net.enabled': True,
+    'deepssm.tl_net.alpha': alpha,
+    'deepssm.loss.function': loss,
+    'deepssm.tl_net.ae_epochs': ae_epochs,
+    'deepssm.tl_net.tf_epochs': tf_epochs,
+    'deepssm.tl_net.joint_epochs': joint_epochs,
+})  # a None keeps the profile's value
 tl = cfg.deepssm.tl_net
-tl.enabled, tl.alpha, cfg.deepssm.loss.function = True, alpha, loss
-tl.ae_epochs, tl.tf_epochs = ae_epochs or tl.ae_epochs, tf_epochs or tl.tf_epochs
-tl.joint_epochs = joint_epochs or tl.joint_epochs
 paths = cfg.resolved_paths()
 pipeline.ensure(cfg, 'loaders')
 """),
@@ -68,7 +71,7 @@ num_latent = len(norm['score_mean'])
 net = models.TLDeepSSMNet(in_shape=(1, *norm['image_shape']), num_latent=num_latent,
                           num_correspondences=train_loader.dataset[0]['particles'].shape[0],
                           channels=cfg.deepssm.encoder.channels)
-print(models.summary(net))
+print(model_files.summary(net))
 """),
     md("""
 ## The focal loss
@@ -104,8 +107,8 @@ does not move at all; in the joint phase everything does.
     code("""
 files = {name: paths['model_dir'] / f'final_model{sfx}.torch' for name, sfx in
          (('autoencoder', '_ae'), ('T-flank', '_tf'), ('joint', ''))}
-print('T-flank phase:', models.parameter_changes(files['autoencoder'], files['T-flank']))
-print('joint phase:  ', models.parameter_changes(files['T-flank'], files['joint']))
+print('T-flank phase:', model_files.parameter_changes(files['autoencoder'], files['T-flank']))
+print('joint phase:  ', model_files.parameter_changes(files['T-flank'], files['joint']))
 """),
     md("""
 ## Does the image land in the right place?
@@ -113,7 +116,7 @@ For each validation sample: the latent code the image encoder predicts from the 
 autoencoder gives to the true particles. Points on the diagonal are perfect predictions.
 """),
     code("""
-tl_net = models.load_trained_model(paths['model_dir'])
+tl_net = model_files.load_trained_model(paths['model_dir'])
 plot_latent_agreement(tl_net, val_loader, max_dims=4)
 """),
     md("""

@@ -41,9 +41,7 @@ data_dir = None
 use_best_model = True  # the epoch with the lowest validation error, else the last epoch
 """),
     code("""
-cfg = deepssm_nb.get_profile(profile, work_dir=work_dir)
-cfg.data.data_dir = data_dir
-cfg.deepssm.use_best_model = use_best_model
+cfg = deepssm_nb.notebook_config(profile, work_dir, data_dir, {'deepssm.use_best_model': use_best_model})
 paths = cfg.resolved_paths()
 pipeline.ensure(cfg, 'train')
 groomed = load_groomed(paths['groom_dir'])
@@ -55,8 +53,8 @@ mean and modes, in the world (reference) frame. Each test image was registered t
 with a transform `T`; the world particles go back to the image's own frame with `inv(T)`. Both are written.
 """),
     code("""
-local_files = predict.test_deepssm(cfg, overwrite=True)
-print(*[f.relative_to(paths['pred_dir']) for f in local_files], sep='\\n')
+predictions = predict.test_deepssm(cfg, overwrite=True)
+print(*[f.relative_to(predictions.folder) for f in predictions.local], sep='\\n')
 """),
     md("""
 ## Seconds per image

@@ -48,8 +48,7 @@ truth = 'segmentation'  # or 'mesh'
 backend = None          # None (automatic), 'trame', 'html' or 'static'
 """),
     code("""
-cfg = deepssm_nb.get_profile(profile, work_dir=work_dir)
-cfg.data.data_dir = data_dir
+cfg = deepssm_nb.notebook_config(profile, work_dir, data_dir)
 """),
     md("""
 ## How the 3D views are shown
@@ -67,7 +66,7 @@ prediction). The predictions are particles in each test image's own frame (`loca
 """),
     code("""
 pipeline.ensure(cfg, 'predict')
-cohort = pipeline.get_cohort(cfg)
+cohort = pipeline.ensure(cfg, 'cohort', verbose=False)
 subject = cohort.ids('test')[0]
 pred_dir = cfg.resolved_paths()['pred_dir'] / 'local_predictions'
 """),

@@ -22,34 +22,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checkpoint import (
-    LOG_COLUMNS,
+from ._validation import ConfigError, DataError
+from .checkpoints import (
     check_fingerprint,
     load_checkpoint,
     loader_generators,
-    read_train_log,
     save_checkpoint,
-    save_model_file,
     set_rng,
     write_log,
 )
-from ._validation import ConfigError, DataError
 from .io import plain
+from .model_files import save_model_file
 from .models import check_initialized
 
 __all__ = [
-    'LOG_COLUMNS',
     'FitResult',
     'Precision',
     'StageSpec',
     'evaluate',
-    'load_checkpoint',
     'make_scheduler',
-    'read_train_log',
     'resolve_precision',
     'run_stage',
-    'save_model_file',
     'stage_result',
+    'train_epoch',
 ]
 
 
@@ -309,7 +304,7 @@ def run_stage(
             break
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]['lr']
-        train_loss, train_rmse = _train_epoch(
+        train_loss, train_rmse = train_epoch(
             net, train_loader, spec, optimizer, scaler, device, precision, progress=progress
         )
         val_rmse = math.nan
@@ -362,7 +357,7 @@ def _sq_sum(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.sum((pred.detach().double() - target.detach().double()) ** 2)
 
 
-def _train_epoch(net, loader, spec, optimizer, scaler, device, precision, *, progress) -> tuple[float, float]:
+def train_epoch(net, loader, spec, optimizer, scaler, device, precision, *, progress) -> tuple[float, float]:
     """One pass over ``loader``; returns (mean loss, RMSE in mm). Metrics stay on the device until the end."""
     from tqdm.auto import tqdm
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ['ProcessTreeMemory', 'execute_notebook', 'list_notebooks']
+__all__ = ['ProcessTreeMemory', 'execute_notebook', 'inject_parameters', 'list_notebooks']
 
 
 def list_notebooks(folder: str | Path) -> list[Path]:
@@ -24,7 +24,8 @@ def list_notebooks(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).glob('[0-9][0-9]_*.ipynb'))
 
 
-def _inject(nb, overrides: dict[str, Any]) -> None:
+def inject_parameters(nb, overrides: dict[str, Any]) -> None:
+    """Put ``overrides`` (``name = repr(value)`` lines) into a new cell after the ``parameters`` cell of ``nb``."""
     from nbformat.v4 import new_code_cell
 
     lines = [f'{k} = {v!r}' for k, v in overrides.items()]
@@ -65,7 +66,7 @@ def execute_notebook(
 
     path = Path(path)
     nb = nbformat.read(str(path), as_version=4)
-    _inject(nb, overrides)
+    inject_parameters(nb, overrides)
     client = NotebookClient(
         nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(cwd or path.parent)}}
     )

@@ -1,4 +1,4 @@
-"""Files of a training run: model files, the CSV log, checkpoints and the random states they hold."""
+"""Files of a training run: the CSV log, checkpoints and the random states they hold (model files: :mod:`.model_files`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ._validation import ConfigError, DataError
 from .io import atomic_path, atomic_write_text, plain
@@ -24,34 +23,12 @@ __all__ = [
     'load_checkpoint',
     'read_train_log',
     'save_checkpoint',
-    'save_model_file',
     'set_rng',
     'write_log',
 ]
 
 LOG_COLUMNS = ('stage', 'epoch', 'train_loss', 'train_rmse_mm', 'val_rmse_mm', 'lr', 'seconds')
 CKPT_FORMAT = 1
-
-
-# --------------------------------------------------------------------------- files
-
-
-def save_model_file(
-    path: Path, net: nn.Module, *, stage: str, epoch: int, val_rmse_mm: float, normalization: dict | None
-) -> Path:
-    """Write a model file (a dict loadable with ``torch.load(..., weights_only=True)``), atomically."""
-    payload = {
-        'state_dict': {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-        'kind': net.kind,
-        'model_kwargs': plain(net.model_kwargs),
-        'normalization': plain(normalization),
-        'stage': stage,
-        'epoch': int(epoch),
-        'val_rmse_mm': float(val_rmse_mm),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
 
 
 def read_train_log(path: str | Path) -> list[dict[str, Any]]:

@@ -1,4 +1,9 @@
-"""Saved networks and inspection helpers (re-exported by :mod:`deepssm_nb.models`)."""
+"""Saved networks: the model files a training run writes, how to load them, and how to inspect a network.
+
+A model file (``best_model.torch``, ``final_model_ft.torch``, ...) is a dict that ``torch.load(..., weights_only=True)``
+reads: the weights, the network's kind and constructor arguments, the whitening of the loaders it was trained with,
+and the training stage, epoch and validation RMSE at which it was saved.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ['load_model_file', 'load_trained_model', 'model_file', 'parameter_changes', 'summary']
+from .io import atomic_path, plain
+from .models import TLDeepSSMNet, build_model
+
+__all__ = ['load_model_file', 'load_trained_model', 'model_file', 'parameter_changes', 'save_model_file', 'summary']
 
 
 def model_file(model_dir: str | os.PathLike, *, use_best: bool = True, fine_tuned: bool | None = None) -> Path:
@@ -34,6 +42,24 @@ def model_file(model_dir: str | os.PathLike, *, use_best: bool = True, fine_tune
         raise FileNotFoundError(
             f'Model file not found: "{path}". Found: {found or "nothing"}; run train_deepssm(cfg) first.'
         )
+    return path
+
+
+def save_model_file(
+    path: Path, net: nn.Module, *, stage: str, epoch: int, val_rmse_mm: float, normalization: dict | None
+) -> Path:
+    """Write a model file (a dict loadable with ``torch.load(..., weights_only=True)``), atomically."""
+    payload = {
+        'state_dict': {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+        'kind': net.kind,
+        'model_kwargs': plain(net.model_kwargs),
+        'normalization': plain(normalization),
+        'stage': stage,
+        'epoch': int(epoch),
+        'val_rmse_mm': float(val_rmse_mm),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 
@@ -71,8 +97,6 @@ def load_model_file(
     """Load the network saved in ``path`` in eval mode (see :func:`load_trained_model`)."""
     path = Path(path)
     payload = torch.load(path, map_location='cpu', weights_only=True)
-    from .models import build_model
-
     net = build_model(payload['kind'], **payload['model_kwargs'])
     net.load_state_dict(payload['state_dict'])
     net.normalization = payload.get('normalization')
@@ -95,8 +119,6 @@ def summary(net: nn.Module) -> str:
         >>> from deepssm_nb.models import DeepSSMNet
         >>> print(summary(DeepSSMNet((1, 64, 64, 64), 8, 512)))   # doctest: +SKIP
     """
-    from .models import TLDeepSSMNet
-
     rows: list[tuple[str, str, int, str]] = []
     hooks = []
     for name, m in net.named_modules():
