@@ -95,8 +95,9 @@ def real_validation(fold_cfg: Any) -> dict[str, Any]:
     """
     import torch
 
-    from deepssm_nb.loaders import DeepSSMDataset, load_normalization
+    from deepssm_nb.datasets import DeepSSMDataset
     from deepssm_nb.model_files import load_trained_model
+    from deepssm_nb.normalization import load_normalization
 
     paths = fold_cfg.resolved_paths()
     real = set(cohort_from_config(fold_cfg.data).ids())

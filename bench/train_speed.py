@@ -281,9 +281,9 @@ def worker_memory(args) -> dict[str, Any]:
     norm = read_json(folder / 'normalization.json')
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     try:
-        from deepssm_nb.loaders import DeepSSMDataset
+        from deepssm_nb.datasets import DeepSSMDataset
 
-        dataset, source = DeepSSMDataset(folder, 'train', norm), 'deepssm_nb.loaders.DeepSSMDataset'
+        dataset, source = DeepSSMDataset(folder, 'train', norm), 'deepssm_nb.datasets.DeepSSMDataset'
     except Exception as e:  # noqa: BLE001 - fall back to a plain reader
         dataset, source = _NpyStream(folder, norm), f'plain reader ({type(e).__name__})'
     pca = synthetic_pca(args.shape)

@@ -1,10 +1,22 @@
 """deepssm_nb: DeepSSM, taught and run in notebooks, on a real femur cohort.
 
-The pipeline, one module per step (see each module's docstring):
+The stages, in the order the pipeline runs them (each returns one typed result that the next takes; the table
+that threads them is in ``pipeline``):
 
-``data`` (cohorts) -> ``groom`` -> ``pca`` / ``samplers`` / ``tps`` / ``augment`` -> ``loaders`` ->
-``models`` / ``losses`` / ``train`` -> ``predict`` -> ``surface`` / ``analyze``; ``viz`` and ``widgets`` for
-notebooks; ``config`` holds every knob; ``pipeline.ensure`` runs whatever is missing.
+1. ``data`` -> ``Cohort``: the embedded femur cohort, ShapeWorks folders and projects; ``cohort_from_config``.
+2. ``groom`` -> ``GroomResult``: one reference grid; training shapes aligned, test images registered
+   (``registration``), with the grids, resampling and downsampling of ``imageops``.
+3. ``augment`` -> ``AugmentResult``: the shape PCA (``pca``), score samplers (``samplers``), thin-plate-spline
+   warps (``tps``, ``synthesis``) and the table of every sample (``TotalData``).
+4. ``loaders`` -> ``Loaders``: the split by subject, the whitening (``normalization``), the ``.npy`` arrays
+   (``datasets``), and fresh samples and intensity changes while training (``training_set``, ``intensity``).
+5. ``train`` -> ``TrainResult``: the networks (``models``), losses (``losses``), the epoch loop (``train_loop``),
+   checkpoints (``checkpoints``), model files (``model_files``) and the validation calibration (``calibration``).
+6. ``predict`` -> ``Predictions``: the test images, and any new image (``predict_image``).
+7. ``analyze`` -> ``AnalysisResult``: surfaces and distances (``surface``, ``meshio``), both baselines, the report.
+
+Around them: ``config`` (every knob, one typed tree), ``freshness`` (the record that lets each stage reuse its
+outputs), ``io``, ``device``, ``viz`` and ``widgets`` for notebooks, ``nbrun`` (notebooks run headless), ``cli``.
 
 Heavy modules (torch, pyvista) are imported on first use of their names, so ``import deepssm_nb`` is quick.
 """

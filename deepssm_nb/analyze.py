@@ -1,5 +1,8 @@
 """How good are the predicted shapes? Surface distances, baselines and a report.
 
+A little over 400 lines: the analysis, both baselines and the report belong together, so that every figure has
+its context in one place.
+
 :func:`analyze_results` keeps the seed's arguments (``out_dir, DT_dir,
 prediction_dir, mean_prefix``): it meshes every true segmentation (or distance
 transform, or mesh), builds every predicted surface by warping the mean mesh
@@ -35,10 +38,17 @@ from typing import Any
 import numpy as np
 
 from ._validation import DataError
-from .io import atomic_write_text, read_json, read_particles, write_json, write_particles
-from .surface import (
+from .freshness import StageRecord
+from .io import (
     IMAGE_SUFFIXES,
     MESH_SUFFIXES,
+    atomic_write_text,
+    read_json,
+    read_particles,
+    write_json,
+    write_particles,
+)
+from .surface import (
     particle_error_map,
     read_surface,
     save_mesh,
@@ -52,6 +62,8 @@ PRIMARY = 'deepssm'
 STATS = ('mean', 'rms', 'p95', 'hausdorff')
 DIRECTIONS = {'pred_to_true': 'b_to_a', 'true_to_pred': 'a_to_b'}
 CSV_COLUMNS = ['id', 'method', *STATS] + [f'{d}_{s}' for d in DIRECTIONS for s in STATS] + ['particle_rmse']
+
+RECORD_FILE = 'analysis_record.json'  # run_analysis: what the analysis in this folder was made from
 
 
 class _Markdown(str):
@@ -216,10 +228,6 @@ def _pair(truths: dict[str, Path], methods: dict[str, dict[str, Path]], subject_
     return ids
 
 
-def _is_fresh(out: Path, *inputs: Path) -> bool:
-    return out.is_file() and all(out.stat().st_mtime >= Path(i).stat().st_mtime for i in inputs)
-
-
 # --------------------------------------------------------------------------- the analysis
 
 
@@ -285,7 +293,7 @@ def analyze_results(
     rows, per_particle = [], {name: [] for name in methods}
     for sid in tqdm(ids, desc='analysing subjects', disable=not progress):
         true_out = out_dir / 'true_meshes' / f'{sid}.vtk'
-        if not _is_fresh(true_out, truths[sid]):
+        if not (true_out.is_file() and true_out.stat().st_mtime_ns >= Path(truths[sid]).stat().st_mtime_ns):
             save_mesh(read_surface(truths[sid], smooth_iterations=smooth_iterations), true_out)
         true_mesh = read_surface(true_out)
         truth_p = read_particles(true_parts[sid], num_particles=m) if true_parts else None
@@ -491,11 +499,17 @@ def run_analysis(
         raise DataError(f'the cohort has no {attr} for some test subjects; use truth="mesh" or "segmentation".')
     truth_dir = Path(truth_files[0]).parent
     groom_json = (paths['groom_dir'] if groomed is None else Path(groomed.root)) / 'groom.json'
-    inputs = [pred_dir / f'{i}.particles' for i in ids] + [groom_json]
-    if all(p.is_file() for p in inputs) and _is_fresh(out / 'summary.json', *inputs):
-        previous = load_analysis(out)
-        if previous.summary.get('truth_dir') == str(truth_dir.resolve()) and previous.ids == ids:
-            return previous
+    record = StageRecord.of(
+        {'truth': truth, 'ids': ids, 'truth_dir': str(truth_dir.resolve())},
+        {
+            'predictions': [pred_dir / f'{i}.particles' for i in ids],
+            'groom': groom_json,
+            'truths': truth_files,
+            'pca': paths['aug_dir'] / 'PCA_Particle_Info' / 'mean.particles',
+        },
+    )
+    if (out / 'summary.json').is_file() and record.matches(StageRecord.read(out / RECORD_FILE)):
+        return load_analysis(out)
     pca = ShapePCA.load(paths['aug_dir'] / 'PCA_Particle_Info')
     groomed = load_groomed(paths['groom_dir']) if groomed is None else groomed
     for name, shapes in baseline_particles(groomed, pca, ids).items():
@@ -503,7 +517,8 @@ def run_analysis(
             write_particles(out / 'baselines' / name / f'{sid}.particles', points)
     if cohort.mean_mesh is None or cohort.mean_particles is None:
         raise DataError(f'the cohort in "{cohort.root}" has no mean.vtk / mean.particles to warp.')
-    return analyze_results(
+    (out / RECORD_FILE).unlink(missing_ok=True)
+    result = analyze_results(
         out,
         dict(zip(ids, truth_files)),
         pred_dir,
@@ -513,3 +528,5 @@ def run_analysis(
         subject_ids=ids,
         progress=progress,
     )
+    write_json(out / RECORD_FILE, {'record': record.to_dict()})  # last: an interrupted analysis runs again
+    return result

@@ -1,5 +1,8 @@
 """Data augmentation: new shapes from a PCA model and new images by thin-plate-spline warps.
 
+Longer than the package's other modules because it holds the stage and the table it writes: the resumable
+sample generation (its worker processes and seeds) and ``TotalData.csv`` (read and written only here).
+
 For the N training subjects (groomed images and world particles), the stage
 
 1. fits a :class:`~deepssm_nb.pca.ShapePCA` (modes by count or % variance) and

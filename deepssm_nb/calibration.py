@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ._validation import DataError, check_array
+from .freshness import StageRecord
 from .io import read_json, write_json
 
 __all__ = [
@@ -116,9 +117,9 @@ def apply_calibration(net: torch.nn.Module, alpha: np.ndarray) -> torch.nn.Modul
     return net
 
 
-def _stamp(model_file: Path) -> list:
-    st = model_file.stat()
-    return [model_file.name, st.st_size, st.st_mtime_ns]
+def _record(model_file: Path) -> StageRecord:
+    """What a calibration was fitted for: the model file (by name, so the folder can move)."""
+    return StageRecord.of({}, {'model': model_file}, relative=True)
 
 
 def calibrate_model(
@@ -137,7 +138,7 @@ def calibrate_model(
     if existing is not None:
         return existing
     alpha, report = fit_calibration(net, loader, device=device)
-    record = {'model': _stamp(model_file), 'alpha': alpha.tolist(), **report}
+    record = {'model': model_file.name, 'record': _record(model_file).to_dict(), 'alpha': alpha.tolist(), **report}
     records = _read_all(model_file.parent)
     records[model_file.name] = record
     write_json(model_file.parent / CALIBRATION_FILE, records)
@@ -157,7 +158,9 @@ def _read(model_file: Path) -> dict[str, Any] | None:
     if not model_file.is_file():
         return None
     record = _read_all(model_file.parent).get(model_file.name)
-    return record if isinstance(record, dict) and record.get('model') == _stamp(model_file) else None
+    if not isinstance(record, dict) or not _record(model_file).matches(StageRecord.from_dict(record.get('record'))):
+        return None
+    return record
 
 
 def calibration_record(model_file: str | os.PathLike) -> dict[str, Any] | None:

@@ -1,5 +1,7 @@
 """One typed configuration tree for the whole pipeline.
 
+Long by design: the whole tree is in one place, so every key, default, rule and profile is read in one file.
+
 ``Config`` holds every knob, from the cohort to the network. Its ``deepssm``
 branch (:class:`DeepSSMConfig`) has exactly the keys of the DeepSSM JSON
 config file (``model_name``, ``num_latent_dim``, ``paths``, ``encoder``,

@@ -1,5 +1,9 @@
 """Grooming: put every image of the cohort on one reference grid (the use case's steps 3, 5 and 7).
 
+Longer than most modules: the stage runs resumable per-image jobs (in worker processes) and its result,
+:class:`GroomResult`, reads itself back; the point and image registration it uses live in
+:mod:`~deepssm_nb.registration` and :mod:`~deepssm_nb.imageops`.
+
 1. **Align the training shapes**: a generalised Procrustes fit (rotation, translation and, by default, an isotropic
    scale) of each training subject's particles onto the mean shape, in the reference subject's own physical frame.
    By default the reference is the *medoid*, the training subject closest to the mean. This fixes the reference

@@ -19,6 +19,8 @@ import numpy as np
 from ._validation import DataError
 
 __all__ = [
+    'IMAGE_SUFFIXES',
+    'MESH_SUFFIXES',
     'atomic_path',
     'atomic_write_text',
     'plain',
@@ -29,6 +31,9 @@ __all__ = [
     'write_json',
     'write_particles',
 ]
+
+IMAGE_SUFFIXES = ('.nrrd', '.nhdr', '.nii.gz', '.nii', '.mha', '.mhd')  # the image files the package reads
+MESH_SUFFIXES = ('.vtk', '.vtp', '.ply', '.stl', '.obj')  # the surface mesh files it reads
 
 
 def _current_umask() -> int:

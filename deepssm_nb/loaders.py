@@ -17,9 +17,10 @@ Files in ``loader_dir``:
   ``score_std`` (L each), ``image_shape`` [D, H, W], ``down_factor``, ``grid``
   (spacing, origin, direction of the stored images), ``num_latent``,
   ``num_correspondences``.
-* ``loaders.json`` / ``test_loader.json``: what the arrays were built from
-  (CSV path, size and mtime, ``down_factor``, ``val_fraction``, seed, split).
-  When any of it changes the arrays are rebuilt, otherwise they are reused.
+* ``loaders.json`` / ``test_loader.json``: what the arrays were built from, as a
+  :class:`~deepssm_nb.freshness.StageRecord` (``down_factor``, ``val_fraction``, seed; the CSV and
+  ``augmentation.json``, or the test images, stamped), and the split. When any of it changes the arrays are
+  rebuilt, otherwise they are reused.
 
 The split is made by subject: every row of ``TotalData.csv`` is assigned to
 the real subject it derives from (``augmentation.json``), and whole subjects
@@ -34,34 +35,32 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ._validation import DataError, check_in_range, check_random_state
 from .augment import TotalData, read_total_data
-from .imageops import downsample_image, grid_record
-from .io import read_image, read_json, write_json
+from .datasets import DeepSSMDataset, convert_images
+from .freshness import StageRecord
+from .io import read_json, write_json
+from .normalization import ImageNormalizer, ScoreNormalizer, load_normalization
 
 __all__ = [
-    'DeepSSMDataset',
     'Loaders',
     'build_loaders',
     'get_test_loader',
     'get_train_val_loaders',
-    'load_normalization',
     'load_train_val_loaders',
-    'prepare_image',
     'split_by_subject',
 ]
 
@@ -102,196 +101,7 @@ def split_by_subject(
 # --------------------------------------------------------------------------- images
 
 
-def _load_image(path: Path, factor: float, down_dir: Path | None, *, name: str):
-    """Read, downsample (cached in ``down_dir/factor_<f>`` when given)."""
-    import SimpleITK as sitk
-
-    if down_dir is not None and factor < 1:
-        cached = down_dir / f'factor_{factor:g}' / f'{path.name.split(".")[0]}.nrrd'
-        if cached.is_file() and cached.stat().st_mtime_ns >= path.stat().st_mtime_ns:
-            return sitk.ReadImage(str(cached))
-        from .io import write_image
-
-        img = downsample_image(read_image(path, name=name), factor, name=f'{name} "{path}"')
-        write_image(cached, img)
-        return img
-    return downsample_image(read_image(path, name=name), factor, name=f'{name} "{path}"')
-
-
-def _images_in_order(
-    paths: Sequence[Path], factor: float, down_dir: Path | None, *, workers: int | None = None
-) -> Iterator[Any]:
-    """Yield the images of ``paths`` in order, read ahead by a few threads (SimpleITK reads without the GIL).
-
-    At most ``2 * workers`` images are in memory at once.
-    """
-    workers = workers or min(4, os.cpu_count() or 1)
-    if workers <= 1:
-        for path in paths:
-            yield _load_image(path, factor, down_dir, name='image')
-        return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    todo = iter(paths)
-    with ThreadPoolExecutor(workers) as pool:
-        pending = deque(
-            pool.submit(_load_image, p, factor, down_dir, name='image') for p in itertools.islice(todo, 2 * workers)
-        )
-        while pending:
-            image = pending.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(pool.submit(_load_image, nxt, factor, down_dir, name='image'))
-            yield image
-
-
-def _convert(
-    paths: Sequence[Path],
-    out: Path,
-    *,
-    factor: float,
-    down_dir: Path | None,
-    desc: str,
-    expect: tuple[int, ...] | None = None,
-) -> tuple[dict[str, Any], float, float, int]:
-    """Write the images into one (S, D, H, W) float32 ``.npy``; return grid, mean, M2, count."""
-    from tqdm.auto import tqdm
-
-    first = _load_image(paths[0], factor, down_dir, name='image')
-    import SimpleITK as sitk
-
-    shape = sitk.GetArrayViewFromImage(first).shape
-    if expect is not None and tuple(shape) != tuple(expect):
-        raise DataError(
-            f'"{paths[0]}" gives an array of shape {tuple(shape)} (z, y, x) after downsampling by '
-            f'{factor:g}; the training images have {tuple(expect)}. Test images must be groomed onto '
-            f'the same reference grid and use the same down_factor.'
-        )
-    ref_size = read_image(paths[0]).GetSize() if factor < 1 else first.GetSize()
-    header = np.lib.format.open_memmap(out, mode='w+', dtype=np.float32, shape=(len(paths), *shape))
-    offset = int(header.offset)
-    del header  # rows are written with plain file writes, so memory stays flat
-    mean, m2, count = 0.0, 0.0, 0
-    with open(out, 'r+b') as f:
-        f.seek(offset)
-        images = itertools.chain([first], _images_in_order(paths[1:], factor, down_dir))
-        for path, img in zip(tqdm(paths, desc=desc, unit='image'), images):
-            vol = sitk.GetArrayViewFromImage(img)
-            if vol.shape != shape:
-                size = read_image(path).GetSize() if factor < 1 else img.GetSize()
-                raise DataError(
-                    f'"{path}" has size {size} (x, y, z) but "{paths[0]}" has {ref_size}; all images '
-                    f'of one set must share one grid (groom them onto the reference image first).'
-                )
-            v = np.ascontiguousarray(vol, dtype=np.float32)
-            f.write(v.tobytes())
-            n, m = v.size, float(v.mean(dtype=np.float64))
-            s2 = float(((v - m) ** 2).sum(dtype=np.float64))
-            delta, tot = m - mean, count + n
-            mean, m2, count = mean + delta * n / tot, m2 + s2 + delta**2 * count * n / tot, tot
-    return grid_record(first), mean, m2, count
-
-
-# --------------------------------------------------------------------------- datasets
-
-
-class _NpyRows:
-    """Read single rows of a C-ordered ``.npy`` file with plain file reads (no array kept in memory)."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        mm = np.load(self.path, mmap_mode='r')  # header only; the map is dropped at once
-        if not mm.flags.c_contiguous:
-            raise DataError(f'"{self.path}" is Fortran-ordered; expected a C-ordered array.')
-        self.shape, self.dtype, self.offset = tuple(mm.shape), mm.dtype, int(mm.offset)
-        del mm
-        self.row_shape = self.shape[1:]
-        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
-        self._fh = None
-        self._pid = None
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        if self._fh is None or self._pid != os.getpid():  # one handle per (worker) process
-            self._fh, self._pid = open(self.path, 'rb'), os.getpid()  # noqa: SIM115 - kept open for the next reads
-        out = np.empty(self.row_shape, dtype=self.dtype)
-        self._fh.seek(self.offset + int(i) * self.row_bytes)
-        if self._fh.readinto(memoryview(out).cast('B')) != self.row_bytes:
-            raise DataError(f'"{self.path}" is truncated at row {i}; delete it to rebuild the loaders.')
-        return out
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, '_fh': None, '_pid': None}
-
-    def memmap(self) -> np.memmap:
-        """The whole array as a read-only memory map (for plots)."""
-        return np.load(self.path, mmap_mode='r')
-
-
-class DeepSSMDataset(Dataset):
-    """One split stored in ``loader_dir`` (``<prefix>_images.npy`` and friends).
-
-    Items are dicts: ``image`` (1, D, H, W) float32 whitened, and for the
-    train/val splits ``scores`` (L,) float32 whitened and ``particles``
-    (M, 3) float32 world mm; plus ``name`` (str). Images are read from disk
-    per item; only the scores (S, L) live in memory.
-
-    Args:
-        loader_dir: The folder.
-        prefix: ``'train'``, ``'val'`` or ``'test'``.
-        normalization: The dict of ``normalization.json``.
-    """
-
-    def __init__(self, loader_dir: str | os.PathLike, prefix: str, normalization: dict[str, Any]):
-        folder = Path(loader_dir)
-        self.prefix = prefix
-        self.normalization = normalization
-        self.names = (folder / f'{prefix}_names.txt').read_text().split('\n')[:-1]
-        self.image_file = _NpyRows(folder / f'{prefix}_images.npy')
-        self.has_targets = (folder / f'{prefix}_scores.npy').is_file() and prefix != 'test'
-        if self.has_targets:
-            self.scores = np.load(folder / f'{prefix}_scores.npy')
-            self.particle_file = _NpyRows(folder / f'{prefix}_particles.npy')
-        if len(self.names) != len(self.image_file):
-            raise DataError(
-                f'"{folder}": {len(self.names)} names but {len(self.image_file)} images in {prefix}; '
-                f'delete loaders.json to rebuild.'
-            )
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        norm = self.normalization
-        image = self.image_file[i]
-        image -= np.float32(norm['image_mean'])
-        image /= np.float32(norm['image_std'])
-        item = {'image': torch.from_numpy(image[None]), 'name': self.names[i]}
-        if self.has_targets:
-            scores = (self.scores[i] - np.asarray(norm['score_mean'], np.float32)) / np.asarray(
-                norm['score_std'], np.float32
-            )
-            item['scores'] = torch.from_numpy(scores.astype(np.float32))
-            item['particles'] = torch.from_numpy(self.particle_file[i])
-        return item
-
-    @property
-    def images(self) -> np.memmap:
-        """(S, D, H, W) raw images as a read-only memory map."""
-        return self.image_file.memmap()
-
-
 # --------------------------------------------------------------------------- building
-
-
-def _stamp(path: Path) -> list | None:
-    if not path.is_file():
-        return None
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
 def _install(tmp: Path, loader_dir: Path, stamp_name: str, stamp: dict) -> None:
@@ -300,22 +110,6 @@ def _install(tmp: Path, loader_dir: Path, stamp_name: str, stamp: dict) -> None:
     for f in tmp.iterdir():
         os.replace(f, loader_dir / f.name)
     write_json(loader_dir / stamp_name, stamp)
-
-
-def load_normalization(loader_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read ``normalization.json`` (training statistics) from ``loader_dir``.
-
-    Raises:
-        FileNotFoundError: The training loaders were never built there.
-    """
-    path = Path(loader_dir) / 'normalization.json'
-    if not path.is_file():
-        raise FileNotFoundError(
-            f'Normalization file not found: "{path}". Build the training loaders first '
-            f'(get_train_val_loaders or build_loaders) so images are whitened with training '
-            f'statistics.'
-        )
-    return read_json(path)
 
 
 def _make_loaders(loader_dir: Path, batch_size: int, seed: int, num_workers: int) -> tuple[DataLoader, DataLoader]:
@@ -389,16 +183,10 @@ def get_train_val_loaders(
     csv = Path(table.path if table is not None else data_aug_csv)
     if not csv.is_file():
         raise FileNotFoundError(f'Augmented data CSV not found: "{csv}". Run the augmentation stage first.')
-    stamp = {
-        'version': _VERSION,
-        'csv': _stamp(csv),
-        'augmentation_json': _stamp(csv.parent / 'augmentation.json'),
-        'down_factor': float(down_factor),
-        'val_fraction': float(val_fraction),
-        'seed': seed,
-    }
-    old = read_json(loader_dir / 'loaders.json') if (loader_dir / 'loaders.json').is_file() else {}
-    if not (old and all(old.get(k) == v for k, v in stamp.items())):
+    stamp = {'version': _VERSION, 'down_factor': float(down_factor), 'val_fraction': float(val_fraction), 'seed': seed}
+    record = StageRecord.of(stamp, {'csv': csv, 'augmentation_json': csv.parent / 'augmentation.json'})
+    if not record.matches(StageRecord.read(loader_dir / 'loaders.json')):
+        stamp = {**stamp, 'record': record.to_dict()}
         _build_train_val(
             loader_dir,
             read_total_data(csv) if table is None else table,
@@ -415,33 +203,27 @@ def _build_train_val(loader_dir: Path, data: TotalData, stamp: dict, factor: flo
     tmp = Path(tempfile.mkdtemp(prefix='.build-', dir=loader_dir))
     try:
         stats = {}
+        images = ImageNormalizer()  # fitted on the training images only
         for prefix, idx in (('train', train_idx), ('val', val_idx)):
             paths = [data.images[i] for i in idx]
-            grid, mean, m2, count = _convert(
+            grid = convert_images(
                 paths,
                 tmp / f'{prefix}_images.npy',
                 factor=factor,
                 down_dir=down_dir,
                 desc=f'{prefix} images',
                 expect=stats['shape'] if stats else None,
+                normalizer=images if prefix == 'train' else None,
             )
             if not stats:
-                stats = {
-                    'grid': grid,
-                    'mean': mean,
-                    'std': float(np.sqrt(m2 / count)),
-                    'shape': np.load(tmp / 'train_images.npy', mmap_mode='r').shape[1:],
-                }
+                stats = {'grid': grid, 'shape': np.load(tmp / 'train_images.npy', mmap_mode='r').shape[1:]}
             np.save(tmp / f'{prefix}_scores.npy', data.scores[idx].astype(np.float32))
             np.save(tmp / f'{prefix}_particles.npy', data.load_particles(idx).astype(np.float32))
             (tmp / f'{prefix}_names.txt').write_text(''.join(f'{data.names[i]}\n' for i in idx))
         scores = data.scores[train_idx]
-        score_std = scores.std(axis=0)
         norm = {
-            'image_mean': stats['mean'],
-            'image_std': stats['std'] if stats['std'] > 1e-12 else 1.0,
-            'score_mean': scores.mean(axis=0).tolist(),
-            'score_std': np.where(score_std > 1e-12, score_std, 1.0).tolist(),
+            **images.to_record(),
+            **ScoreNormalizer().fit(scores).to_record(),
             'image_shape': [int(s) for s in stats['shape']],
             'down_factor': stamp['down_factor'],
             'grid': stats['grid'],
@@ -513,18 +295,15 @@ def get_test_loader(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise DataError(f'test images must have distinct names (file name before the first dot); repeated: {dupes}.')
-    stamp = {
-        'version': _VERSION,
-        'images': [_stamp(p) for p in paths],
-        'down_factor': float(down_factor),
-        'image_shape': list(norm['image_shape']),
-    }
+    params = {'version': _VERSION, 'down_factor': float(down_factor), 'image_shape': list(norm['image_shape'])}
+    record = StageRecord.of(params, {'images': paths})
+    stamp = {**params, 'record': record.to_dict()}
     path = loader_dir / 'test_loader.json'
-    if not (path.is_file() and read_json(path) == stamp and (loader_dir / 'test_images.npy').is_file()):
+    if not (record.matches(StageRecord.read(path)) and (loader_dir / 'test_images.npy').is_file()):
         loader_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix='.build-', dir=loader_dir))
         try:
-            _convert(
+            convert_images(
                 paths,
                 tmp / 'test_images.npy',
                 factor=float(down_factor),
@@ -537,33 +316,6 @@ def get_test_loader(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return DataLoader(DeepSSMDataset(loader_dir, 'test', norm), batch_size=1, shuffle=False)
-
-
-def prepare_image(image, normalization: dict[str, Any], *, name: str = 'image') -> torch.Tensor:
-    """Downsample and whiten one groomed image exactly as the loaders do.
-
-    Args:
-        image: ``SimpleITK.Image`` on the training grid.
-        normalization: The dict of ``normalization.json``.
-        name: What the image is (named in errors).
-
-    Returns:
-        (1, 1, D, H, W) float32 tensor.
-
-    Raises:
-        DataError: The image does not match the training image shape.
-    """
-    import SimpleITK as sitk
-
-    img = downsample_image(image, float(normalization['down_factor']), name=name)
-    arr = sitk.GetArrayFromImage(img).astype(np.float32)
-    if list(arr.shape) != list(normalization['image_shape']):
-        raise DataError(
-            f'{name} has shape {arr.shape} (z, y, x) after downsampling; the network expects '
-            f'{tuple(normalization["image_shape"])}. Register it to the reference image first.'
-        )
-    arr = (arr - np.float32(normalization['image_mean'])) / np.float32(normalization['image_std'])
-    return torch.from_numpy(arr[None, None])
 
 
 # --------------------------------------------------------------------------- from a Config

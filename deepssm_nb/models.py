@@ -1,5 +1,8 @@
 """Base-DeepSSM and TL-DeepSSM, built from numbers (never from files).
 
+A little over 400 lines: the two networks share their convolutional backbone and PCA decoder here; saving and
+loading them is in :mod:`~deepssm_nb.model_files`.
+
 Both networks map a whitened image volume ``images: (B, 1, D, H, W)`` to a
 latent vector and to correspondence points ``particles: (B, M, 3)`` in world
 millimetres. Their image encoder is the DeepSSM convolutional backbone: five

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from ._validation import DataError
-from .io import read_image, read_json, read_particles, write_json, write_particles
+from .freshness import StageRecord
+from .io import read_image, read_particles, write_json, write_particles
 
 __all__ = ['Predictions', 'format_errors', 'predict_image', 'predict_loader', 'prediction_errors', 'test_deepssm']
 
@@ -127,7 +128,7 @@ def _normalization(net: torch.nn.Module, cfg) -> dict[str, Any]:
     norm = getattr(net, 'normalization', None)
     if norm:
         return norm
-    from .loaders import load_normalization
+    from .normalization import load_normalization
 
     return load_normalization(cfg.resolved_paths()['loader_dir'])
 
@@ -167,12 +168,10 @@ def test_deepssm(cfg, groomed=None, *, overwrite: bool = False, verbose: bool = 
     device = _device(cfg)
     net = _load_net(cfg, device=device)
     model_path = Path(net.model_info['path'])
-    record = {
-        'model': str(model_path),
-        'model_mtime_ns': model_path.stat().st_mtime_ns,
-        'calibration': net.model_info.get('calibration'),
-        'images': [[str(s.image), Path(s.image).stat().st_mtime_ns] for s in subjects],
-    }
+    stage = StageRecord.of(
+        {'calibration': net.model_info.get('calibration')}, {'model': model_path, 'images': [s.image for s in subjects]}
+    )
+    record = {'model': str(model_path), 'calibration': net.model_info.get('calibration'), 'record': stage.to_dict()}
     info_path = pred_dir / 'predictions.json'
     local = [pred_dir / 'local_predictions' / f'{s.id}.particles' for s in subjects]
     found = Predictions(
@@ -181,12 +180,10 @@ def test_deepssm(cfg, groomed=None, *, overwrite: bool = False, verbose: bool = 
         local,
         [pred_dir / 'world_predictions' / f'{s.id}.particles' for s in subjects],
     )
-    if not overwrite and info_path.is_file() and all(p.is_file() for p in local):
-        old = read_json(info_path)
-        if all(old.get(k) == v for k, v in record.items()):
-            if verbose:
-                print(f'Predictions up to date in "{pred_dir}" ({len(local)} test images).')
-            return found
+    if not overwrite and all(p.is_file() for p in local) and stage.matches(StageRecord.read(info_path)):
+        if verbose:
+            print(f'Predictions up to date in "{pred_dir}" ({len(local)} test images).')
+        return found
     norm = _normalization(net, cfg)
     loader = get_test_loader(
         paths['loader_dir'],
@@ -308,7 +305,7 @@ def predict_image(
     if flip is not None:
         T = T @ flip
     t_reg = time.perf_counter() - t0
-    from .loaders import prepare_image
+    from .normalization import prepare_image
 
     x = prepare_image(registered, norm, name=f'"{image_path}"')
     device = next(net.parameters()).device

@@ -37,11 +37,9 @@ import numpy as np
 import pyvista as pv
 
 from ._validation import DataError, check_array
-from .io import atomic_path, read_image
+from .io import IMAGE_SUFFIXES, MESH_SUFFIXES, atomic_path, read_image
 
 __all__ = [
-    'IMAGE_SUFFIXES',
-    'MESH_SUFFIXES',
     'distance_stats',
     'image_to_mesh',
     'particle_error_map',
@@ -52,8 +50,6 @@ __all__ = [
     'warp_mesh',
 ]
 
-IMAGE_SUFFIXES = ('.nrrd', '.nhdr', '.nii', '.nii.gz', '.mha', '.mhd')
-MESH_SUFFIXES = ('.vtk', '.vtp', '.stl', '.ply', '.obj')
 STAT_KEYS = ('mean', 'rms', 'p95', 'hausdorff')
 
 

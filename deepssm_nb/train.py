@@ -1,5 +1,8 @@
 """Training Base-DeepSSM and TL-DeepSSM.
 
+Longer than most modules: it plans every training stage of both networks (base, fine tuning, the three TL
+phases) and their fingerprints; the epoch loop itself is in :mod:`~deepssm_nb.train_loop`.
+
 * :func:`fit` trains a built :class:`~deepssm_nb.models.DeepSSMNet` on two
   loaders (the base stage, or fine tuning with ``stage='fine_tune'``).
 * :func:`fit_tl` trains a :class:`~deepssm_nb.models.TLDeepSSMNet` in its

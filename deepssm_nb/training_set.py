@@ -12,9 +12,9 @@ network soon knows each of them by heart. :class:`AugmentedTrainingSet` instead 
   (:class:`~deepssm_nb.intensity.RandomIntensity`). ``dataset[(-1, seed)]`` rebuilds it exactly, in any process;
 * a stored row's seed fixes its intensity changes: ``dataset[(row, seed)]``.
 
-A plain integer index returns the stored row as it is (no augmentation), as :class:`~deepssm_nb.loaders.DeepSSMDataset`.
+A plain integer index returns the stored row as it is (no augmentation), as :class:`~deepssm_nb.datasets.DeepSSMDataset`.
 
-Items are the dicts of :class:`~deepssm_nb.loaders.DeepSSMDataset`: ``image`` (1, D, H, W) whitened, ``scores`` (L,)
+Items are the dicts of :class:`~deepssm_nb.datasets.DeepSSMDataset`: ``image`` (1, D, H, W) whitened, ``scores`` (L,)
 whitened, ``particles`` (M, 3) world mm, ``name``. A fresh sample's particles include its pose jitter, and its scores
 are the PCA projection of those particles.
 
@@ -80,7 +80,7 @@ class AugmentedTrainingSet(Dataset):
     """Stored training rows plus fresh samples, augmented per draw (see the module notes).
 
     Args:
-        rows: The stored training split (a :class:`~deepssm_nb.loaders.DeepSSMDataset`).
+        rows: The stored training split (a :class:`~deepssm_nb.datasets.DeepSSMDataset`).
         normalization: The loaders' whitening statistics (``normalization.json``).
         intensity: Random intensity changes of every drawn item, or None.
         synthesizer: Warps the training subjects' scans (needed for fresh samples).
@@ -203,7 +203,7 @@ def build_training_loader(
     from the augmentation's sampler refitted on those subjects' scores. Otherwise an epoch holds every stored row.
 
     Args:
-        rows: The stored training split (:class:`~deepssm_nb.loaders.DeepSSMDataset`).
+        rows: The stored training split (:class:`~deepssm_nb.datasets.DeepSSMDataset`).
         aug_dir: The augmentation folder (``augmentation.json``, ``PCA_Particle_Info/``).
         train_subjects: Ids of the training subjects (the validation subjects are never bases).
         normalization: The loaders' whitening statistics.

@@ -13,15 +13,10 @@ import torch
 
 from deepssm_nb import ConfigError, DataError
 from deepssm_nb.augment import read_total_data
+from deepssm_nb.datasets import DeepSSMDataset
 from deepssm_nb.imageops import downsample_image
-from deepssm_nb.loaders import (
-    DeepSSMDataset,
-    get_test_loader,
-    get_train_val_loaders,
-    load_normalization,
-    prepare_image,
-    split_by_subject,
-)
+from deepssm_nb.loaders import get_test_loader, get_train_val_loaders, split_by_subject
+from deepssm_nb.normalization import load_normalization, prepare_image
 
 SIZE = (12, 14, 16)  # x, y, z
 
@@ -159,11 +154,11 @@ def test_reuse_when_unchanged_rebuild_when_down_factor_or_csv_changes(tmp_path):
     assert load_normalization(out)['image_shape'] == [10, 9, 8]
     train, _ = get_train_val_loaders(out, data, batch_size=2, down_factor=1.0)
     assert train.dataset[0]['image'].shape == (1, 20, 18, 16)
-    stamp = json.loads((out / 'loaders.json').read_text())
+    stamp = json.loads((out / 'loaders.json').read_text())['record']['inputs']
     data.write_text(data.read_text())  # same content, new mtime
     os.utime(data, ns=(stamp['csv'][2] + 10**9, stamp['csv'][2] + 10**9))
     get_train_val_loaders(out, data, batch_size=2)
-    assert json.loads((out / 'loaders.json').read_text())['csv'][2] != stamp['csv'][2]
+    assert json.loads((out / 'loaders.json').read_text())['record']['inputs']['csv'][2] == stamp['csv'][2] + 10**9
     assert not list(out.glob('.build-*'))  # no leftovers of the atomic rebuilds
 
 
@@ -345,7 +340,7 @@ def test_images_are_read_ahead_in_parallel_but_yielded_in_order(monkeypatch, wor
     import threading
     import time
 
-    from deepssm_nb import loaders
+    from deepssm_nb import datasets
 
     threads, rng = set(), random.Random(0)
     delays = {i: rng.uniform(0.005, 0.02) for i in range(12)}
@@ -357,9 +352,56 @@ def test_images_are_read_ahead_in_parallel_but_yielded_in_order(monkeypatch, wor
             raise DataError(f'"{path}" is not an image')
         return path
 
-    monkeypatch.setattr(loaders, '_load_image', slow_load)
+    monkeypatch.setattr(datasets, 'load_image', slow_load)
     paths = [Path(f'{i}.nrrd') for i in range(11)]
-    assert list(loaders._images_in_order(paths, 1.0, None, workers=workers)) == paths
+    assert list(datasets.images_in_order(paths, 1.0, None, workers=workers)) == paths
     assert len(threads) == workers
     with pytest.raises(DataError, match='11.nrrd'):
-        list(loaders._images_in_order([*paths, Path('11.nrrd')], 1.0, None, workers=workers))
+        list(datasets.images_in_order([*paths, Path('11.nrrd')], 1.0, None, workers=workers))
+
+
+def test_normalizers_fit_on_the_training_split_and_whiten_as_the_dataset_does(tmp_path, data):
+    from deepssm_nb.normalization import ImageNormalizer, ScoreNormalizer
+
+    rng = np.random.default_rng(0)
+    volumes = [rng.normal(5.0, 3.0, size=(4, 5, 6)).astype(np.float32) for _ in range(3)]
+    streamed = ImageNormalizer()
+    for v in volumes:
+        streamed.partial_fit(v)
+    every = np.concatenate([v.ravel() for v in volumes]).astype(np.float64)
+    assert streamed.n_voxels_ == every.size
+    np.testing.assert_allclose([streamed.mean_, streamed.std_], [every.mean(), every.std()], rtol=1e-6)
+    back = ImageNormalizer.from_record(streamed.to_record())
+    np.testing.assert_array_equal(back.transform(volumes[0]), streamed.transform(volumes[0]))
+    np.testing.assert_allclose(back.inverse_transform(back.transform(volumes[0])), volumes[0], atol=1e-5)
+    scores = rng.normal(size=(10, 3)) * [1.0, 10.0, 0.0]  # a constant mode keeps a scale of 1
+    sn = ScoreNormalizer().fit(scores)
+    assert sn.std_[2] == 1.0
+    np.testing.assert_allclose(sn.transform(scores)[:, :2].std(axis=0), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(sn.inverse_transform(sn.transform(scores)), scores, atol=1e-5)
+    # the stored loaders: the saved record is the training split's, and items are whitened with it
+    train, _ = get_train_val_loaders(tmp_path / 'l', data, batch_size=2)
+    norm = load_normalization(tmp_path / 'l')
+    raw = np.load(tmp_path / 'l' / 'train_images.npy')
+    fitted = ImageNormalizer().fit(raw)
+    assert fitted.to_record() == pytest.approx({'image_mean': norm['image_mean'], 'image_std': norm['image_std']})
+    item = train.dataset[0]
+    np.testing.assert_array_equal(item['image'][0].numpy(), ImageNormalizer.from_record(norm).transform(raw[0]))
+    scores_raw = np.load(tmp_path / 'l' / 'train_scores.npy')
+    expected = ScoreNormalizer.from_record(norm).transform(scores_raw[0]).astype(np.float32)
+    np.testing.assert_array_equal(item['scores'].numpy(), expected)
+
+
+@pytest.mark.bad_input
+def test_normalizers_say_when_they_are_not_fitted():
+    from deepssm_nb import NotFittedError
+    from deepssm_nb.normalization import ImageNormalizer, ScoreNormalizer
+
+    with pytest.raises(NotFittedError, match='ImageNormalizer has seen no image'):
+        ImageNormalizer().transform(np.zeros(3))
+    with pytest.raises(NotFittedError, match='ScoreNormalizer is not fitted'):
+        ScoreNormalizer().transform(np.zeros(3))
+    with pytest.raises(DataError, match=r'scores: expected an \(S, L\) array with S >= 1; got shape \(3,\)'):
+        ScoreNormalizer().fit(np.zeros(3))
+    with pytest.raises(ValueError, match='read from a record'):
+        ImageNormalizer.from_record({'image_mean': 0.0, 'image_std': 1.0}).partial_fit(np.zeros(3))

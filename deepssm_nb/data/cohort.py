@@ -32,15 +32,12 @@ from typing import Any
 import numpy as np
 
 from .._validation import DataError, find_by_id, look_up_option
-from ..io import atomic_write_text, read_json, read_particles, write_particles
+from ..io import IMAGE_SUFFIXES, MESH_SUFFIXES, atomic_write_text, read_json, read_particles, write_particles
 from . import shapeworks
+from .layout import MANIFEST_COLUMNS, SPLITS
 
-__all__ = ['SPLITS', 'Cohort', 'Subject', 'load_cohort', 'write_manifest']
+__all__ = ['Cohort', 'Subject', 'load_cohort', 'write_manifest']
 
-SPLITS = ('train', 'test')
-MANIFEST_COLUMNS = ('id', 'image', 'segmentation', 'mesh', 'particles', 'split', 'side')
-IMAGE_SUFFIXES = ('.nrrd', '.nhdr', '.nii.gz', '.nii', '.mha', '.mhd')
-MESH_SUFFIXES = ('.vtk', '.vtp', '.ply', '.stl', '.obj')
 _KINDS = {
     'images': IMAGE_SUFFIXES,
     'particles': ('.particles',),

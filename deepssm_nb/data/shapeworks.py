@@ -37,6 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from ..io import IMAGE_SUFFIXES, MESH_SUFFIXES
+from .layout import MANIFEST_COLUMNS, SPLITS
+
 __all__ = [
     'PROJECT_SUFFIXES',
     'SIDES',
@@ -192,7 +195,6 @@ def read_project(
     Raises:
         ImportError: An ``.xlsx`` project without openpyxl installed.
     """
-    from .cohort import IMAGE_SUFFIXES, SPLITS
 
     path = Path(path)
     rows = _read_table(path, problems)
@@ -341,7 +343,6 @@ def shapeworks_entries(root: Path, problems: list[str]) -> tuple[list[dict[str, 
         ``(entries, notes)`` as :func:`read_project`; problems (ambiguous or missing partners) are appended to
         ``problems``, each naming the files.
     """
-    from .cohort import IMAGE_SUFFIXES, MESH_SUFFIXES
 
     files = _files(root)
     images = {p: s for p in files if (s := _stem(p.name, IMAGE_SUFFIXES)) is not None}
@@ -412,7 +413,6 @@ def _id_before_side(stem: str) -> str:
 
 def proposed_manifest(root: Path, *, max_rows: int = 5) -> str:
     """The first lines of a ``manifest.csv`` filled in from the files in ``root`` (a start for the user)."""
-    from .cohort import IMAGE_SUFFIXES, MANIFEST_COLUMNS, MESH_SUFFIXES
 
     files = _files(root)
     images = {p: s for p in files if (s := _stem(p.name, IMAGE_SUFFIXES)) is not None}

@@ -24,7 +24,7 @@ missing).
 """),
     code("""
 import deepssm_nb
-from deepssm_nb import imageops, loaders, pipeline
+from deepssm_nb import imageops, loaders, normalization, pipeline
 from deepssm_nb.groom import load_groomed
 from deepssm_nb.viz import loaders as viz
 
@@ -71,7 +71,7 @@ PCA mode. Both come from the training rows only and are saved in `normalization.
 test images and any new image later use these same numbers.
 """),
     code("""
-norm = loaders.load_normalization(paths['loader_dir'])
+norm = normalization.load_normalization(paths['loader_dir'])
 print(f"image mean {norm['image_mean']:.1f}, std {norm['image_std']:.1f}, shape {norm['image_shape']} (z, y, x)")
 print('score mean', [round(v, 1) for v in norm['score_mean']])
 print('score std ', [round(v, 1) for v in norm['score_std']])
