@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
-import json
 import multiprocessing
 import os
 import re
@@ -44,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ._validation import DataError, check_in_range, check_random_state, look_up_option
+from .freshness import StageRecord
 from .imageops import ImageGrid, cast_like
 from .io import atomic_write_text, read_json, read_particles, write_image, write_json, write_particles
 from .pca import ShapePCA
@@ -149,14 +149,15 @@ def _read_sources(sources, images: list[Path]) -> list[dict | None]:
     return out
 
 
-def _fingerprint(
+def _record(
     params: dict, images: list[Path], points: list[Path], shapes: np.ndarray, sources: list[dict | None]
-) -> str:
-    files = images + [Path(s['source']) for s in sources if s]
-    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+) -> StageRecord:
+    """What the samples are made from: every parameter but their number, the inputs, and the training shapes."""
     key = {k: v for k, v in params.items() if k != 'num_samples'}
-    text = json.dumps([key, stats, [str(p) for p in points], [s and s['to_world'] for s in sources]], sort_keys=True)
-    return hashlib.sha256(text.encode() + np.ascontiguousarray(shapes).tobytes()).hexdigest()
+    key['particle_files'] = [str(p) for p in points]
+    key['shapes_sha256'] = hashlib.sha256(np.ascontiguousarray(shapes).tobytes()).hexdigest()
+    key['to_world'] = [s and s['to_world'] for s in sources]
+    return StageRecord.of(key, {'images': images, 'sources': [Path(s['source']) for s in sources if s]})
 
 
 # --------------------------------------------------------------------------- workers
@@ -313,9 +314,9 @@ def run_data_augmentation(
     }
     images, points, names, shapes = _read_inputs(img_list, world_point_list, names)
     src = _read_sources(sources, images)
-    fingerprint = _fingerprint(params, images, points, shapes, src)
+    record = _record(params, images, points, shapes, src)
     old = _previous(out)
-    resume = old.get('fingerprint') == fingerprint
+    resume = record.matches(StageRecord.from_dict(old.get('record')))
     if resume and _finished(out, old, params['num_samples']):
         return int(old['n_components'])  # nothing to do; files (and their times) stay as they are
     pca, smp = _model(shapes, params, [str(p) for p in points])
@@ -344,7 +345,7 @@ def run_data_augmentation(
     info = {
         'format': _FORMAT,
         'complete': False,
-        'fingerprint': fingerprint,
+        'record': record.to_dict(),
         'num_samples': params['num_samples'],
         'num_dim': params['num_dim'],
         'n_components': pca.n_components_,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ._validation import ConfigError, DataError
+from .freshness import StageRecord
 from .io import atomic_path, atomic_write_text, plain
 
 __all__ = [
@@ -150,13 +151,15 @@ _ADDED_KEYS = {'encoder': {'channels': [12, 24, 48, 96, 192], 'dropout': 0.0, 'i
 
 
 def fingerprint_diffs(old: dict, new: dict) -> list[str]:
-    """``'key: old -> new'`` for each setting of ``new`` that ``old`` has otherwise (keys added later count at
-    the value earlier checkpoints were written with)."""
-    return [
-        f'{k}: {old.get(k, _ADDED_KEYS.get(k))!r} -> {v!r}'
-        for k, v in new.items()
-        if old.get(k, _ADDED_KEYS.get(k)) != v
-    ]
+    """``'key: old -> new'`` for each setting of ``new`` that ``old`` has otherwise.
+
+    The settings are the parameters of a :class:`~deepssm_nb.freshness.StageRecord` (a checkpoint's inputs are its
+    own files); keys added later count at the value earlier checkpoints were written with, and keys that only
+    ``old`` has are not compared.
+    """
+    earlier = {k: old.get(k, _ADDED_KEYS.get(k)) for k in new}
+    lines = StageRecord(plain(new), {}).differences(StageRecord(plain(earlier), {}))
+    return [line.removeprefix('parameters.') for line in lines]
 
 
 def check_fingerprint(ckpt: dict, fingerprint: dict, model_kwargs: dict, path: Path) -> None:

@@ -49,6 +49,7 @@ from ._validation import (
     look_up_option,
     nearest_spelling,
 )
+from .freshness import StageRecord
 from .imageops import reference_grid, resample_to_reference
 from .io import read_image, read_json, read_particles, write_image, write_json, write_particles
 from .registration import (
@@ -251,13 +252,15 @@ def groom_cohort(
     # 2. Jobs: resample the reference (and, by Procrustes, the training images), register the others;
     #    the finished ones are skipped
     train_T = {s.id: T for s, T in zip(train, tr) if train_alignment == 'procrustes' or s.id == ref.id}
-    ref_key = {
-        'id': ref.id,
-        'source_stat': _stat(ref.image),
-        'transform': np.round(tr[ref_idx], 9).tolist(),
-        'grid': grid_info,
-        'mask_margin': float(mask_margin),
-    }
+    ref_key = StageRecord.of(
+        {
+            'id': ref.id,
+            'transform': np.round(tr[ref_idx], 9).tolist(),
+            'grid': grid_info,
+            'mask_margin': float(mask_margin),
+        },
+        {'source': ref.image},
+    )
     jobs = []
     for s in subjects:
         if s.id in train_T:
@@ -271,7 +274,7 @@ def groom_cohort(
                     s,
                     out,
                     {
-                        'reference': ref_key,
+                        'reference': ref_key.to_dict(),
                         'iterations': int(registration_iterations),
                         'stages': list(stages),
                         'seed': seed,
@@ -280,7 +283,9 @@ def groom_cohort(
                 )
             )
     done = {j['id']: r for j in jobs if (r := _job_record(j)) is not None}
-    ref_ok = (out / 'reference_image.nrrd').is_file() and _read_record(out / 'records' / '_reference.json') == ref_key
+    ref_ok = (out / 'reference_image.nrrd').is_file() and ref_key.matches(
+        StageRecord.read(out / 'records' / '_reference.json')
+    )
     if len(done) < len(jobs) or not ref_ok:
         (out / 'groom.json').unlink(missing_ok=True)
     if not ref_ok:
@@ -290,7 +295,7 @@ def groom_cohort(
         if mask_margin > 0:
             band = surface_band(grid, meshes[ref_idx] if meshes else ref_world, mask_margin, dense=bool(meshes))
             write_image(out / 'reference_mask.nrrd', band)
-        write_json(out / 'records' / '_reference.json', ref_key)
+        write_json(out / 'records' / '_reference.json', {'record': ref_key.to_dict()})
     records = _run_jobs(
         [j for j in jobs if j['id'] not in done], done, total=len(jobs), processes=processes, progress=progress
     )
@@ -446,19 +451,15 @@ def _align_training(
     return np.stack([anchor @ T for T in tr]), apply_transform(anchor, mean), ref_idx
 
 
-def _stat(path) -> list | None:
-    """Path, size and modification time of an input file: a changed input invalidates its outputs."""
-    path = Path(path)
-    return [str(path), path.stat().st_size, path.stat().st_mtime_ns] if path.is_file() else None
-
-
 def _job(kind: str, subject, out: Path, params: dict[str, Any]) -> dict[str, Any]:
+    params = {'kind': kind, **params}
     return {
         'id': subject.id,
         'kind': kind,
         'source': str(subject.image),
         'out': str(out),
-        'params': {'kind': kind, 'source_stat': _stat(subject.image), **params},
+        'params': params,
+        'record': StageRecord.of(params, {'source': subject.image}).to_dict(),  # a changed input regrooms it
     }
 
 
@@ -475,7 +476,9 @@ def _job_record(job: dict[str, Any]) -> dict[str, Any] | None:
     if not (out / 'images' / f'{job["id"]}.nrrd').is_file():
         return None
     rec = _read_record(out / 'records' / f'{job["id"]}.json')
-    return rec if rec is not None and rec.get('params') == job['params'] else None
+    if rec is None or not StageRecord.from_dict(job['record']).matches(StageRecord.from_dict(rec.get('record'))):
+        return None
+    return rec
 
 
 def _execute(job: dict[str, Any]) -> dict[str, Any]:
@@ -493,7 +496,11 @@ def _execute(job: dict[str, Any]) -> dict[str, Any]:
         groomed = resample_to_reference(image, grid, T)
     else:
         reference = read_image(out / 'reference_image.nrrd', name='reference image')
-        mask = read_image(out / 'reference_mask.nrrd', name='reference mask') if p['reference']['mask_margin'] else None
+        mask = (
+            read_image(out / 'reference_mask.nrrd', name='reference mask')
+            if p['reference']['parameters']['mask_margin']
+            else None
+        )
         flip = np.asarray(p['reflect'], dtype=float) if p.get('reflect') else np.eye(4)
         groomed, T = register_image(
             reflect_image(image, flip),
@@ -506,7 +513,7 @@ def _execute(job: dict[str, Any]) -> dict[str, Any]:
         )
         T = T @ flip
     write_image(out / 'images' / f'{sid}.nrrd', groomed)
-    record = {'id': sid, 'params': p, 'transform': T.tolist()}
+    record = {'id': sid, 'record': job['record'], 'params': p, 'transform': T.tolist()}
     write_json(out / 'records' / f'{sid}.json', record)
     return record
 

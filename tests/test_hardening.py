@@ -55,9 +55,9 @@ def _digest(folder: Path, patterns: tuple[str, ...], work_dir: str | None = None
                 if work_dir and p.suffix in ('.csv', '.json'):
                     data = data.replace(str(Path(work_dir).resolve()).encode(), b'<work>')
                     data = data.replace(str(work_dir).encode(), b'<work>')
-                if p.suffix == '.json':  # the resume fingerprint hashes input locations: not content
+                if p.suffix == '.json':  # the freshness record stamps input locations and times: not content
                     obj = json.loads(data)
-                    obj.pop('fingerprint', None)
+                    obj.pop('record', None)
                     data = json.dumps(obj, sort_keys=True).encode()
                 out[str(p.relative_to(folder))] = hashlib.sha256(data).hexdigest()
     return out

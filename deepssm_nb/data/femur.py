@@ -25,6 +25,7 @@ import numpy as np
 
 from .._validation import check_in_range
 from ..config import DataConfig, default_data_dir
+from ..freshness import StageRecord
 from ..io import read_json, write_json, write_particles
 from ..meshio import write_mesh
 from . import meshops
@@ -70,7 +71,7 @@ def _is_complete(root: Path, params: dict) -> bool:
         info = read_json(root / 'cohort.json')
     except (FileNotFoundError, ValueError):
         return False
-    if info.get('parameters') != params:
+    if not StageRecord.of(params, {}).matches(StageRecord.from_dict(info)):
         return False
     files = [root / 'manifest.csv', root / 'mean.vtk', root / 'mean.particles']
     files += [p for s in info.get('subjects', []) for p in subject_paths(root, s['id']).values()]
@@ -203,7 +204,8 @@ def build_femur_cohort(
     write_particles(root / 'mean.particles', mean['particles'])
     subjects = [Subject(p.id, split=p.split, **{k: v for k, v in subject_paths(root, p.id).items()}) for p in plans]
     write_manifest(root / 'manifest.csv', subjects, root)
-    write_json(root / 'cohort.json', {'parameters': params, 'mean': mean['info'], 'subjects': [p.info for p in plans]})
+    record = StageRecord.of(params, {}).to_dict()  # the shape source is in the parameters, by its hash
+    write_json(root / 'cohort.json', {**record, 'mean': mean['info'], 'subjects': [p.info for p in plans]})
     started.unlink(missing_ok=True)
     return load_cohort(root)
 
