@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -309,3 +310,21 @@ def test_select_backend(monkeypatch):
 def test_select_backend_rejects_unknown_names():
     with pytest.raises(ConfigError, match="Did you mean 'static'"):
         vs.select_backend('statc')
+
+
+def test_3d_views_skip_the_vtk_wasm_download_unless_its_files_are_there(monkeypatch, tmp_path):
+    from deepssm_nb.viz import surface as vsurf
+
+    wasm = pytest.importorskip('trame_vtklocal.module.wasm')
+    monkeypatch.delenv('VTK_WASM_DIR_OVERRIDE', raising=False)
+    monkeypatch.setattr(wasm, 'has_required_files', lambda *a, **k: False)
+    vsurf.prepare_environment()
+    override = os.environ['VTK_WASM_DIR_OVERRIDE']
+    assert Path(override).is_dir() and not any(Path(override).iterdir())  # nothing to copy, nothing to fetch
+    monkeypatch.setenv('VTK_WASM_DIR_OVERRIDE', str(tmp_path))  # the user's own folder is kept
+    vsurf.prepare_environment()
+    assert os.environ['VTK_WASM_DIR_OVERRIDE'] == str(tmp_path)
+    monkeypatch.delenv('VTK_WASM_DIR_OVERRIDE')
+    monkeypatch.setattr(wasm, 'has_required_files', lambda *a, **k: True)  # downloaded before: used as it is
+    vsurf.prepare_environment()
+    assert 'VTK_WASM_DIR_OVERRIDE' not in os.environ

@@ -226,6 +226,9 @@ def plot_subject_3d(cohort: Cohort, subject: int | str = 0, *, off_screen: bool 
     import pyvista as pv
     import SimpleITK as sitk
 
+    from .surface import prepare_environment
+
+    prepare_environment()
     s = cohort[subject]
     plotter = pv.Plotter(off_screen=off_screen)
     if s.mesh is not None:
@@ -268,6 +271,9 @@ def plot_particle_sd(cohort: Cohort, *, off_screen: bool | None = None):
     """
     import pyvista as pv
 
+    from .surface import prepare_environment
+
+    prepare_environment()
     aligned = aligned_particles(cohort)
     mean = aligned.mean(axis=0)
     sd = np.sqrt(((aligned - mean) ** 2).sum(axis=2).mean(axis=0))

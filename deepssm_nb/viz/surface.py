@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,7 @@ __all__ = [
     'plot_distance',
     'plot_particle_error',
     'plot_subjects',
+    'prepare_environment',
     'select_backend',
     'setup_pyvista',
     'show',
@@ -113,10 +116,34 @@ def select_backend(backend: str | None = None) -> str:
     return 'trame' if _trame_available() else 'static'
 
 
-def _prepare_environment() -> None:
-    """Use EGL directly on a Linux machine without a display (no X warning in notebooks)."""
+def prepare_environment() -> None:
+    """Before the first 3D view: EGL on a Linux machine without a display (no X warning), and no VTK.wasm download."""
     if _headless():
         os.environ.setdefault('VTK_DEFAULT_OPENGL_WINDOW', 'vtkEGLRenderWindow')
+    _skip_wasm_download()
+
+
+def _skip_wasm_download() -> None:
+    """Keep pyvista's trame views from downloading VTK's WebAssembly build, which this package does not use.
+
+    pyvista's Jupyter views register trame-vtklocal, which fetches VTK.wasm (tens of MB, from gitlab.kitware.com)
+    on first use, for a browser-side renderer. The ``'trame'`` views here render on the kernel's side, so the
+    download only costs time, and offline (a workshop room, a CI machine) it fails with a traceback in the cell.
+    Unless the files are already there or ``VTK_WASM_DIR_OVERRIDE`` is set, trame-vtklocal is pointed at an empty
+    local folder instead.
+    """
+    if 'VTK_WASM_DIR_OVERRIDE' in os.environ:
+        return
+    try:
+        from trame_vtklocal.module import wasm, wasm_serve_path
+    except ImportError:  # without trame-vtklocal nothing is downloaded
+        return
+    version = wasm.get_wasm_info()[0]
+    if all(wasm.has_required_files(Path(wasm_serve_path) / bits / version, version) for bits in ('wasm32', 'wasm64')):
+        return
+    empty = Path(tempfile.gettempdir()) / 'deepssm_nb-no-vtk-wasm'
+    empty.mkdir(parents=True, exist_ok=True)
+    os.environ['VTK_WASM_DIR_OVERRIDE'] = str(empty)
 
 
 def setup_pyvista(backend: str | None = None) -> str:
@@ -126,7 +153,7 @@ def setup_pyvista(backend: str | None = None) -> str:
     proxy prefix on JupyterHub/Binder, and, inside a kernel, the global
     Jupyter backend. Call it once, before the first plot.
     """
-    _prepare_environment()
+    prepare_environment()
     import pyvista as pv
 
     chosen = select_backend(backend)
@@ -166,7 +193,7 @@ def show(plotter: Any, *, backend: str | None = None, screenshot: str | os.PathL
 
 
 def _new_plotter(shape: tuple[int, int], window_size: tuple[int, int], off_screen: bool | None):
-    _prepare_environment()
+    prepare_environment()
     import pyvista as pv
 
     if off_screen is None:
