@@ -50,7 +50,7 @@ from ._validation import (
     nearest_spelling,
 )
 from .freshness import StageRecord
-from .imageops import reference_grid, resample_to_reference
+from .imageops import downsample_image, reference_grid, resample_to_reference
 from .io import read_image, read_json, read_particles, write_image, write_json, write_particles
 from .registration import (
     REGISTRATION_STAGES,
@@ -131,6 +131,15 @@ class GroomResult:
     mean_particles: Path | None = None
     reference_mask: Path | None = None
     info: dict[str, Any] = field(default_factory=dict, repr=False)
+    _images: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def reference_images(self):
+        """``(reference, mask or None)`` as SimpleITK images, read once per result (registration reuses them)."""
+        if 'reference' not in self._images:
+            self._images['reference'] = read_image(self.reference_image, name='reference image')
+            mask = self.reference_mask
+            self._images['mask'] = read_image(mask, name='reference mask') if mask else None
+        return self._images['reference'], self._images['mask']
 
     def _select(self, split: str | None) -> list[GroomedSubject]:
         if split is None:
@@ -660,8 +669,10 @@ def register_to_reference(
     groomed: GroomResult | str | os.PathLike,
     *,
     iterations: int | None = None,
+    stages: tuple[str, ...] | str | None = None,
     random_state: int = 0,
     name: str = 'image',
+    coarse: bool = False,
 ):
     """Register a new image to a groomed cohort's reference, as grooming did for its test images.
 
@@ -669,8 +680,12 @@ def register_to_reference(
         image: ``sitk.Image`` or an image file.
         groomed: A :class:`GroomResult` or its folder.
         iterations: Optimizer iterations per stage; default: as in grooming.
+        stages: Registration stages; default: as in grooming; ``'fast'``: grooming's last stage only.
         random_state: Seed of the metric's voxel sampling.
         name: What the image is, for messages (default: the file name).
+        coarse: Register a copy smoothed and resampled to the reference spacing where the image is finer (a finer
+            image adds voxels, not accuracy, at that scale), then resample the original image once through the
+            ``T`` found. Prediction does this.
 
     Returns:
         ``(registered, T)`` as :func:`register_image`: the image on the
@@ -682,14 +697,22 @@ def register_to_reference(
         name = f'"{image}"' if name == 'image' else name
         image = read_image(image, name='image')
     info = groomed.info
-    reference = read_image(groomed.reference_image, name='reference image')
-    mask = read_image(groomed.reference_mask, name='reference mask') if groomed.reference_mask else None
-    return register_image(
-        image,
+    reference, mask = groomed.reference_images()
+    if stages == 'fast':
+        stages = tuple((info.get('stages') or ['similarity'])[-1:])
+    stages = tuple(stages or info.get('stages') or REGISTRATION_STAGES)
+    moving = image
+    if coarse:
+        factors = np.minimum(1.0, np.asarray(image.GetSpacing()) / np.asarray(reference.GetSpacing()))
+        if np.all(np.asarray(image.GetSize()) * factors >= 16) and np.any(factors < 0.9):
+            moving = downsample_image(image, tuple(float(f) for f in factors), name=name)
+    registered, T = register_image(
+        moving,
         reference,
         iterations=int(iterations or info.get('registration_iterations', 200)),
         mask=mask,
-        stages=tuple(info.get('stages', REGISTRATION_STAGES)),
+        stages=stages,
         random_state=random_state,
         name=name,
     )
+    return (resample_to_reference(image, reference, T) if coarse else registered), T

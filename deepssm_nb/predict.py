@@ -345,45 +345,20 @@ def _reflection(image_path: Path, cfg, side: str | None) -> np.ndarray | None:
 
 
 def _register(image, cfg, *, name: str, stages: tuple[str, ...] | str | None = None, iterations: int | None = None):
-    """Register ``image`` to the groomed reference as grooming did; return ``(registered, T)``.
+    """Register ``image`` to the groomed reference as grooming did, on a copy at the reference spacing.
 
-    For speed the registration runs on a copy of the image smoothed and
-    resampled to the reference spacing (a finer image adds voxels, not
-    accuracy, at that scale); the original image is then resampled once
-    through the resulting ``T``.
+    See :func:`~deepssm_nb.groom.register_to_reference` (``coarse=True``); returns ``(registered, T)``.
     """
-    import SimpleITK as sitk
-
-    from .groom import load_groomed
-    from .imageops import downsample_image, resample_to_reference
-    from .registration import register_image
+    from .groom import load_groomed, register_to_reference
 
     info_path = Path(cfg.resolved_paths()['groom_dir']) / 'groom.json'
     stamp = info_path.stat().st_mtime_ns if info_path.is_file() else None
     groomed = _cached(('groom', str(info_path), stamp), lambda: load_groomed(info_path.parent))
-    reference = _cached(
-        ('ref', str(groomed.reference_image), stamp), lambda: sitk.ReadImage(str(groomed.reference_image))
-    )
-    mask = None
-    if groomed.reference_mask:
-        mask = _cached(
-            ('mask', str(groomed.reference_mask), stamp), lambda: sitk.ReadImage(str(groomed.reference_mask))
-        )
-    factors = np.minimum(1.0, np.asarray(image.GetSpacing()) / np.asarray(reference.GetSpacing()))
-    coarse = image
-    if np.all(np.asarray(image.GetSize()) * factors >= 16) and np.any(factors < 0.9):
-        coarse = downsample_image(image, tuple(float(f) for f in factors), name=name)
-    info = groomed.info
-    if stages == 'fast':
-        stages = (info.get('stages') or ['similarity'])[-1:]
-    stages = stages or info.get('stages')
-    kwargs = {'stages': tuple(stages)} if stages else {}
     if iterations is None:
-        iterations = int(info.get('registration_iterations', cfg.groom.registration_iterations))
-    _, T = register_image(
-        coarse, reference, iterations=iterations, random_state=cfg.seed, name=name, mask=mask, **kwargs
+        iterations = int(groomed.info.get('registration_iterations', cfg.groom.registration_iterations))
+    return register_to_reference(
+        image, groomed, iterations=iterations, stages=stages, random_state=cfg.seed, name=name, coarse=True
     )
-    return resample_to_reference(image, reference, T), T
 
 
 def prediction_errors(cfg) -> list[dict[str, Any]]:
