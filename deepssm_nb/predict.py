@@ -322,16 +322,21 @@ def predict_image(
     return local
 
 
-def _reflection(image_path: Path, cfg, side: str | None) -> np.ndarray | None:
-    """The (4, 4) reflection grooming would apply to an image of ``side`` (None when none is due)."""
-    from .data.shapeworks import infer_side
-    from .groom import image_x_reflection, load_groomed
+def _groomed(cfg):
+    """The run's :class:`~deepssm_nb.groom.GroomResult`, read again only when ``groom.json`` changes."""
+    from .groom import load_groomed
 
     info_path = Path(cfg.resolved_paths()['groom_dir']) / 'groom.json'
     stamp = info_path.stat().st_mtime_ns if info_path.is_file() else None
-    ref_side = _cached(('groom', str(info_path), stamp), lambda: load_groomed(info_path.parent)).info.get(
-        'reference_side'
-    )
+    return _cached(('groom', str(info_path), stamp), lambda: load_groomed(info_path.parent))
+
+
+def _reflection(image_path: Path, cfg, side: str | None) -> np.ndarray | None:
+    """The (4, 4) reflection grooming would apply to an image of ``side`` (None when none is due)."""
+    from .data.shapeworks import infer_side
+    from .groom import image_x_reflection
+
+    ref_side = _groomed(cfg).info.get('reference_side')
     if ref_side is None and side is not None:
         warnings.warn(
             f'predict_image: side={side!r} is ignored for "{image_path}": the training shapes were groomed '
@@ -349,11 +354,9 @@ def _register(image, cfg, *, name: str, stages: tuple[str, ...] | str | None = N
 
     See :func:`~deepssm_nb.groom.register_to_reference` (``coarse=True``); returns ``(registered, T)``.
     """
-    from .groom import load_groomed, register_to_reference
+    from .groom import register_to_reference
 
-    info_path = Path(cfg.resolved_paths()['groom_dir']) / 'groom.json'
-    stamp = info_path.stat().st_mtime_ns if info_path.is_file() else None
-    groomed = _cached(('groom', str(info_path), stamp), lambda: load_groomed(info_path.parent))
+    groomed = _groomed(cfg)
     if iterations is None:
         iterations = int(groomed.info.get('registration_iterations', cfg.groom.registration_iterations))
     return register_to_reference(
