@@ -464,11 +464,19 @@ def get_profile(name: str = 'workshop', **overrides: Any) -> Config:
     elif name == 'workshop':
         cfg.data = DataConfig(num_subjects=26, num_particles=512, spacing=1.0, num_test=4)
         cfg.groom = GroomConfig(spacing=2.0, padding=10.0)
-        cfg.augment = AugmentConfig(num_samples=400)
+        cfg.augment = AugmentConfig(
+            num_samples=400,
+            warp_from='original',
+            fresh_samples=352,
+            pose_jitter_mm=1.0,
+            pose_jitter_deg=1.0,
+            intensity=IntensityConfig(enabled=True),
+        )
         cfg.loader = LoaderConfig(batch_size=8)
-        cfg.deepssm.trainer = TrainerConfig(epochs=15, learning_rate=1e-3)
-        cfg.deepssm.fine_tune = FineTuneConfig(enabled=True, epochs=2, learning_rate=1e-4)
-        cfg.deepssm.tl_net = TLNetConfig(ae_epochs=20, tf_epochs=6, joint_epochs=2)
+        cfg.deepssm.trainer = TrainerConfig(epochs=9, learning_rate=1e-3)
+        cfg.deepssm.encoder.channels = [8, 16, 32, 64, 128]
+        cfg.deepssm.fine_tune = FineTuneConfig(enabled=True, epochs=1, learning_rate=1e-4)
+        cfg.deepssm.tl_net = TLNetConfig(ae_epochs=10, tf_epochs=2, joint_epochs=1)
     else:  # full
         cfg.data = DataConfig(num_subjects=26, num_particles=1024, spacing=1.0, num_test=4)
         cfg.groom = GroomConfig(spacing=1.0, padding=10.0, registration_iterations=500)

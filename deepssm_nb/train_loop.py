@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -73,8 +74,20 @@ def resolve_precision(precision: str, device: torch.device) -> Precision:
     validation error, and channels-last made it slower (1.3x); on an H100
     channels-last made bfloat16 about 1.3x faster. The network's fully
     connected layers and the PCA decoder always run in float32.
+
+    The environment variable ``DEEPSSM_PRECISION`` (``fp32``, ``bf16`` or
+    ``fp16``) overrides what ``'auto'`` picks, for every notebook of a run:
+    some CPUs report native bfloat16 but run it barely faster than float32,
+    and ``DEEPSSM_PRECISION=fp32`` stands in for a CPU without it.
     """
     cuda = device.type == 'cuda'
+    if precision == 'auto' and os.environ.get('DEEPSSM_PRECISION'):
+        precision = os.environ['DEEPSSM_PRECISION'].strip().lower()
+        if precision not in ('fp32', 'bf16', 'fp16'):
+            raise ConfigError(
+                f"environment variable DEEPSSM_PRECISION: expected 'fp32', 'bf16' or 'fp16'; "
+                f'got {os.environ["DEEPSSM_PRECISION"]!r}.'
+            )
     if precision == 'auto':
         if cuda:
             precision = 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'

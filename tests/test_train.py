@@ -341,6 +341,18 @@ def test_precision_rules():
     assert resolve_precision('auto', cpu).name in ('bf16', 'fp32')
 
 
+def test_precision_environment_variable_overrides_auto_only(monkeypatch):
+    cpu = torch.device('cpu')
+    monkeypatch.setenv('DEEPSSM_PRECISION', 'FP32')
+    assert resolve_precision('auto', cpu).name == 'fp32'
+    monkeypatch.setenv('DEEPSSM_PRECISION', 'bf16')
+    assert resolve_precision('auto', cpu).autocast_dtype == torch.bfloat16
+    assert resolve_precision('fp32', cpu).name == 'fp32'  # an explicit choice wins
+    monkeypatch.setenv('DEEPSSM_PRECISION', 'half')
+    with pytest.raises(ConfigError, match=r"DEEPSSM_PRECISION: expected 'fp32', 'bf16' or 'fp16'; got 'half'"):
+        resolve_precision('auto', cpu)
+
+
 def test_train_deepssm_wiring(tmp_path, monkeypatch):
     data = ToyData(1)
     pca = types.SimpleNamespace(mean_=data.mean, components_=data.components)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -26,7 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--out', default='tutorial_output')
     ap.add_argument('--only', nargs='*', help='notebook name prefixes to run (default: all)')
     ap.add_argument('--data-dir', default=None, help='cohort cache (default: <out>/data)')
+    ap.add_argument(
+        '--precision',
+        choices=['fp32', 'bf16', 'fp16'],
+        default=None,
+        help="what precision='auto' trains in, in every notebook (sets DEEPSSM_PRECISION); fp32 stands in for a "
+        'CPU without bfloat16 units',
+    )
     args = ap.parse_args(argv)
+    if args.precision:
+        os.environ['DEEPSSM_PRECISION'] = args.precision
 
     from deepssm_nb import get_profile
     from deepssm_nb.nbrun import ProcessTreeMemory, execute_notebook, list_notebooks
@@ -60,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = key_figures(cfg)
     summary = {
         'profile': args.profile,
+        'precision': os.environ.get('DEEPSSM_PRECISION') or 'auto',
         'notebooks': dict(rows),
         'total_s': round(total, 1),
         'peak_kernel_rss_gb': round(peak_gb, 2),
@@ -68,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         'failed': failed,
     }
     (out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
-    lines = [f'deepssm-nb tutorial, profile {args.profile!r}', '-' * 48]
+    lines = [f'deepssm-nb tutorial, profile {args.profile!r}, precision {summary["precision"]!r}', '-' * 48]
     lines += [f'{name:32s} {s:8.1f} s' for name, s in rows]
     lines += ['-' * 48, f'{"total":32s} {total:8.1f} s', f'{"peak memory of one kernel":32s} {peak_gb:8.2f} GB']
     if tree_gb is not None:
