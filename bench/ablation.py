@@ -20,6 +20,7 @@ Writes ``bench/results/accuracy_ablation.json`` when every variant ran every pro
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 from pathlib import Path
@@ -37,27 +38,38 @@ PROFILE = 'workshop'
 PROXY_FOLDS = (0, 1)
 PROXY_SEEDS = (0, 1)
 
+# The workshop profile before the training-time augmentation became its default (commit 187ccfd): stored samples
+# replayed every epoch, the groomed images warped, the wider encoder and its longer schedule. Every variant is
+# written relative to today's profile, so that it names the same configuration whatever the profile's defaults.
+BEFORE = {
+    'augment.fresh_samples': 0,
+    'augment.intensity.enabled': False,
+    'augment.pose_jitter_mm': 0.0,
+    'augment.pose_jitter_deg': 0.0,
+    'augment.warp_from': 'groomed',
+    'deepssm.encoder.channels': [12, 24, 48, 96, 192],
+    'deepssm.trainer.epochs': 15,
+    'deepssm.fine_tune.epochs': 2,
+}
+
 VARIANTS: dict[str, dict[str, Any]] = {
-    'shipped': {},
-    'gaussian': {'augment.sampler': 'gaussian'},
-    'gmask8': {'augment.sampler': 'gaussian', 'deepssm.encoder.input_margin_mm': 8.0},
-    'mask8': {'deepssm.encoder.input_margin_mm': 8.0},
-    'levers': {
-        'augment.fresh_samples': 352,
-        'augment.intensity.enabled': True,
-        'augment.pose_jitter_mm': 1.0,
-        'augment.pose_jitter_deg': 1.0,
-        'augment.warp_from': 'original',
-        'deepssm.encoder.channels': [8, 16, 32, 64, 128],
-    },
+    'shipped': dict(BEFORE),
+    'gaussian': {**BEFORE, 'augment.sampler': 'gaussian'},
+    'gmask8': {**BEFORE, 'augment.sampler': 'gaussian', 'deepssm.encoder.input_margin_mm': 8.0},
+    'mask8': {**BEFORE, 'deepssm.encoder.input_margin_mm': 8.0},
+    'levers': {'deepssm.trainer.epochs': 15, 'deepssm.fine_tune.epochs': 2},
+    'workshop': {},
 }
 DESCRIPTIONS = {
-    'shipped': 'the workshop profile as shipped (KDE sampler, stored samples replayed, whole image)',
+    'shipped': 'the workshop profile as shipped before 187ccfd (KDE sampler, stored samples replayed, whole image, '
+    'channels 12-192, 15 + 2 epochs)',
     'gaussian': 'samples drawn from a Gaussian of the training scores instead of the KDE around each training shape',
     'gmask8': 'Gaussian sampler, and the encoder reads only voxels within 8 mm of the mean shape',
     'mask8': 'the encoder reads only voxels within 8 mm of the mean shape',
     'levers': 'original-scan warp, 352 fresh samples an epoch, intensity augmentation, pose jitter 1 mm / 1 deg, '
-    'channels 8-128',
+    'channels 8-128, 15 + 2 epochs',
+    'workshop': 'the workshop profile of today: the levers at 9 + 1 epochs, the budget that fits the 20-minute '
+    'tutorial in float32',
 }
 
 
@@ -141,6 +153,23 @@ def summarize(name: str, runs: list[dict[str, Any]], folds: list[int], seeds: li
     return entry
 
 
+def _included(path: Path, gathered: set[str]) -> list[dict[str, Any]]:
+    """The variants of an earlier ablation JSON that this run does not gather, kept as measured."""
+    try:
+        earlier = json.loads(path.read_text())
+        variants = earlier['variants']
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f'--include {path}: expected an ablation JSON with a "variants" list; {e}') from None
+    kept = []
+    for entry in variants:
+        if entry['name'] in gathered:
+            continue
+        if entry['name'] not in VARIANTS:
+            raise SystemExit(f'--include {path}: variant {entry["name"]!r} is not one of {sorted(VARIANTS)}')
+        kept.append({**entry, 'settings': VARIANTS[entry['name']], 'included_from': path.name})
+    return kept
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--work-dir', required=True, help='one folder per variant below it (kept, resumable)')
@@ -152,6 +181,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument('--note', default=None, help='free text stored in the JSON (e.g. the machine)')
     parser.add_argument(
         '--output', default=None, help='JSON file (default: bench/results/accuracy_ablation[_partial].json)'
+    )
+    parser.add_argument(
+        '--include',
+        default=None,
+        help='an earlier ablation JSON: its variants that this run does not gather are kept as they were measured '
+        '(marked "included_from"; their settings restated relative to the current profile)',
     )
     args = parser.parse_args(argv)
     entries = []
@@ -173,6 +208,8 @@ def main(argv: list[str] | None = None) -> Path:
             )
             runs += _runs(summary, fold)
         entries.append(summarize(name, runs, args.folds, args.seeds))
+    if args.include:
+        entries = _included(Path(args.include), {e['name'] for e in entries}) + entries
     done = [e for e in entries if e['complete']]
     chosen = min(done, key=lambda e: e['val_real_rmse_mm'])['name'] if done else None
     complete = len(done) == len(entries)
