@@ -11,7 +11,8 @@ that threads them is in ``pipeline``):
 4. ``loaders`` -> ``Loaders``: the split by subject, the whitening (``normalization``), the ``.npy`` arrays
    (``datasets``), and fresh samples and intensity changes while training (``training_set``, ``intensity``).
 5. ``train`` -> ``TrainResult``: the networks (``models``), losses (``losses``), the epoch loop (``train_loop``),
-   checkpoints (``checkpoints``), model files (``model_files``) and the validation calibration (``calibration``).
+   checkpoints (``checkpoints``), model files (``model_files``), the validation calibration (``calibration``)
+   and the uncertainty arithmetic of Uncertain-DeepSSM (``uncertainty``).
 6. ``predict`` -> ``Predictions``: the test images, and any new image (``predict_image``).
 7. ``analyze`` -> ``AnalysisResult``: surfaces and distances (``surface``, ``meshio``), both baselines, the report.
 

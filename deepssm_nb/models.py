@@ -32,9 +32,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,7 @@ __all__ = [
     'build_model',
     'init_pca_decoder',
     'input_box',
+    'mc_dropout',
     'set_decoder_trainable',
     'set_input_mask',
 ]
@@ -281,9 +283,11 @@ class DeepSSMNet(nn.Module):
         padding: See :class:`ConvBackbone`.
         input_box: Voxel ranges ``((z0, z1), (y0, y1), (x0, x1))`` the encoder reads (see :class:`InputMask`;
             load the mask with :func:`set_input_mask`); None reads the whole image.
+        stochastic: A stochastic encoder (Uncertain-DeepSSM): a second head predicts the log-variance of every
+            score; :meth:`encode` returns both.
 
     Call :func:`init_pca_decoder` before training. ``net(images)`` returns
-    ``(scores (B, L) whitened, particles (B, M, 3) in mm)``.
+    ``(scores (B, L) whitened, particles (B, M, 3) in mm)``; for a stochastic encoder the scores are the means.
 
     Example:
         >>> net = DeepSSMNet((1, 64, 64, 64), num_latent=8, num_correspondences=512)
@@ -302,13 +306,14 @@ class DeepSSMNet(nn.Module):
         dropout: float = 0.0,
         padding: str = 'auto',
         input_box: Sequence[Sequence[int]] | None = None,
+        stochastic: bool = False,
     ):
         super().__init__()
         _check_sizes(num_latent, num_correspondences)
         self.model_kwargs = _model_kwargs(
-            in_shape, num_latent, num_correspondences, channels, dropout, padding, input_box
+            in_shape, num_latent, num_correspondences, channels, dropout, padding, input_box, stochastic
         )
-        self.encoder = _ImageEncoder(in_shape, num_latent, channels, dropout, padding, input_box)
+        self.encoder = _ImageEncoder(in_shape, num_latent, channels, dropout, padding, input_box, stochastic)
         self.decoder = _PCADecoder(num_latent, num_correspondences)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -316,11 +321,15 @@ class DeepSSMNet(nn.Module):
         z = self.encoder(images)
         return z, self.decoder(z)
 
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``images`` -> ``(score means (B, L), log-variances (B, L) or None for a deterministic encoder)``."""
+        return self.encoder.distribution(images)
+
 
 class _ImageEncoder(nn.Module):
-    """Backbone plus a linear head to L outputs (float32)."""
+    """Backbone plus a linear head to L outputs (float32); stochastic: a second head to their log-variances."""
 
-    def __init__(self, in_shape, num_latent, channels, dropout, padding, input_box=None):
+    def __init__(self, in_shape, num_latent, channels, dropout, padding, input_box=None, stochastic=False):
         super().__init__()
         if input_box is not None:
             self.input_mask = InputMask(in_shape, input_box)
@@ -328,13 +337,32 @@ class _ImageEncoder(nn.Module):
         self.backbone = ConvBackbone(in_shape, channels, padding=padding, dropout=dropout)
         self.head = nn.Linear(96, num_latent)
         _xavier_init(self)
+        if stochastic:
+            # starts at log σ² = 0: a variance of 1 in whitened units, the spread of the training scores
+            self.log_var_head = nn.Linear(96, num_latent)
+            nn.init.zeros_(self.log_var_head.weight)
+            nn.init.zeros_(self.log_var_head.bias)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    @property
+    def stochastic(self) -> bool:
+        return hasattr(self, 'log_var_head')
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
         if hasattr(self, 'input_mask'):
             images = self.input_mask(images)
-        features = self.backbone(images)
+        return self.backbone(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self._features(images)
         with torch.autocast(images.device.type, enabled=False):
             return self.head(features)
+
+    def distribution(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(mean (B, L), log-variance (B, L) or None)`` from one pass of the backbone."""
+        features = self._features(images)
+        with torch.autocast(images.device.type, enabled=False):
+            mean = self.head(features)
+            return mean, (self.log_var_head(features) if self.stochastic else None)
 
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -358,7 +386,7 @@ class TLDeepSSMNet(nn.Module):
         num_latent: L, the latent size.
         num_correspondences: M.
         channels, dropout, padding: Of the image encoder, see :class:`ConvBackbone`.
-        input_box: See :class:`DeepSSMNet`.
+        input_box, stochastic: See :class:`DeepSSMNet`.
 
     ``net(images)`` returns ``(latent (B, L), particles (B, M, 3))`` (image
     path); ``net.autoencode(particles)`` returns ``(latent, reconstruction)``.
@@ -375,14 +403,15 @@ class TLDeepSSMNet(nn.Module):
         dropout: float = 0.0,
         padding: str = 'auto',
         input_box: Sequence[Sequence[int]] | None = None,
+        stochastic: bool = False,
     ):
         super().__init__()
         _check_sizes(num_latent, num_correspondences)
         self.model_kwargs = _model_kwargs(
-            in_shape, num_latent, num_correspondences, channels, dropout, padding, input_box
+            in_shape, num_latent, num_correspondences, channels, dropout, padding, input_box, stochastic
         )
         m3 = 3 * num_correspondences
-        self.image_encoder = _ImageEncoder(in_shape, num_latent, channels, dropout, padding, input_box)
+        self.image_encoder = _ImageEncoder(in_shape, num_latent, channels, dropout, padding, input_box, stochastic)
         self.ae_encoder = _mlp([m3, 1024, 512, num_latent])
         self.ae_decoder = _mlp([num_latent, 512, 1024, m3])
         _xavier_init(self.ae_encoder)
@@ -413,11 +442,18 @@ class TLDeepSSMNet(nn.Module):
         z = self.image_encoder(images)
         return z, self.decode(z)
 
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``images`` -> ``(latent means (B, L), log-variances (B, L) or None for a deterministic encoder)``."""
+        return self.image_encoder.distribution(images)
 
-def _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, padding, input_box=None) -> dict:
+
+def _model_kwargs(
+    in_shape, num_latent, num_correspondences, channels, dropout, padding, input_box=None, stochastic=False
+) -> dict:
     """The numbers a net is built from, as plain JSON-ready values (saved with every model file).
 
-    ``input_box`` is only present when set, so the model files of networks without one are unchanged.
+    ``input_box`` and ``stochastic`` are only present when set, so the model files of networks without them are
+    unchanged.
     """
     kwargs = {
         'in_shape': [1, *_check_in_shape(in_shape)],
@@ -429,7 +465,37 @@ def _model_kwargs(in_shape, num_latent, num_correspondences, channels, dropout, 
     }
     if input_box is not None:
         kwargs['input_box'] = [list(b) for b in _check_box(input_box, _check_in_shape(in_shape))]
+    if stochastic:
+        kwargs['stochastic'] = True
     return kwargs
+
+
+@contextlib.contextmanager
+def mc_dropout(net: nn.Module) -> Iterator[int]:
+    """Monte Carlo dropout: inside the block the dropout layers of ``net`` stay active, all else in eval mode.
+
+    Batch normalisation keeps its running statistics, so repeated passes differ only by their dropout masks (drawn
+    from torch's global generator: seed it, e.g. with ``torch.random.fork_rng`` and ``torch.manual_seed``, for
+    repeatable passes). Yields the number of active dropout layers, and restores every layer's mode afterwards.
+
+    Raises:
+        ValueError: ``net`` has no dropout layer with a probability above 0 (every pass would be the same).
+    """
+    drops = [m for m in net.modules() if isinstance(m, nn.Dropout) and m.p > 0]
+    if not drops:
+        raise ValueError(
+            'mc_dropout: the network has no dropout layer with p > 0, so every pass would be the same; '
+            'build it with dropout > 0 (deepssm.encoder.dropout).'
+        )
+    modes = {m: m.training for m in net.modules()}
+    net.eval()
+    for m in drops:
+        m.train()
+    try:
+        yield len(drops)
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
 
 
 def _check_sizes(num_latent: int, num_correspondences: int) -> None:

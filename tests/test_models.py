@@ -8,7 +8,14 @@ import torch
 from torch import nn
 
 from deepssm_nb import NotFittedError
-from deepssm_nb.model_files import load_trained_model, model_file, parameter_changes, save_model_file, summary
+from deepssm_nb.model_files import (
+    load_model_file,
+    load_trained_model,
+    model_file,
+    parameter_changes,
+    save_model_file,
+    summary,
+)
 from deepssm_nb.models import (
     ConvBackbone,
     DeepSSMNet,
@@ -16,6 +23,7 @@ from deepssm_nb.models import (
     build_model,
     check_initialized,
     init_pca_decoder,
+    mc_dropout,
     set_decoder_trainable,
 )
 
@@ -189,3 +197,52 @@ def test_bad_images_and_pca_shapes():
         check_initialized(net)
     with pytest.raises(ValueError, match="Did you mean 'tl'"):
         build_model('tll', **net.model_kwargs)
+
+
+@pytest.mark.parametrize('cls', [DeepSSMNet, TLDeepSSMNet])
+def test_stochastic_encoder_predicts_a_log_variance_and_round_trips(tmp_path, cls):
+    torch.manual_seed(0)
+    net = cls((1, 16, 16, 16), num_latent=3, num_correspondences=10, channels=SMALL, stochastic=True)
+    init_pca_decoder(net, *_pca(10, 3))
+    net.eval()
+    x = torch.randn(2, 1, 16, 16, 16)
+    mean, log_var = net.encode(x)
+    assert mean.shape == log_var.shape == (2, 3)
+    assert torch.equal(log_var, torch.zeros(2, 3))  # starts at the spread of the training scores
+    assert torch.allclose(mean, net(x)[0])  # the forward pass returns the means
+    assert net.model_kwargs['stochastic'] is True
+    encoder = net.encoder if cls is DeepSSMNet else net.image_encoder
+    with torch.no_grad():
+        encoder.log_var_head.bias.fill_(0.5)
+    path = save_model_file(tmp_path / 'm.torch', net, stage='base', epoch=1, val_rmse_mm=1.0, normalization=None)
+    back = load_model_file(path)
+    assert torch.allclose(back.encode(x)[1], torch.full((2, 3), 0.5))
+    plain = cls((1, 16, 16, 16), num_latent=3, num_correspondences=10, channels=SMALL)
+    assert plain.encode(x)[1] is None and 'stochastic' not in plain.model_kwargs  # older model files unchanged
+
+
+def test_mc_dropout_keeps_batch_norm_frozen_and_restores_modes():
+    torch.manual_seed(0)
+    net = DeepSSMNet((1, 16, 16, 16), num_latent=3, num_correspondences=10, channels=SMALL, dropout=0.3)
+    init_pca_decoder(net, *_pca(10, 3))
+    net.train()
+    x = torch.randn(2, 1, 16, 16, 16)
+    with mc_dropout(net) as n_active:
+        assert n_active == 2
+        bn = [m for m in net.modules() if isinstance(m, nn.BatchNorm3d)]
+        assert bn and not any(m.training for m in bn)
+        running = bn[0].running_mean.clone()
+        with torch.random.fork_rng():
+            torch.manual_seed(7)
+            a = net(x)[1]
+            b = net(x)[1]
+        with torch.random.fork_rng():
+            torch.manual_seed(7)
+            a_again = net(x)[1]
+        assert not torch.allclose(a, b)  # passes differ by their dropout masks
+        assert torch.equal(a, a_again)  # and are repeatable from a seed
+        assert torch.equal(running, bn[0].running_mean)
+    assert all(m.training for m in net.modules())  # modes restored
+    no_dropout = DeepSSMNet((1, 16, 16, 16), num_latent=3, num_correspondences=10, channels=SMALL)
+    with pytest.raises(ValueError, match='no dropout layer with p > 0'), mc_dropout(no_dropout):
+        pass
