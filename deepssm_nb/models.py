@@ -347,19 +347,14 @@ class _ImageEncoder(nn.Module):
     def stochastic(self) -> bool:
         return hasattr(self, 'log_var_head')
 
-    def _features(self, images: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, 'input_mask'):
-            images = self.input_mask(images)
-        return self.backbone(images)
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self._features(images)
-        with torch.autocast(images.device.type, enabled=False):
-            return self.head(features)
+        return self.distribution(images)[0]
 
     def distribution(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(mean (B, L), log-variance (B, L) or None)`` from one pass of the backbone."""
-        features = self._features(images)
+        if hasattr(self, 'input_mask'):
+            images = self.input_mask(images)
+        features = self.backbone(images)
         with torch.autocast(images.device.type, enabled=False):
             mean = self.head(features)
             return mean, (self.log_var_head(features) if self.stochastic else None)
