@@ -124,7 +124,7 @@ close to 1 means more modes (or more data), not a better network, would be the n
 1 is a perfect prediction of the kept modes, 0 is no better than the mean shape, below 0 is worse.
 
 What to expect here: at the `workshop` size, DeepSSM does **not** beat the mean shape placed by the same
-registration, and you should not expect it to. On the first 5 folds of the benchmark (20 femurs, README "What to expect") it measured 0.89 and 0.88 mm for seeds 0 and 1, against 0.82 mm for the mean shape and 0.67 mm for the PCA floor (skills -0.46 and -0.39), winning on 2 and 7 of the 20 femurs; before the training-time augmentation the profile measured 0.88 mm against 0.78 mm over all 26. With about 20 training femurs, a 2 mm grid and the
+registration, and you should not expect it to. Over the 26 femurs of the 7-fold benchmark (README "What to expect") it measured 0.83 and 0.82 mm for seeds 0 and 1, against 0.78 mm for the mean shape and 0.63 mm for the PCA floor (skills -0.36 and -0.31), winning on 5 and 11 of the 26 femurs; before the training-time augmentation the profile measured 0.88 mm on the same femurs. With about 20 training femurs, a 2 mm grid and the
 20-minute budget of 2 CPU cores, the network reads little of the shape beyond what the registration gives: the
 validation calibration (notebook 05) keeps only 26-58 % of its predicted scores on average (folds 0 and 1 of the
 benchmark), the rest shrunk to the mean shape. On a GPU at 1 mm
