@@ -52,6 +52,7 @@ __all__ = [
     'PathsConfig',
     'TLNetConfig',
     'TrainerConfig',
+    'UncertaintyConfig',
     'get_field',
     'get_profile',
     'load_config',
@@ -196,7 +197,11 @@ class PathsConfig:
 
 @dataclass
 class EncoderConfig:
-    deterministic: bool = _f(True, doc='only deterministic encoders are implemented')
+    deterministic: bool = _f(
+        True,
+        doc='false: a stochastic encoder (Uncertain-DeepSSM): it also predicts the variance of every latent '
+        'score, trained in an extra stage (deepssm.uncertainty)',
+    )
     channels: list[int] = _f(factory=lambda: [12, 24, 48, 96, 192], doc='channels of the 5 conv layers')
     dropout: float = _f(0.0, low=0.0, high=0.9, doc='dropout before each fully connected layer')
     input_margin_mm: float = _f(
@@ -212,13 +217,21 @@ class EncoderConfig:
 @dataclass
 class DecoderConfig:
     deterministic: bool = _f(True, doc='only deterministic decoders are implemented')
-    linear: bool = _f(True, doc='only the linear (PCA) decoder is implemented')
+    linear: bool = _f(
+        True,
+        doc='true: the linear PCA decoder; false: the PCA decoder plus a small MLP (latent -> particles) '
+        'that starts at zero, trained with the encoder',
+    )
 
 
 @dataclass
 class LossConfig:
     function: str = _f('MSE', options=('MSE', 'Focal'), doc='training loss on particles')
-    supervised_latent: bool = _f(True, doc='supervise the latent space with PCA scores')
+    supervised_latent: bool = _f(
+        True,
+        doc='true: the latent vector is tied to the whitened PCA scores; false: the loss is on the particles '
+        'only and the decoder trains from the start',
+    )
     focal_a: float = _f(1.32, low=0.0, doc='focal loss steepness a')
     focal_c: float = _f(10.0, low=0.0, doc='focal loss threshold c, mm')
 
@@ -274,6 +287,35 @@ class TLNetConfig:
 
 
 @dataclass
+class UncertaintyConfig:
+    """The stochastic encoder's stage (``encoder.deterministic: false``) and its Monte Carlo prediction.
+
+    The stage starts from the trained (and fine-tuned) model, adds the log-variance head and dropout, and
+    trains for ``epochs``: the particle loss alone for ``burn_in_epochs``, then the Gaussian negative
+    log-likelihood blended in linearly over ``ramp_epochs``, with the gradient norm clipped.
+    """
+
+    epochs: int = _f(3, low=1, doc='epochs of the uncertainty stage')
+    burn_in_epochs: int = _f(1, low=0, doc='epochs with the particle loss only, before the likelihood')
+    ramp_epochs: int = _f(1, low=0, doc='epochs over which the likelihood term rises from 0 to 1')
+    learning_rate: float = _f(1e-4, gt=0.0, high=1.0)
+    grad_clip: float = _f(1.0, gt=0.0, doc='largest gradient norm of a step (the likelihood can spike)')
+    train_backbone: bool = _f(
+        False, doc='false: only the fully connected layers and the heads learn (cheap); true: the whole encoder'
+    )
+    dropout: float = _f(0.1, low=0.0, high=0.9, doc='dropout before each fully connected layer, kept on for MC')
+    mc_passes: int = _f(20, low=1, doc='Monte Carlo dropout passes at prediction (1: no epistemic part)')
+    mc_seed: int = _f(0, low=0, doc='seed of the dropout masks of the passes (the same for every image)')
+    threshold_quantile: float = _f(
+        0.95,
+        gt=0.0,
+        high=0.999,
+        doc='a prediction is flagged uncertain when its mean uncertainty is above this quantile of the '
+        'validation images',
+    )
+
+
+@dataclass
 class DeepSSMConfig:
     """The DeepSSM training config, with the keys of the DeepSSM JSON file."""
 
@@ -292,6 +334,7 @@ class DeepSSMConfig:
         'the validation error (Base-DeepSSM; see deepssm_nb.calibration)',
     )
     tl_net: TLNetConfig = _f(factory=TLNetConfig)
+    uncertainty: UncertaintyConfig = _f(factory=UncertaintyConfig)
 
 
 # --------------------------------------------------------------------------- the whole tree
@@ -356,15 +399,24 @@ class Config:
                     f'config.data.num_test: must leave at least 3 training subjects out of '
                     f'num_subjects={self.data.num_subjects}; got num_test={self.data.num_test}.'
                 )
-            if not self.deepssm.encoder.deterministic:
+            ds = self.deepssm
+            if not ds.decoder.deterministic:
                 problems.append(
-                    'config.deepssm.encoder.deterministic: only deterministic encoders are implemented; '
-                    'expected true, got false.'
+                    'config.deepssm.decoder.deterministic: only deterministic decoders are implemented (the '
+                    'uncertainty comes from the encoder: set encoder.deterministic=false); expected true, got false.'
                 )
-            if not (self.deepssm.decoder.deterministic and self.deepssm.decoder.linear):
+            if ds.tl_net.enabled and not (ds.encoder.deterministic and ds.decoder.linear and ds.loss.supervised_latent):
                 problems.append(
-                    'config.deepssm.decoder: only a deterministic linear decoder is implemented; '
-                    'expected deterministic=true and linear=true.'
+                    'config.deepssm.tl_net.enabled: TL-DeepSSM has its own non-linear decoder and latent space, '
+                    'and no stochastic encoder; expected encoder.deterministic, decoder.linear and '
+                    'loss.supervised_latent all true with it, got '
+                    f'{ds.encoder.deterministic}, {ds.decoder.linear} and {ds.loss.supervised_latent}.'
+                )
+            u = ds.uncertainty
+            if not ds.encoder.deterministic and u.mc_passes > 1 and u.dropout == 0:
+                problems.append(
+                    f'config.deepssm.uncertainty.mc_passes: {u.mc_passes} passes with uncertainty.dropout=0 would '
+                    'all be the same; expected dropout > 0, or mc_passes=1 (no epistemic part).'
                 )
             a = self.augment
             if (a.pose_jitter_mm or a.pose_jitter_deg) and not a.fresh_samples:
@@ -399,12 +451,14 @@ class Config:
         Returns:
             Dict with keys ``work_dir``, ``data_dir``, ``groom_dir``, ``aug_dir``,
             ``loader_dir``, ``out_dir``, ``model_dir``, ``pred_dir`` and
-            ``analysis_dir``.
+            ``analysis_dir`` (``test_predictions_uncertain`` and ``analysis_uncertain`` for a stochastic
+            encoder, so that its outputs sit beside those of the deterministic model it starts from).
         """
         work = Path(self.work_dir)
         p = self.deepssm.paths
         out = Path(p.out_dir) if p.out_dir else work / 'model'
         model_dir = out / self.deepssm.model_name
+        suffix = '' if self.deepssm.encoder.deterministic else '_uncertain'  # beside the deterministic model's
         return {
             'work_dir': work,
             'data_dir': default_data_dir(self.data.data_dir),
@@ -413,8 +467,8 @@ class Config:
             'loader_dir': Path(p.loader_dir) if p.loader_dir else work / 'loaders',
             'out_dir': out,
             'model_dir': model_dir,
-            'pred_dir': model_dir / 'test_predictions',
-            'analysis_dir': model_dir / 'analysis',
+            'pred_dir': model_dir / f'test_predictions{suffix}',
+            'analysis_dir': model_dir / f'analysis{suffix}',
         }
 
     def deepssm_json(self) -> dict[str, Any]:
@@ -461,6 +515,7 @@ def get_profile(name: str = 'workshop', **overrides: Any) -> Config:
         cfg.deepssm.encoder.channels = [4, 8, 8, 16, 16]
         cfg.deepssm.fine_tune = FineTuneConfig(enabled=True, epochs=1)
         cfg.deepssm.tl_net = TLNetConfig(ae_epochs=2, tf_epochs=2, joint_epochs=1)
+        cfg.deepssm.uncertainty = UncertaintyConfig(epochs=2, mc_passes=4)
     elif name == 'workshop':
         cfg.data = DataConfig(num_subjects=26, num_particles=512, spacing=1.0, num_test=4)
         cfg.groom = GroomConfig(spacing=2.0, padding=10.0)

@@ -20,7 +20,9 @@ from .models import TLDeepSSMNet, build_model
 __all__ = ['load_model_file', 'load_trained_model', 'model_file', 'parameter_changes', 'save_model_file', 'summary']
 
 
-def model_file(model_dir: str | os.PathLike, *, use_best: bool = True, fine_tuned: bool | None = None) -> Path:
+def model_file(
+    model_dir: str | os.PathLike, *, use_best: bool = True, fine_tuned: bool | None = None, uncertain: bool = False
+) -> Path:
     """Path of a saved model in ``model_dir``.
 
     Args:
@@ -28,15 +30,20 @@ def model_file(model_dir: str | os.PathLike, *, use_best: bool = True, fine_tune
         use_best: ``best_model*`` (lowest validation error) or ``final_model*``.
         fine_tuned: Use the fine-tuned file (``*_ft.torch``); ``None`` means
             when it exists.
+        uncertain: The stochastic encoder's model, ``final_model_unc.torch`` (the uncertainty stage always
+            delivers its last epoch; ``use_best`` and ``fine_tuned`` are then ignored).
 
     Raises:
         FileNotFoundError: The file does not exist (the message lists what does).
     """
     model_dir = Path(model_dir)
     stem = 'best_model' if use_best else 'final_model'
-    if fine_tuned is None:
-        fine_tuned = (model_dir / f'{stem}_ft.torch').is_file()
-    path = model_dir / f'{stem}{"_ft" if fine_tuned else ""}.torch'
+    if uncertain:
+        path = model_dir / 'final_model_unc.torch'
+    else:
+        if fine_tuned is None:
+            fine_tuned = (model_dir / f'{stem}_ft.torch').is_file()
+        path = model_dir / f'{stem}{"_ft" if fine_tuned else ""}.torch'
     if not path.is_file():
         found = sorted(p.name for p in model_dir.glob('*.torch')) if model_dir.is_dir() else []
         raise FileNotFoundError(
@@ -69,6 +76,7 @@ def load_trained_model(
     use_best: bool = True,
     fine_tuned: bool | None = None,
     calibrated: bool = False,
+    uncertain: bool = False,
     device: str | torch.device = 'cpu',
 ) -> nn.Module:
     """Load a trained network in eval mode.
@@ -84,11 +92,11 @@ def load_trained_model(
         calibrated: Apply the validation calibration fitted for this file
             (:mod:`deepssm_nb.calibration`), when there is one;
             ``model_info['calibration']`` holds the factors applied, or None.
+        uncertain: Load the stochastic encoder's model (see :func:`model_file`).
         device: Where to put the network.
     """
-    return load_model_file(
-        model_file(model_dir, use_best=use_best, fine_tuned=fine_tuned), calibrated=calibrated, device=device
-    )
+    path = model_file(model_dir, use_best=use_best, fine_tuned=fine_tuned, uncertain=uncertain)
+    return load_model_file(path, calibrated=calibrated, device=device)
 
 
 def load_model_file(

@@ -140,12 +140,19 @@ class ConvBackbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images: (B, 1, D, H, W)`` -> features ``(B, 96)`` (fully connected part in float32)."""
+        return self.dense(self.conv(images))
+
+    def conv(self, images: torch.Tensor) -> torch.Tensor:
+        """The convolutional part: ``images (B, 1, D, H, W)`` -> flattened features ``(B, flatten_size)``."""
         if images.ndim != 5 or tuple(images.shape[1:]) != self.in_shape:
             raise ValueError(
                 f'images must have shape (B, {", ".join(map(str, self.in_shape))}); got {tuple(images.shape)}.'
             )
-        x = self.features(images).flatten(1)
-        with torch.autocast(images.device.type, enabled=False):
+        return self.features(images).flatten(1)
+
+    def dense(self, x: torch.Tensor) -> torch.Tensor:
+        """The fully connected part (float32, with its dropout): ``(B, flatten_size)`` -> ``(B, 96)``."""
+        with torch.autocast(x.device.type, enabled=False):
             return self.fc(x.float())
 
 
@@ -252,23 +259,62 @@ def _xavier_init(module: nn.Module) -> None:
             nn.init.xavier_normal_(m.weight)
 
 
-class _PCADecoder(nn.Module):
-    """Whitened scores ``(B, L)`` -> particles ``(B, M, 3)``: ``mean + (z * std + mu) @ components``."""
+MLP_HIDDEN = 256  # hidden units of the non-linear decoder's MLP
 
-    def __init__(self, num_latent: int, num_correspondences: int):
+
+class _PCADecoder(nn.Module):
+    """Whitened scores ``(B, L)`` -> particles ``(B, M, 3)``: ``mean + (z * std + mu) @ components``.
+
+    With ``nonlinear`` a small MLP ``L -> 256 -> 3 M`` (PReLU) adds a correction to that output. Its last layer
+    starts at zero, so the decoder starts as the PCA decoder exactly, and it learns with the encoder.
+    """
+
+    def __init__(self, num_latent: int, num_correspondences: int, nonlinear: bool = False):
         super().__init__()
         self.linear = nn.Linear(num_latent, 3 * num_correspondences)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
         self.linear.requires_grad_(False)
+        if nonlinear:
+            self.mlp = _mlp([num_latent, MLP_HIDDEN, 3 * num_correspondences])
+            _xavier_init(self.mlp)
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
+            self.mlp.requires_grad_(False)
         self.register_buffer('score_mean', torch.zeros(num_latent))
         self.register_buffer('score_std', torch.ones(num_latent))
         self.register_buffer('initialized', torch.tensor(False))
 
+    @property
+    def nonlinear(self) -> bool:
+        return hasattr(self, 'mlp')
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         with torch.autocast(z.device.type, enabled=False):
             out = self.linear(z.float() * self.score_std + self.score_mean)
+            if self.nonlinear:
+                out = out + self.mlp(z.float())
         return out.view(z.shape[0], -1, 3)
+
+    def jacobian(self, z: torch.Tensor) -> torch.Tensor:
+        """``d particles / d z`` at ``z (B, L)``: ``(B, 3 M, L)``, rows in the order x0, y0, z0, x1, ...
+
+        Exact: the PCA part is linear, and the MLP's is ``W2 diag(PReLU'(h)) W1`` with ``h`` its hidden layer.
+        """
+        with torch.autocast(z.device.type, enabled=False):
+            z = z.float()
+            jac = (self.linear.weight * self.score_std)[None].expand(z.shape[0], -1, -1)
+            if self.nonlinear:
+                first, act, last = self.mlp
+                h = first(z)
+                slope = torch.where(h > 0, torch.ones_like(h), act.weight.expand_as(h))
+                jac = jac + torch.einsum('oh,bh,hl->bol', last.weight, slope, first.weight)
+        return jac
+
+    def pca(self, z: torch.Tensor) -> torch.Tensor:
+        """The linear (PCA) part alone: ``(B, L)`` -> ``(B, M, 3)``."""
+        with torch.autocast(z.device.type, enabled=False):
+            return self.linear(z.float() * self.score_std + self.score_mean).view(z.shape[0], -1, 3)
 
 
 class DeepSSMNet(nn.Module):
@@ -285,6 +331,8 @@ class DeepSSMNet(nn.Module):
             load the mask with :func:`set_input_mask`); None reads the whole image.
         stochastic: A stochastic encoder (Uncertain-DeepSSM): a second head predicts the log-variance of every
             score; :meth:`encode` returns both.
+        nonlinear_decoder: Add a small MLP to the PCA decoder (``decoder.linear: false``); it starts at zero, so
+            the network's output at initialisation is that of the PCA decoder.
 
     Call :func:`init_pca_decoder` before training. ``net(images)`` returns
     ``(scores (B, L) whitened, particles (B, M, 3) in mm)``; for a stochastic encoder the scores are the means.
@@ -307,14 +355,17 @@ class DeepSSMNet(nn.Module):
         padding: str = 'auto',
         input_box: Sequence[Sequence[int]] | None = None,
         stochastic: bool = False,
+        nonlinear_decoder: bool = False,
     ):
         super().__init__()
         _check_sizes(num_latent, num_correspondences)
         self.model_kwargs = _model_kwargs(
             in_shape, num_latent, num_correspondences, channels, dropout, padding, input_box, stochastic
         )
+        if nonlinear_decoder:
+            self.model_kwargs['nonlinear_decoder'] = True
         self.encoder = _ImageEncoder(in_shape, num_latent, channels, dropout, padding, input_box, stochastic)
-        self.decoder = _PCADecoder(num_latent, num_correspondences)
+        self.decoder = _PCADecoder(num_latent, num_correspondences, nonlinear=nonlinear_decoder)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``images: (B, 1, D, H, W)`` -> ``(scores (B, L), particles (B, M, 3))``."""
@@ -324,6 +375,12 @@ class DeepSSMNet(nn.Module):
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``images`` -> ``(score means (B, L), log-variances (B, L) or None for a deterministic encoder)``."""
         return self.encoder.distribution(images)
+
+    def encode_passes(
+        self, images: torch.Tensor, passes: int, seed: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Monte Carlo dropout: ``passes`` encodings of each image, see :meth:`_ImageEncoder.passes`."""
+        return self.encoder.passes(images, passes, seed)
 
 
 class _ImageEncoder(nn.Module):
@@ -354,10 +411,46 @@ class _ImageEncoder(nn.Module):
         """``(mean (B, L), log-variance (B, L) or None)`` from one pass of the backbone."""
         if hasattr(self, 'input_mask'):
             images = self.input_mask(images)
-        features = self.backbone(images)
-        with torch.autocast(images.device.type, enabled=False):
+        return self._heads(self.backbone(images))
+
+    def _heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with torch.autocast(features.device.type, enabled=False):
             mean = self.head(features)
             return mean, (self.log_var_head(features) if self.stochastic else None)
+
+    def passes(self, images: torch.Tensor, passes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``passes`` Monte Carlo dropout encodings of each image: ``(means (T, B, L), log-variances or None)``.
+
+        The convolutions run once per image (they have no dropout); only the fully connected part runs ``passes``
+        times, with its dropout active and batch normalisation frozen. Every image gets the same ``passes`` dropout
+        masks, drawn from ``seed``, so an image's result does not depend on the batch it came in. With
+        ``passes=1`` or no dropout this is the plain (eval-mode) encoding.
+        """
+        t = int(passes)
+        if t < 1:
+            raise ValueError(f'passes must be an integer >= 1; got {passes!r}.')
+        modes = {m: m.training for m in self.modules()}
+        self.eval()
+        try:
+            if hasattr(self, 'input_mask'):
+                images = self.input_mask(images)
+            flat = self.backbone.conv(images)
+            if t == 1 or not any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.modules()):
+                mean, log_var = self._heads(self.backbone.dense(flat))
+                return mean[None], (None if log_var is None else log_var[None])
+            with mc_dropout(self):
+                means, log_vars = [], []
+                for row in flat:
+                    with torch.random.fork_rng(devices=[row.device] if row.device.type == 'cuda' else []):
+                        torch.manual_seed(int(seed))
+                        mean, log_var = self._heads(self.backbone.dense(row.expand(t, -1)))
+                    means.append(mean)
+                    log_vars.append(log_var)
+            mean = torch.stack(means, dim=1)
+            return mean, (None if log_vars[0] is None else torch.stack(log_vars, dim=1))
+        finally:
+            for m, mode in modes.items():
+                m.train(mode)
 
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -569,6 +662,8 @@ def set_decoder_trainable(net: nn.Module, trainable: bool = True) -> nn.Module:
     if not isinstance(net, DeepSSMNet):
         raise TypeError(f'only a DeepSSMNet has a PCA decoder; got {type(net).__name__}.')
     net.decoder.linear.requires_grad_(trainable)
+    if net.decoder.nonlinear:
+        net.decoder.mlp.requires_grad_(trainable)
     return net
 
 

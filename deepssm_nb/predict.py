@@ -6,6 +6,15 @@ twice: ``world_predictions/<id>.particles`` (reference frame) and
 ``local_predictions/<id>.particles`` (the image's own frame, mapped back with
 ``inv(T)`` where ``p_world = T @ [p_orig, 1]`` is the image's registration).
 
+A stochastic encoder (``encoder.deterministic: false``) also gives each particle's uncertainty, written next to
+its ``.particles`` file as ``<id>.std``: a text file with the header line ``# aleatoric_mm epistemic_mm total_mm``
+and then one row per particle, in the order of the ``.particles`` file. Each value is the predicted root mean
+squared distance of the particle from its predicted position, ``sqrt(trace(Cov))`` in mm (see
+:mod:`deepssm_nb.uncertainty`); ``total² = aleatoric² + epistemic²``. The local file is in the image's own units
+(the world values divided by the registration's scale). ``predictions.json`` gets each subject's mean uncertainty
+and its ``uncertain`` flag: a mean total uncertainty above the threshold fitted on the validation images
+(:func:`fit_uncertainty_threshold`).
+
 Example:
     >>> cfg = get_profile('smoke', work_dir='out')             # doctest: +SKIP
     >>> local_files = test_deepssm(cfg)                          # doctest: +SKIP
@@ -29,7 +38,23 @@ from ._validation import DataError
 from .freshness import StageRecord
 from .io import read_image, read_particles, write_json, write_particles
 
-__all__ = ['Predictions', 'format_errors', 'predict_image', 'predict_loader', 'prediction_errors', 'test_deepssm']
+__all__ = [
+    'STD_HEADER',
+    'Predictions',
+    'fit_uncertainty_threshold',
+    'format_errors',
+    'is_stochastic',
+    'predict_image',
+    'predict_loader',
+    'predict_uncertainty',
+    'prediction_errors',
+    'read_std',
+    'test_deepssm',
+    'write_std',
+]
+
+STD_HEADER = '# aleatoric_mm epistemic_mm total_mm'
+DECODER_SAMPLES = 64  # latent draws per pass to propagate the variance through a non-linear decoder
 
 
 @dataclass(frozen=True)
@@ -56,6 +81,85 @@ def _apply(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ T[:3, :3].T + T[:3, 3]
 
 
+def _scale(T: np.ndarray) -> float:
+    """The isotropic scale of a similarity transform's linear part."""
+    return float(abs(np.linalg.det(np.asarray(T, dtype=float)[:3, :3])) ** (1.0 / 3.0))
+
+
+def is_stochastic(net: torch.nn.Module) -> bool:
+    """Whether ``net`` has a stochastic encoder (a log-variance head)."""
+    enc = getattr(net, 'encoder', None)
+    return bool(getattr(enc, 'stochastic', False))
+
+
+@torch.no_grad()
+def predict_uncertainty(net: torch.nn.Module, images: torch.Tensor, *, passes: int = 20, seed: int = 0):
+    """Particles and their uncertainty for a batch of images (Monte Carlo dropout, propagated variances).
+
+    Args:
+        net: A :class:`~deepssm_nb.models.DeepSSMNet` (stochastic encoder, or deterministic with dropout).
+        images: ``(B, 1, D, H, W)`` whitened images.
+        passes: Monte Carlo dropout passes (1: no epistemic part).
+        seed: Seed of the dropout masks (the same masks for every image) and of the decoder samples.
+
+    Returns:
+        A :class:`~deepssm_nb.uncertainty.ParticleUncertainty` (particles ``(B, M, 3)``, uncertainties
+        ``(B, M)`` in mm). The aleatoric part propagates exactly through the linear PCA decoder, and by
+        ``DECODER_SAMPLES`` seeded draws through a non-linear one.
+    """
+    from .uncertainty import combine_passes, propagate_linear, propagate_sampled
+
+    means, log_vars = net.encode_passes(images, passes, seed)  # (T, B, L)
+    t, b, lat = means.shape
+    flat = means.reshape(t * b, lat)
+    particles = net.decoder(flat).float()
+    cov = None
+    if log_vars is not None:
+        lv = log_vars.reshape(t * b, lat).float()
+        dec = net.decoder
+        if dec.nonlinear:
+            gen = torch.Generator(device=flat.device).manual_seed(int(seed))
+            cov = propagate_sampled(dec, flat.float(), lv, num_samples=DECODER_SAMPLES, generator=gen)
+        else:
+            from .uncertainty import LOG_VAR_RANGE
+
+            cov = propagate_linear(torch.exp(lv.clamp(*LOG_VAR_RANGE)), dec.linear.weight.float(), dec.score_std)
+        cov = cov.reshape(t, b, *cov.shape[1:])
+    return combine_passes(particles.reshape(t, b, *particles.shape[1:]), cov)
+
+
+def write_std(path: str | os.PathLike, aleatoric: np.ndarray, epistemic: np.ndarray, total: np.ndarray) -> Path:
+    """Write per-particle uncertainties (each ``(M,)``, mm) as a ``.std`` file (see the module docstring)."""
+    arr = np.stack([np.asarray(a, dtype=float).ravel() for a in (aleatoric, epistemic, total)], axis=1)
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise DataError(f'uncertainties for "{path}" must be finite and >= 0.')
+    from .io import atomic_write_text
+
+    body = '\n'.join(f'{a:.6g} {e:.6g} {t:.6g}' for a, e, t in arr)
+    return atomic_write_text(path, f'{STD_HEADER}\n{body}\n')
+
+
+def read_std(path: str | os.PathLike, *, num_particles: int | None = None) -> dict[str, np.ndarray]:
+    """Read a ``.std`` file: ``{'aleatoric_mm', 'epistemic_mm', 'total_mm'}``, each ``(M,)``.
+
+    Raises:
+        FileNotFoundError: No such file.
+        DataError: Not three columns of numbers >= 0, or not ``num_particles`` rows.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'Uncertainty file not found: "{path}".')
+    try:
+        arr = np.loadtxt(path, comments='#', ndmin=2)
+    except ValueError as e:
+        raise DataError(f'"{path}" is not a .std file of three numbers a row: {e}') from None
+    if arr.shape[1] != 3 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise DataError(f'"{path}" must hold 3 columns of finite numbers >= 0; got shape {arr.shape}.')
+    if num_particles is not None and arr.shape[0] != num_particles:
+        raise DataError(f'"{path}" has {arr.shape[0]} rows; expected {num_particles} (one per particle).')
+    return dict(zip(('aleatoric_mm', 'epistemic_mm', 'total_mm'), arr.T.copy()))
+
+
 @torch.no_grad()
 def predict_loader(
     net: torch.nn.Module,
@@ -65,8 +169,15 @@ def predict_loader(
     transforms: Mapping[str, np.ndarray] | None = None,
     device: str | torch.device = 'cpu',
     verbose: bool = True,
+    mc_passes: int | None = None,
+    mc_seed: int = 0,
+    threshold_mm: float | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run a network over a test loader and write the predicted particles.
+
+    With a stochastic encoder (or ``mc_passes``), the uncertainties are written too (``<name>.std`` next to each
+    ``.particles`` file) and each entry gets ``mean_aleatoric_mm``, ``mean_epistemic_mm``, ``mean_total_mm`` and,
+    when ``threshold_mm`` is given, ``uncertain``.
 
     Args:
         net: ``net(images (B, 1, D, H, W)) -> (latent (B, L), particles (B, M, 3))``, in eval mode.
@@ -76,9 +187,12 @@ def predict_loader(
             Names without one get no local prediction.
         device: Where to run the network.
         verbose: Print the seconds per image.
+        mc_passes: Monte Carlo dropout passes; None: 20 for a stochastic encoder, else no uncertainty.
+        mc_seed: Seed of the passes.
+        threshold_mm: Flag a subject ``uncertain`` when its mean total uncertainty is above this.
 
     Returns:
-        ``{name: {'world': Path, 'local': Path | None, 'seconds': float}}`` in loader order.
+        ``{name: {'world': Path, 'local': Path | None, 'seconds': float, ...}}`` in loader order.
 
     Raises:
         DataError: The network returned non-finite particles.
@@ -87,12 +201,20 @@ def predict_loader(
     transforms = dict(transforms or {})
     net.eval()
     out: dict[str, dict[str, Any]] = {}
+    if mc_passes is None and is_stochastic(net):
+        mc_passes = 20
     for batch in loader:
         t0 = time.perf_counter()
-        _, particles = net(batch['image'].to(device))
+        images = batch['image'].to(device)
+        unc = None
+        if mc_passes is not None:
+            unc = predict_uncertainty(net, images, passes=mc_passes, seed=mc_seed)
+            particles = unc.particles
+        else:
+            _, particles = net(images)
         particles = particles.float().cpu().numpy().astype(np.float64)
         seconds = (time.perf_counter() - t0) / len(batch['name'])
-        for name, world in zip(batch['name'], particles):
+        for i, (name, world) in enumerate(zip(batch['name'], particles)):
             if not np.all(np.isfinite(world)):
                 raise DataError(f'the network predicted NaN or infinite particles for "{name}".')
             entry = {
@@ -100,13 +222,80 @@ def predict_loader(
                 'local': None,
                 'seconds': seconds,
             }
+            parts = None
+            if unc is not None:
+                parts = [x[i].double().cpu().numpy() for x in (unc.aleatoric_mm, unc.epistemic_mm, unc.total_mm)]
+                write_std(pred_dir / 'world_predictions' / f'{name}.std', *parts)
+                entry.update(_uncertainty_entry(parts, threshold_mm))
             if name in transforms:
                 local = _apply(np.linalg.inv(transforms[name]), world)
                 entry['local'] = write_particles(pred_dir / 'local_predictions' / f'{name}.particles', local)
+                if parts is not None:
+                    scale = _scale(np.linalg.inv(transforms[name]))
+                    write_std(pred_dir / 'local_predictions' / f'{name}.std', *(p * scale for p in parts))
             out[name] = entry
             if verbose:
-                print(f'{name}: {world.shape[0]} particles in {seconds:.3f} s')
+                extra = ''
+                if parts is not None:
+                    flag = ' (uncertain)' if entry.get('uncertain') else ''
+                    extra = f', mean uncertainty {entry["mean_total_mm"]:.2f} mm{flag}'
+                print(f'{name}: {world.shape[0]} particles in {seconds:.3f} s{extra}')
     return out
+
+
+def _uncertainty_entry(parts: list[np.ndarray], threshold_mm: float | None) -> dict[str, Any]:
+    a, e, t = (float(np.mean(p)) for p in parts)
+    entry: dict[str, Any] = {'mean_aleatoric_mm': a, 'mean_epistemic_mm': e, 'mean_total_mm': t}
+    if threshold_mm is not None:
+        entry['uncertain'] = bool(t > threshold_mm)
+    return entry
+
+
+def fit_uncertainty_threshold(cfg, net: torch.nn.Module | None = None, *, verbose: bool = True) -> dict[str, Any]:
+    """The threshold above which a prediction is flagged ``uncertain``, fitted on the validation images.
+
+    Every validation image is predicted with the Monte Carlo passes of ``cfg.deepssm.uncertainty``; the
+    threshold is the ``threshold_quantile`` of their mean total uncertainties. The record is kept in
+    ``model_dir/uncertainty.json`` and reused while the model file and the settings are unchanged.
+
+    Returns:
+        ``{'threshold_mm', 'quantile', 'validation_mean_total_mm' (one per image), 'mc_passes', 'mc_seed',
+        'model'}``.
+    """
+    from .corruptions import fit_threshold
+    from .loaders import load_train_val_loaders
+
+    u = cfg.deepssm.uncertainty
+    device = _device(cfg)
+    net = _load_net(cfg, device=device) if net is None else net
+    model_path = Path(net.model_info['path'])
+    path = Path(cfg.resolved_paths()['model_dir']) / 'uncertainty.json'
+    params = {'mc_passes': u.mc_passes, 'mc_seed': u.mc_seed, 'quantile': u.threshold_quantile}
+    stage = StageRecord.of({**params, 'calibration': net.model_info.get('calibration')}, {'model': model_path})
+    if stage.matches(StageRecord.read(path)):
+        import json
+
+        return json.loads(path.read_text())
+    _, val_loader, _ = load_train_val_loaders(cfg)
+    values = []
+    for batch in val_loader:
+        unc = predict_uncertainty(net, batch['image'].to(device), passes=u.mc_passes, seed=u.mc_seed)
+        values += unc.total_mm.double().mean(dim=1).cpu().tolist()
+    threshold = fit_threshold(np.asarray(values), u.threshold_quantile)
+    record = {
+        'threshold_mm': threshold,
+        **params,
+        'validation_mean_total_mm': values,
+        'model': model_path.name,
+        'record': stage.to_dict(),
+    }
+    write_json(path, record)
+    if verbose:
+        print(
+            f'uncertainty threshold {threshold:.3f} mm: the {u.threshold_quantile:.0%} quantile of '
+            f'{len(values)} validation images'
+        )
+    return record
 
 
 def _load_net(cfg, *, fine_tuned: bool | None = None, device: str | torch.device = 'cpu') -> torch.nn.Module:
@@ -120,6 +309,7 @@ def _load_net(cfg, *, fine_tuned: bool | None = None, device: str | torch.device
         use_best=cfg.deepssm.use_best_model,
         fine_tuned=fine_tuned,
         calibrated=cfg.deepssm.calibrate,
+        uncertain=not cfg.deepssm.encoder.deterministic,
         device=device,
     )
 
@@ -168,9 +358,11 @@ def test_deepssm(cfg, groomed=None, *, overwrite: bool = False, verbose: bool = 
     device = _device(cfg)
     net = _load_net(cfg, device=device)
     model_path = Path(net.model_info['path'])
-    stage = StageRecord.of(
-        {'calibration': net.model_info.get('calibration')}, {'model': model_path, 'images': [s.image for s in subjects]}
-    )
+    u = cfg.deepssm.uncertainty
+    params: dict[str, Any] = {'calibration': net.model_info.get('calibration')}
+    if is_stochastic(net):
+        params.update(mc_passes=u.mc_passes, mc_seed=u.mc_seed, threshold_quantile=u.threshold_quantile)
+    stage = StageRecord.of(params, {'model': model_path, 'images': [s.image for s in subjects]})
     record = {'model': str(model_path), 'calibration': net.model_info.get('calibration'), 'record': stage.to_dict()}
     info_path = pred_dir / 'predictions.json'
     local = [pred_dir / 'local_predictions' / f'{s.id}.particles' for s in subjects]
@@ -180,7 +372,8 @@ def test_deepssm(cfg, groomed=None, *, overwrite: bool = False, verbose: bool = 
         local,
         [pred_dir / 'world_predictions' / f'{s.id}.particles' for s in subjects],
     )
-    if not overwrite and all(p.is_file() for p in local) and stage.matches(StageRecord.read(info_path)):
+    wanted = local + ([p.with_suffix('.std') for p in local] if is_stochastic(net) else [])
+    if not overwrite and all(p.is_file() for p in wanted) and stage.matches(StageRecord.read(info_path)):
         if verbose:
             print(f'Predictions up to date in "{pred_dir}" ({len(local)} test images).')
         return found
@@ -191,11 +384,21 @@ def test_deepssm(cfg, groomed=None, *, overwrite: bool = False, verbose: bool = 
         float(norm.get('down_factor', cfg.loader.down_factor)),
         normalization=norm,
     )
+    extra: dict[str, Any] = {}
+    mc: dict[str, Any] = {}
+    if is_stochastic(net):
+        threshold = fit_uncertainty_threshold(cfg, net, verbose=verbose)['threshold_mm']
+        mc = {'mc_passes': u.mc_passes, 'mc_seed': u.mc_seed, 'threshold_mm': threshold}
     results = predict_loader(
-        net, loader, pred_dir, transforms={s.id: s.transform for s in subjects}, device=device, verbose=verbose
+        net, loader, pred_dir, transforms={s.id: s.transform for s in subjects}, device=device, verbose=verbose, **mc
     )
+    if mc:
+        keys = ('mean_aleatoric_mm', 'mean_epistemic_mm', 'mean_total_mm', 'uncertain')
+        extra = {'uncertainty': {**mc, 'subjects': {n: {k: r[k] for k in keys} for n, r in results.items()}}}
     seconds = {name: r['seconds'] for name, r in results.items()}
-    write_json(info_path, {**record, 'seconds': seconds, 'mean_seconds': float(np.mean(list(seconds.values())))})
+    write_json(
+        info_path, {**record, 'seconds': seconds, 'mean_seconds': float(np.mean(list(seconds.values()))), **extra}
+    )
     if verbose:
         print(f'{len(results)} test images, {np.mean(list(seconds.values())):.3f} s per image (network only).')
     return found
@@ -234,7 +437,8 @@ def predict_image(
     iterations: int | None = None,
     side: str | None = None,
     verbose: bool = True,
-) -> np.ndarray:
+    return_uncertainty: bool = False,
+) -> np.ndarray | tuple[np.ndarray, dict[str, Any]]:
     """Predict the particles of one new image file, in that image's own frame.
 
     The image is registered to the groomed reference image (as the test images
@@ -259,10 +463,13 @@ def predict_image(
         iterations: Optimizer iterations per stage (default: as grooming).
         side: ``'L'`` or ``'R'``, the image's side; None reads it from ``_L`` / ``_R`` tokens of the file name
             (no token: no reflection). Ignored when grooming had no sides.
-        verbose: Print the seconds taken (registration included).
+        verbose: Print the seconds taken (registration included), and the mean uncertainty.
+        return_uncertainty: Also return a dict: ``particles`` (the file written) and, for a stochastic
+            encoder, ``std`` (the ``<stem>.std`` file beside it), ``mean_aleatoric_mm``, ``mean_epistemic_mm``,
+            ``mean_total_mm``, ``threshold_mm`` (None before :func:`test_deepssm` fitted it) and ``uncertain``.
 
     Returns:
-        (M, 3) particles in the image's physical frame (mm).
+        (M, 3) particles in the image's physical frame (mm); with ``return_uncertainty``, ``(particles, info)``.
 
     Raises:
         FileNotFoundError: The image, the reference image or the model is missing.
@@ -278,7 +485,12 @@ def predict_image(
         from .model_files import model_file
 
         fine = bool(cfg.deepssm.fine_tune.enabled)
-        mfile = model_file(paths['model_dir'], use_best=cfg.deepssm.use_best_model, fine_tuned=fine)
+        mfile = model_file(
+            paths['model_dir'],
+            use_best=cfg.deepssm.use_best_model,
+            fine_tuned=fine,
+            uncertain=not cfg.deepssm.encoder.deterministic,
+        )
         calib = mfile.parent / 'calibration.json'
         net = _cached(
             (
@@ -309,17 +521,43 @@ def predict_image(
 
     x = prepare_image(registered, norm, name=f'"{image_path}"')
     device = next(net.parameters()).device
-    with torch.no_grad():
-        _, particles = net.eval()(x.to(device))
+    info: dict[str, Any] = {}
+    parts = None
+    if is_stochastic(net):
+        u = cfg.deepssm.uncertainty
+        unc = predict_uncertainty(net.eval(), x.to(device), passes=u.mc_passes, seed=u.mc_seed)
+        particles = unc.particles
+        world_parts = [v[0].double().cpu().numpy() for v in (unc.aleatoric_mm, unc.epistemic_mm, unc.total_mm)]
+        threshold = _threshold(cfg)  # fitted in the world frame, as these means are
+        info = _uncertainty_entry(world_parts, threshold) | {'threshold_mm': threshold}
+        parts = [p * _scale(np.linalg.inv(T)) for p in world_parts]
+    else:
+        with torch.no_grad():
+            _, particles = net.eval()(x.to(device))
     world = particles[0].float().cpu().numpy().astype(np.float64)
     local = _apply(np.linalg.inv(T), world)
     out_dir = Path(out_dir) if out_dir is not None else paths['pred_dir'] / 'new_predictions'
-    write_particles(out_dir / f'{image_path.name.split(".")[0]}.particles', local)
+    stem = image_path.name.split('.')[0]
+    info['particles'] = write_particles(out_dir / f'{stem}.particles', local)
+    if parts is not None:
+        info['std'] = write_std(out_dir / f'{stem}.std', *parts)
     if verbose:
         total = time.perf_counter() - t0
         mirrored = ', reflected to the reference side and back' if flip is not None else ''
         print(f'{image_path.name}: {local.shape[0]} particles in {total:.2f} s (registration {t_reg:.2f} s{mirrored})')
-    return local
+        if parts is not None:
+            flag = 'uncertain: true' if info.get('uncertain') else 'uncertain: false'
+            limit = '' if info['threshold_mm'] is None else f', threshold {info["threshold_mm"]:.2f} mm'
+            print(f'  mean uncertainty {info["mean_total_mm"]:.2f} mm ({flag}{limit}); per particle in {info["std"]}')
+    return (local, info) if return_uncertainty else local
+
+
+def _threshold(cfg) -> float | None:
+    """The fitted uncertainty threshold of the run's model, or None when none was fitted."""
+    import json
+
+    path = Path(cfg.resolved_paths()['model_dir']) / 'uncertainty.json'
+    return float(json.loads(path.read_text())['threshold_mm']) if path.is_file() else None
 
 
 def _groomed(cfg):

@@ -42,7 +42,7 @@ import torch
 
 from ._validation import ConfigError, DataError
 from .checkpoints import fingerprint_diffs, load_checkpoint, read_train_log
-from .config import Config, DecayLRConfig, TLNetConfig, TrainerConfig
+from .config import Config, DecayLRConfig, TLNetConfig, TrainerConfig, UncertaintyConfig
 from .io import plain
 from .losses import get_loss
 from .model_files import load_model_file
@@ -61,6 +61,7 @@ from .train_loop import (
     run_stage,
     stage_result,
 )
+from .training_set import shapes_loader
 
 __all__ = [
     'TrainResult',
@@ -69,6 +70,7 @@ __all__ = [
     'fit',
     'fit_tl',
     'train_deepssm',
+    'uncertainty_spec',
 ]
 
 Callback = Callable[[dict], Any]
@@ -107,29 +109,130 @@ def _spec(name: str, suffix: str, tc: TrainerConfig, step, trainable, **extra: A
     )
 
 
-def base_spec(tc: TrainerConfig, stage: str, loss: str, focal_a: float, focal_c: float) -> StageSpec:
+def _mean_loss(loss_fn, supervised_latent: bool, tied: bool):
+    """The particle loss of a batch; with a trainable decoder and a supervised latent, plus the latent's tie.
+
+    The tie compares the PCA decoding of the predicted latent with that of the true whitened scores, so it is in
+    mm² like the particle loss, and keeps the latent vector the PCA scores while the decoder learns.
+    """
+
+    def mean_loss(net, b, z, pred, target):
+        value = loss_fn(pred, target)
+        if supervised_latent and tied:
+            value = value + loss_fn(net.decoder.pca(z), net.decoder.pca(b.scores))
+        return value
+
+    return mean_loss
+
+
+def _flags(linear: bool, supervised_latent: bool) -> dict[str, Any]:
+    """The decoder and latent flags, in a stage's settings only when not the defaults (old runs stay valid)."""
+    out: dict[str, Any] = {}
+    if not linear:
+        out['decoder_linear'] = False
+    if not supervised_latent:
+        out['supervised_latent'] = False
+    return out
+
+
+def base_spec(
+    tc: TrainerConfig,
+    stage: str,
+    loss: str,
+    focal_a: float,
+    focal_c: float,
+    *,
+    linear: bool = True,
+    supervised_latent: bool = True,
+) -> StageSpec:
+    """The base or fine-tuning stage of Base-DeepSSM.
+
+    With the linear decoder and a supervised latent (the defaults) the decoder is the frozen PCA decoder in the
+    base stage, so the particle loss is a loss on the PCA scores. A non-linear decoder (``linear=False``) or a
+    free latent (``supervised_latent=False``) trains the decoder with the encoder from the start; with a
+    supervised latent the loss then adds the latent's tie to the true scores (see :func:`_mean_loss`).
+    """
     loss_fn = get_loss(loss, a=focal_a, c=focal_c)
+    free_decoder = not (linear and supervised_latent)
+    decoder_learns = stage == 'fine_tune' or free_decoder
+    mean_loss = _mean_loss(loss_fn, supervised_latent, tied=free_decoder)
 
     def step(net, b):
         target = b.particles
-        _, pred = net(b.images)
-        return loss_fn(pred, target), pred, target
+        z, pred = net(b.images)
+        return mean_loss(net, b, z, pred, target), pred, target
 
+    trainable = (lambda net: [net.encoder, net.decoder]) if decoder_learns else (lambda net: [net.encoder])
+    extra = {'loss': loss, 'focal_a': focal_a, 'focal_c': focal_c, **_flags(linear, supervised_latent)}
     if stage == 'base':
-        return _spec('base', '', tc, step, lambda net: [net.encoder], loss=loss, focal_a=focal_a, focal_c=focal_c)
+        return _spec('base', '', tc, step, trainable, **extra)
     if stage == 'fine_tune':
-        spec = _spec(
-            'fine_tune',
-            '_ft',
-            tc,
-            step,
-            lambda net: [net.encoder, net.decoder],
-            loss=loss,
-            focal_a=focal_a,
-            focal_c=focal_c,
-        )
-        return dataclasses.replace(spec, keep_start=True)
+        return dataclasses.replace(_spec('fine_tune', '_ft', tc, step, trainable, **extra), keep_start=True)
     raise ConfigError(f"stage must be 'base' or 'fine_tune'; got {stage!r}.")
+
+
+_PREDICTION_KEYS = ('mc_passes', 'mc_seed', 'threshold_quantile')  # used at prediction only: no retraining
+
+
+def uncertainty_spec(
+    tc: TrainerConfig,
+    uc: UncertaintyConfig,
+    loss: str,
+    focal_a: float,
+    focal_c: float,
+    *,
+    linear: bool = True,
+    supervised_latent: bool = True,
+) -> StageSpec:
+    """The stage of the stochastic encoder (Uncertain-DeepSSM), started from the trained model.
+
+    Loss: the particle loss of the base stage, plus ``w(epoch)`` times a Gaussian negative log-likelihood, with
+    ``w`` 0 for ``burn_in_epochs`` and then rising to 1 over ``ramp_epochs``
+    (:func:`~deepssm_nb.uncertainty.nll_weight`). The particle loss stays, so the means keep the objective of
+    the deterministic model; the likelihood teaches the variances. With a supervised latent the likelihood is
+    that of the true whitened scores; with a free latent it is that of the true particles, each coordinate with
+    the variance the decoder propagates from the latent's (its Jacobian at the mean, exact for the linear
+    decoder). Gradients are clipped to ``grad_clip``. Only the fully connected layers and both heads learn
+    unless ``train_backbone``; the decoder learns too when it learned in the base stage.
+    """
+    from .uncertainty import gaussian_nll, nll_weight, particle_nll
+
+    loss_fn = get_loss(loss, a=focal_a, c=focal_c)
+    decoder_learns = not (linear and supervised_latent)
+    mean_loss = _mean_loss(loss_fn, supervised_latent, tied=decoder_learns)
+
+    def step(net, b):
+        target = b.particles
+        mean, log_var = net.encode(b.images)
+        pred = net.decoder(mean)
+        value = mean_loss(net, b, mean, pred, target)
+        w = nll_weight(b.epoch, uc.burn_in_epochs, uc.ramp_epochs)
+        if w > 0:
+            if supervised_latent:
+                nll = gaussian_nll(mean, log_var, b.scores)
+            else:
+                nll = particle_nll(pred, net.decoder.jacobian(mean.detach()).detach(), log_var, target)
+            value = value + w * nll
+        return value, pred, target
+
+    def trainable(net):
+        enc = net.encoder
+        mods = [enc] if uc.train_backbone else [enc.backbone.fc, enc.head, enc.log_var_head]
+        return [*mods, net.decoder] if decoder_learns else mods
+
+    spec = _spec(
+        'uncertainty',
+        '_unc',
+        dataclasses.replace(tc, epochs=uc.epochs, learning_rate=uc.learning_rate),
+        step,
+        trainable,
+        loss=loss,
+        focal_a=focal_a,
+        focal_c=focal_c,
+        uncertainty={k: v for k, v in dataclasses.asdict(uc).items() if k not in _PREDICTION_KEYS},
+        **_flags(linear, supervised_latent),
+    )
+    return dataclasses.replace(spec, grad_clip=uc.grad_clip)
 
 
 def _tl_specs(tc: TrainerConfig, tl: TLNetConfig, loss: str) -> list[StageSpec]:
@@ -331,7 +434,7 @@ def fit_tl(
     for spec in _tl_specs(trainer_cfg, tl_cfg, loss):
         results[spec.name] = run_stage(
             net,
-            train_loader,
+            shapes_loader(train_loader) if spec.name == 'tl_ae' else train_loader,
             val_loader,
             spec,
             model_dir=Path(model_dir),
@@ -420,11 +523,20 @@ def _plan(cfg: Config) -> tuple[str, TrainerConfig, list[StageSpec]]:
     if ds.tl_net.enabled:
         kind, specs = 'tl', _tl_specs(tc, ds.tl_net, ds.loss.function)
     else:
-        kind, specs = 'base', [base_spec(tc, 'base', ds.loss.function, ds.loss.focal_a, ds.loss.focal_c)]
+        flags = {'linear': ds.decoder.linear, 'supervised_latent': ds.loss.supervised_latent}
+        kind, specs = 'base', [base_spec(tc, 'base', ds.loss.function, ds.loss.focal_a, ds.loss.focal_c, **flags)]
         if ds.fine_tune.enabled:
+            ft = fine_tune_config(tc, ds.fine_tune)
+            specs.append(base_spec(ft, 'fine_tune', ds.fine_tune.loss, ds.loss.focal_a, ds.loss.focal_c, **flags))
+        if not ds.encoder.deterministic:
             specs.append(
-                base_spec(
-                    fine_tune_config(tc, ds.fine_tune), 'fine_tune', ds.fine_tune.loss, ds.loss.focal_a, ds.loss.focal_c
+                uncertainty_spec(
+                    dataclasses.replace(tc, seed=tc.seed + 2),
+                    ds.uncertainty,
+                    ds.loss.function,
+                    ds.loss.focal_a,
+                    ds.loss.focal_c,
+                    **flags,
                 )
             )
     data = _training_data(cfg)
@@ -480,6 +592,8 @@ def input_mask(normalization: dict[str, Any], mean_shape: np.ndarray, margin: fl
 
 def _model_path(model_dir: Path, cfg: Config, stages: dict[str, FitResult]) -> Path:
     last = list(stages.values())[-1]
+    if last.stage == 'uncertainty':  # its validation RMSE says nothing of the variances: always the final model
+        return last.final_path
     return last.best_path if cfg.deepssm.use_best_model and last.best_path.is_file() else last.final_path
 
 
@@ -563,6 +677,8 @@ def train_deepssm(
         'channels': list(ds.encoder.channels),
         'dropout': ds.encoder.dropout,
     }
+    if not ds.decoder.linear:
+        kwargs['nonlinear_decoder'] = True
     mask = None
     if ds.encoder.input_margin_mm > 0:
         mask = input_mask(norm, pca.mean_, ds.encoder.input_margin_mm)
@@ -587,9 +703,83 @@ def train_deepssm(
             base = stages['base']
             start = base.best_path if ds.use_best_model and base.best_path.is_file() else base.final_path
             net.load_state_dict(torch.load(start, map_location='cpu', weights_only=True)['state_dict'])
-        stages[spec.name] = run_stage(net, train_loader, val_loader, spec, **common)
+        if spec.name == 'uncertainty':
+            net = _stochastic_net(kind, kwargs, ds.uncertainty.dropout, _model_path(model_dir, cfg, stages))
+            init_log_variance(net, train_loader, dev, supervised_latent=ds.loss.supervised_latent)
+        loader = shapes_loader(train_loader) if spec.name == 'tl_ae' else train_loader
+        stages[spec.name] = run_stage(net, loader, val_loader, spec, **common)
     result = TrainResult(model_dir, kind, stages, read_train_log(model_dir), _model_path(model_dir, cfg, stages))
     return _calibrate(cfg, result, val_loader, dev)
+
+
+def _stochastic_net(kind: str, kwargs: dict[str, Any], dropout: float, start: Path) -> torch.nn.Module:
+    """The network of the uncertainty stage: the trained one, plus dropout and a log-variance head at 0."""
+    net = build_model(kind, **{**kwargs, 'dropout': dropout, 'stochastic': True})
+    missing, unexpected = net.load_state_dict(
+        torch.load(start, map_location='cpu', weights_only=True)['state_dict'], strict=False
+    )
+    if unexpected or any(not k.startswith('encoder.log_var_head.') for k in missing):
+        raise DataError(
+            f'"{start}" does not fit the stochastic network: missing {missing}, unexpected {unexpected}; '
+            'train again with restart=True.'
+        )
+    return net
+
+
+INIT_BATCHES = 8  # training batches that set the starting variance of the uncertainty stage
+
+
+@torch.no_grad()
+def init_log_variance(
+    net: torch.nn.Module, loader: Any, device: torch.device, *, supervised_latent: bool, batches: int = INIT_BATCHES
+) -> torch.Tensor:
+    """Start the log-variance head at the residual variance of the trained means.
+
+    A head at ``log σ² = 0`` claims the spread of the training scores, several times the error of a trained
+    model, and a few epochs of a small learning rate barely move it. So its bias starts at the log of the mean
+    squared residual over the first ``batches`` training batches: per latent dimension, in whitened units, with a
+    supervised latent; one value for every dimension, scaled through the decoder's Jacobian to the particle
+    residuals, with a free latent. Its weights stay at zero: the stage then learns which inputs are harder.
+
+    Args:
+        net: A stochastic :class:`~deepssm_nb.models.DeepSSMNet` (its mean path trained).
+        loader: The training loader (batches with ``'image'``, ``'particles'`` and ``'scores'``).
+        device: Where the network runs.
+        supervised_latent: Whether the latent is the whitened PCA scores.
+        batches: How many batches to average over.
+
+    Returns:
+        ``(L,)`` the starting log-variances.
+    """
+    modes = {m: m.training for m in net.modules()}
+    net.to(device).eval()
+    num, den = None, None
+    try:
+        for i, batch in enumerate(loader):
+            if i >= batches:
+                break
+            mean, _ = net.encode(batch['image'].to(device))
+            mean = mean.float()
+            if supervised_latent:
+                r2 = ((mean - batch['scores'].to(device).float()) ** 2).sum(0)
+                n = torch.full_like(r2, mean.shape[0])
+            else:
+                resid = (net.decoder(mean) - batch['particles'].to(device).float()) ** 2
+                prior = (net.decoder.jacobian(mean) ** 2).sum(-1)  # (B, 3 M): the variance at log σ² = 0
+                r2 = resid.sum().expand(mean.shape[1])
+                n = prior.sum().expand(mean.shape[1])
+            num = r2 if num is None else num + r2
+            den = n if den is None else den + n
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+    if num is None:
+        raise DataError('init_log_variance: the training loader yielded no batch.')
+    from .uncertainty import LOG_VAR_RANGE
+
+    log_var = torch.log((num / den).clamp_min(1e-12)).clamp(*LOG_VAR_RANGE)
+    net.encoder.log_var_head.bias.copy_(log_var)
+    return log_var.cpu()
 
 
 def _calibrate(cfg: Config, result: TrainResult, val_loader: Any, device: torch.device) -> TrainResult:

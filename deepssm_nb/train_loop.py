@@ -165,8 +165,11 @@ class StageSpec:
 
     ``step(net, batch)`` returns ``(loss, predicted particles (B, M, 3), true
     particles (B, M, 3))``; it runs under autocast, with gradients in training
-    and under ``torch.no_grad()`` in validation. ``trainable(net)`` lists the
-    modules that learn in this stage (the rest are frozen). With ``keep_start``
+    and under ``torch.no_grad()`` in validation; ``batch.epoch`` is the epoch
+    (1-based). ``trainable(net)`` lists the modules that learn in this stage
+    (the rest are frozen; frozen batch normalisation keeps its running
+    statistics). ``grad_clip > 0`` clips the gradient norm of every step to
+    it. With ``keep_start``
     the incoming model is validated first and counts as epoch 0: the stage's
     best model is then never worse on validation than the model it started
     from (used by fine tuning, which can drift away from a good base model).
@@ -185,6 +188,7 @@ class StageSpec:
     seed: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
     keep_start: bool = False
+    grad_clip: float = 0.0
 
 
 @dataclass
@@ -223,8 +227,9 @@ class FitResult:
 class _Batch:
     """A loader batch with tensors moved to the device on first access."""
 
-    def __init__(self, batch: dict, device: torch.device, channels_last: bool):
+    def __init__(self, batch: dict, device: torch.device, channels_last: bool, epoch: int = 1):
         self._b, self._device, self._cl = batch, device, channels_last
+        self.epoch = epoch
 
     @property
     def images(self) -> torch.Tensor:
@@ -318,11 +323,11 @@ def run_stage(
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]['lr']
         train_loss, train_rmse = train_epoch(
-            net, train_loader, spec, optimizer, scaler, device, precision, progress=progress
+            net, train_loader, spec, optimizer, scaler, device, precision, progress=progress, epoch=epoch
         )
         val_rmse = math.nan
         if epoch == 1 or epoch % val_every == 0 or epoch == spec.epochs:
-            val_rmse = evaluate(net, val_loader, spec.step, device=device, precision=precision)
+            val_rmse = evaluate(net, val_loader, spec.step, device=device, precision=precision, epoch=epoch)
         scheduler.step()
         row = {
             'stage': spec.name,
@@ -370,24 +375,35 @@ def _sq_sum(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.sum((pred.detach().double() - target.detach().double()) ** 2)
 
 
-def train_epoch(net, loader, spec, optimizer, scaler, device, precision, *, progress) -> tuple[float, float]:
+def train_epoch(
+    net, loader, spec, optimizer, scaler, device, precision, *, progress, epoch: int = 1
+) -> tuple[float, float]:
     """One pass over ``loader``; returns (mean loss, RMSE in mm). Metrics stay on the device until the end."""
     from tqdm.auto import tqdm
 
     net.train()
+    for m in net.modules():  # a frozen batch norm keeps its statistics too
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
+    params = [p for p in net.parameters() if p.requires_grad]
     sq = torch.zeros((), dtype=torch.float64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count, n_batches = 0, 0
     for batch in tqdm(loader, desc='batches', leave=False, disable=not progress):
         with _autocast(device, precision):
-            loss, pred, target = spec.step(net, _Batch(batch, device, precision.channels_last))
+            loss, pred, target = spec.step(net, _Batch(batch, device, precision.channels_last, epoch))
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
+            if spec.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, spec.grad_clip)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
+            if spec.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, spec.grad_clip)
             optimizer.step()
         sq += _sq_sum(pred, target)
         loss_sum += loss.detach().double()
@@ -403,14 +419,16 @@ def train_epoch(net, loader, spec, optimizer, scaler, device, precision, *, prog
     return mean_loss, math.sqrt(float(sq) / count)
 
 
-def evaluate(net: nn.Module, loader: Any, step: Callable, *, device: torch.device, precision: Precision) -> float:
+def evaluate(
+    net: nn.Module, loader: Any, step: Callable, *, device: torch.device, precision: Precision, epoch: int = 1
+) -> float:
     """Validation RMSE in mm (root mean squared per-particle distance), under ``torch.no_grad()``."""
     net.eval()
     sq, count = torch.zeros((), dtype=torch.float64, device=device), 0
     with torch.no_grad():
         for batch in loader:
             with _autocast(device, precision):
-                _, pred, target = step(net, _Batch(batch, device, precision.channels_last))
+                _, pred, target = step(net, _Batch(batch, device, precision.channels_last, epoch))
             sq += _sq_sum(pred, target)
             count += pred.shape[0] * pred.shape[1]
     net.train()

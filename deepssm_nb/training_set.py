@@ -34,7 +34,14 @@ from torch.utils.data import Dataset, Sampler
 
 from ._validation import DataError, check_in_range
 
-__all__ = ['FRESH', 'AugmentedTrainingSet', 'EpochDraws', 'build_training_loader', 'limit_worker_threads']
+__all__ = [
+    'FRESH',
+    'AugmentedTrainingSet',
+    'EpochDraws',
+    'build_training_loader',
+    'limit_worker_threads',
+    'shapes_loader',
+]
 
 FRESH = -1  # the row number of a fresh sample in a draw (row, seed)
 
@@ -138,8 +145,8 @@ class AugmentedTrainingSet(Dataset):
             item['image'] = torch.from_numpy(image[None])
         return item
 
-    def fresh_sample(self, rng: np.random.Generator, *, name: str = 'fresh') -> dict[str, Any]:
-        """A new sample (before intensity changes): shape, base, pose jitter and warp, all from ``rng``."""
+    def fresh_shape(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """A fresh sample's particles ``(M, 3)`` (pose jitter included) and its base, the first draws of ``rng``."""
         if not self.has_fresh:
             raise DataError(
                 'this training set has no synthesizer, PCA and sampler, so it cannot make fresh samples '
@@ -158,7 +165,12 @@ class AugmentedTrainingSet(Dataset):
                 center=particles.mean(axis=0),
             )
             particles = apply_transform(pose, particles)
-        raw = self.synthesizer.warp(int(base[0]), particles)
+        return particles, int(base[0])
+
+    def fresh_sample(self, rng: np.random.Generator, *, name: str = 'fresh') -> dict[str, Any]:
+        """A new sample (before intensity changes): shape, base, pose jitter and warp, all from ``rng``."""
+        particles, base = self.fresh_shape(rng)
+        raw = self.synthesizer.warp(base, particles)
         raw = self._match_loader_grid(raw)
         image = (raw - self._image_mean) / self._image_std
         z = (self.pca.transform(particles[None])[0] - self._score_mean) / self._score_std
@@ -180,6 +192,44 @@ class AugmentedTrainingSet(Dataset):
 
         img = self.synthesizer.grid.to_image(raw)
         return sitk.GetArrayFromImage(downsample_image(img, factor, name='fresh sample'))
+
+
+class _Shapes(Dataset):
+    """The particles of an :class:`AugmentedTrainingSet`'s draws, without their images (no warp, no intensity)."""
+
+    def __init__(self, dataset: AugmentedTrainingSet):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        row, seed = key
+        if row == FRESH:
+            particles, _ = self.dataset.fresh_shape(np.random.default_rng(int(seed)))
+            return {'particles': torch.from_numpy(particles.astype(np.float32)), 'name': f'fresh_{int(seed):016x}'}
+        item = self.dataset.rows[int(row)]
+        return {'particles': item['particles'], 'name': item['name']}
+
+
+def shapes_loader(loader: Any) -> Any:
+    """A loader of the same draws as ``loader`` with only their particles, for a stage that reads no image.
+
+    Seeded alike (as every stage seeds its loader's generators), it yields the very particles ``loader`` would, in
+    the same batches, without warping a single image: TL-DeepSSM's autoencoder phase spends most of its time
+    otherwise making images it never reads. A loader that is not over fresh samples is returned as it is.
+    """
+    from torch.utils.data import DataLoader
+
+    dataset, sampler = getattr(loader, 'dataset', None), getattr(loader, 'sampler', None)
+    if not (isinstance(dataset, AugmentedTrainingSet) and dataset.has_fresh and isinstance(sampler, EpochDraws)):
+        return loader
+    return DataLoader(
+        _Shapes(dataset),
+        batch_size=loader.batch_size,
+        sampler=EpochDraws(sampler.rows, sampler.fresh, torch.Generator()),
+        generator=torch.Generator(),
+    )
 
 
 def build_training_loader(

@@ -7,6 +7,7 @@ with the network's own weights, large on images unlike the training ones. This m
 need, independent of any network:
 
 * :func:`gaussian_nll`: the loss ``0.5 * (log σ² + (μ - y)² / σ²)``, averaged;
+* :func:`particle_nll`: the same likelihood for true particles, through the decoder's Jacobian (a free latent);
 * :func:`nll_weight`: the blend from the MSE burn-in into that loss over the training epochs;
 * :func:`propagate_linear`: the exact covariance of each particle when the decoder is linear (the PCA decoder):
   ``Cov(x_m) = W_m diag(s² σ²) W_mᵀ``, with ``W_m`` the decoder rows of particle ``m`` and ``s`` the score scale;
@@ -32,6 +33,7 @@ __all__ = [
     'combine_passes',
     'gaussian_nll',
     'nll_weight',
+    'particle_nll',
     'particle_std_mm',
     'propagate_linear',
     'propagate_sampled',
@@ -62,6 +64,35 @@ def gaussian_nll(mean: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor
         )
     log_var = log_var.clamp(*LOG_VAR_RANGE)
     return 0.5 * (log_var + (mean - target) ** 2 * torch.exp(-log_var)).mean()
+
+
+def particle_nll(
+    pred: torch.Tensor, jacobian: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """Gaussian negative log-likelihood of true particles, each coordinate with its propagated variance.
+
+    The variance of coordinate ``c`` is ``sum_l J[c, l]² σ²_l`` (the diagonal of ``J diag(σ²) Jᵀ``; the
+    correlations between coordinates are left out), floored at 1e-6 mm².
+
+    Args:
+        pred: ``(B, M, 3)`` predicted particles (the decoded means), mm.
+        jacobian: ``(B, 3 M, L)`` the decoder's Jacobian at the means (held constant).
+        log_var: ``(B, L)`` predicted log-variances of the latent scores.
+        target: ``(B, M, 3)`` true particles, mm.
+
+    Returns:
+        A scalar tensor: ``0.5 * (log v + r² / v)`` averaged over every coordinate.
+    """
+    b, m = pred.shape[:2]
+    if target.shape != pred.shape or jacobian.shape[:2] != (b, 3 * m) or log_var.shape != (b, jacobian.shape[2]):
+        raise ValueError(
+            f'particle_nll: expected pred and target (B, M, 3), jacobian (B, 3 M, L) and log_var (B, L); got '
+            f'{tuple(pred.shape)}, {tuple(target.shape)}, {tuple(jacobian.shape)} and {tuple(log_var.shape)}.'
+        )
+    var = torch.einsum('bcl,bl->bc', jacobian.float() ** 2, torch.exp(log_var.float().clamp(*LOG_VAR_RANGE)))
+    var = var.clamp_min(1e-6)
+    r2 = ((pred.float() - target.float()) ** 2).reshape(b, -1)
+    return 0.5 * (torch.log(var) + r2 / var).mean()
 
 
 def nll_weight(epoch: int, burn_in: int, ramp: int) -> float:

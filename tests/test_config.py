@@ -93,8 +93,43 @@ BAD_CONFIGS = [
         {'deepssm': {'trainer': {'decay_lr': {'parameters': {'gamma': -1}}}}},
         r'decay_lr\.parameters\.gamma: expected a number >= 0; got -1',
     ),
-    ({'deepssm': {'encoder': {'deterministic': False}}}, r'only deterministic encoders are implemented'),
-    ({'deepssm': {'decoder': {'linear': False}}}, r'only a deterministic linear decoder is implemented'),
+    (
+        {'deepssm': {'uncertainty': {'mc_passes': 0}}},
+        r'config\.deepssm\.uncertainty\.mc_passes: expected a value in \[1, inf\); got 0',
+    ),
+    (
+        {'deepssm': {'uncertainty': {'burn_in_epochs': -1}}},
+        r'config\.deepssm\.uncertainty\.burn_in_epochs: expected a value in \[0, inf\); got -1',
+    ),
+    (
+        {'deepssm': {'uncertainty': {'dropout': 1}}},
+        r'config\.deepssm\.uncertainty\.dropout: expected a value in \[0\.0, 0\.9\]; got 1',
+    ),
+    (
+        {'deepssm': {'uncertainty': {'threshold_quantile': 1.0}}},
+        r'config\.deepssm\.uncertainty\.threshold_quantile: expected a value in \(0\.0, 0\.999\]; got 1\.0',
+    ),
+    (
+        {'deepssm': {'uncertainty': {'grad_clip': 0}}},
+        r'config\.deepssm\.uncertainty\.grad_clip: expected a value in \(0\.0, inf\); got 0',
+    ),
+    (
+        {'deepssm': {'uncertainty': {'epochs': 0}}},
+        r'config\.deepssm\.uncertainty\.epochs: expected a value in \[1, inf\)',
+    ),
+    ({'deepssm': {'uncertainty': {'mcpasses': 3}}}, r"uncertainty\.mcpasses: unknown key\. Did you mean 'mc_passes'"),
+    (
+        {'deepssm': {'encoder': {'deterministic': False}, 'uncertainty': {'dropout': 0}}},
+        r'uncertainty\.mc_passes: 20 passes with uncertainty\.dropout=0 would all be the same; expected dropout > 0',
+    ),
+    (
+        {'deepssm': {'decoder': {'deterministic': False}}},
+        r'decoder\.deterministic: only deterministic decoders are implemented .*expected true, got false',
+    ),
+    (
+        {'deepssm': {'encoder': {'deterministic': False}, 'tl_net': {'enabled': True}}},
+        r'tl_net\.enabled: .*expected encoder\.deterministic, decoder\.linear and loss\.supervised_latent all true',
+    ),
     ({'deepssm': {'encoder': {'channels': [8, 16]}}}, r'encoder\.channels: expected a list of 5 positive integers'),
     ({'deepssm': {'tl_net': {'alpha': -2}}}, r'config\.deepssm\.tl_net\.alpha: expected a value in \[0\.0, inf\)'),
     (

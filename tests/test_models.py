@@ -246,3 +246,55 @@ def test_mc_dropout_keeps_batch_norm_frozen_and_restores_modes():
     no_dropout = DeepSSMNet((1, 16, 16, 16), num_latent=3, num_correspondences=10, channels=SMALL)
     with pytest.raises(ValueError, match='no dropout layer with p > 0'), mc_dropout(no_dropout):
         pass
+
+
+def test_nonlinear_decoder_starts_as_the_pca_decoder_and_its_jacobian_is_exact(tmp_path):
+    torch.manual_seed(0)
+    lin = DeepSSMNet((1, 16, 16, 16), num_latent=3, num_correspondences=10, channels=SMALL)
+    mlp = DeepSSMNet((1, 16, 16, 16), num_latent=3, num_correspondences=10, channels=SMALL, nonlinear_decoder=True)
+    for net in (lin, mlp):
+        init_pca_decoder(net, *_pca(10, 3))
+    assert mlp.model_kwargs['nonlinear_decoder'] is True and 'nonlinear_decoder' not in lin.model_kwargs
+    z = torch.randn(4, 3)
+    assert torch.allclose(mlp.decoder(z), lin.decoder(z))  # same output at initialisation
+    assert torch.allclose(mlp.decoder.pca(z), lin.decoder(z))
+    # once the MLP has moved, the output differs and the analytic Jacobian still matches autograd
+    with torch.no_grad():
+        for p in mlp.decoder.mlp.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    assert not torch.allclose(mlp.decoder(z), lin.decoder(z))
+    for net in (lin, mlp):
+        jac = net.decoder.jacobian(z)
+        assert jac.shape == (4, 30, 3)
+        for b in range(4):
+            auto = torch.autograd.functional.jacobian(lambda v, n=net: n.decoder(v[None]).reshape(-1), z[b])
+            assert torch.allclose(jac[b], auto, atol=1e-5)
+    set_decoder_trainable(mlp, True)
+    assert all(p.requires_grad for p in mlp.decoder.mlp.parameters())
+    set_decoder_trainable(mlp, False)
+    assert not any(p.requires_grad for p in mlp.decoder.parameters())
+    path = save_model_file(tmp_path / 'm.torch', mlp, stage='base', epoch=1, val_rmse_mm=1.0, normalization=None)
+    assert torch.allclose(load_model_file(path).decoder(z), mlp.decoder(z))
+
+
+def test_encode_passes_is_seeded_and_independent_of_the_batch():
+    torch.manual_seed(0)
+    net = DeepSSMNet((1, 16, 16, 16), num_latent=3, num_correspondences=10, channels=SMALL, dropout=0.3)
+    net.encoder.log_var_head = nn.Linear(96, 3)  # a stochastic head, as stochastic=True builds
+    init_pca_decoder(net, *_pca(10, 3))
+    x = torch.randn(3, 1, 16, 16, 16)
+    means, log_vars = net.encode_passes(x, 5, seed=1)
+    assert means.shape == log_vars.shape == (5, 3, 3)
+    assert not torch.allclose(means[0], means[1])  # the passes differ
+    again, _ = net.encode_passes(x, 5, seed=1)
+    assert torch.equal(means, again)  # repeatable from the seed
+    alone, _ = net.encode_passes(x[1:2], 5, seed=1)
+    assert torch.allclose(alone[:, 0], means[:, 1], atol=1e-6)  # an image's passes do not depend on its batch
+    other, _ = net.encode_passes(x, 5, seed=2)
+    assert not torch.allclose(other, means)
+    one, _ = net.encode_passes(x, 1)
+    net.eval()
+    assert torch.allclose(one[0], net.encode(x)[0], atol=1e-6)  # one pass is the plain encoding
+    assert all(not m.training for m in net.modules())  # modes restored (eval before the call)
+    with pytest.raises(ValueError, match='passes must be an integer >= 1; got 0'):
+        net.encode_passes(x, 0)

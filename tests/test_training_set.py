@@ -257,3 +257,24 @@ def test_fresh_samples_reach_the_training_and_workers_give_the_same_batches(fres
     first, second = batches[0][: len(train)], batches[0][len(train) :]
     fresh = [n for b in first for n in b['name'] if n.startswith('fresh_')]
     assert fresh and not set(fresh) & {n for b in second for n in b['name']}  # a new set every epoch
+
+
+def test_the_shapes_loader_gives_the_particles_of_the_same_draws_without_images(fresh_run):
+    from deepssm_nb.checkpoints import loader_generators
+    from deepssm_nb.training_set import shapes_loader
+
+    _, loaders = fresh_run
+    train = loaders.train
+    shapes = shapes_loader(train)
+    assert shapes is not train and len(loader_generators(shapes)) == len(loader_generators(train))
+    epochs = {}
+    for name, loader in (('images', train), ('shapes', shapes)):
+        for g in loader_generators(loader):  # as every training stage seeds its loader
+            g.manual_seed(5)
+        epochs[name] = [b for _ in range(2) for b in loader]
+    assert len(epochs['images']) == len(epochs['shapes']) == 2 * len(train)
+    for a, b in zip(epochs['images'], epochs['shapes']):
+        assert a['name'] == b['name'] and torch.equal(a['particles'], b['particles'])
+        assert 'image' not in b
+    # a loader that is not over fresh samples is kept as it is
+    assert shapes_loader(loaders.val) is loaders.val

@@ -12,6 +12,7 @@ from deepssm_nb.uncertainty import (
     combine_passes,
     gaussian_nll,
     nll_weight,
+    particle_nll,
     particle_std_mm,
     propagate_linear,
     propagate_sampled,
@@ -94,3 +95,23 @@ def test_combine_passes_splits_aleatoric_and_epistemic():
     assert torch.all(one.epistemic_mm == 0) and torch.all(one.aleatoric_mm == 0)
     with pytest.raises(ValueError, match=r'aleatoric_cov must be \(50, 2, 5, 3, 3\); got \(50, 2, 5, 3\)'):
         combine_passes(passes, passes)
+
+
+def test_particle_nll_uses_the_propagated_variance():
+    g = torch.Generator().manual_seed(3)
+    b, m, lat = 2, 5, 3
+    jac = torch.randn((b, 3 * m, lat), generator=g)
+    log_var = torch.randn((b, lat), generator=g) * 0.3
+    pred = torch.randn((b, m, 3), generator=g)
+    target = pred + torch.randn((b, m, 3), generator=g)
+    var = (jac**2 * torch.exp(log_var)[:, None, :]).sum(-1)
+    r2 = ((pred - target) ** 2).reshape(b, -1)
+    expected = 0.5 * (torch.log(var) + r2 / var).mean()
+    assert torch.allclose(particle_nll(pred, jac, log_var, target), expected, atol=1e-6)
+    # the right variance beats a too small and a too large one
+    r = torch.tensor([[[1.0, 1.0, 1.0]]])
+    one = torch.ones((1, 3, 1))
+    losses = [particle_nll(torch.zeros_like(r), one, torch.tensor([[math.log(v)]]), r) for v in (0.25, 1.0, 4.0)]
+    assert losses[1] < losses[0] and losses[1] < losses[2]
+    with pytest.raises(ValueError, match=r'particle_nll: expected pred and target \(B, M, 3\)'):
+        particle_nll(pred, jac[:, :-1], log_var, target)
