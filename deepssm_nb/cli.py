@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         'predict',
         help='predict the particles of new image files with a trained model',
         description='Register each image to the reference image, predict its particles and '
-        "write <stem>.particles in the image's own frame.",
+        "write <stem>.particles in the image's own frame (and, for a stochastic model, <stem>.std with each "
+        "particle's uncertainty, and the mean uncertainty and the uncertain flag on the screen).",
     )
     pred.add_argument('images', nargs='+', metavar='IMAGE', help='image files (.nrrd, .nii.gz, ...)')
     with_config(pred)

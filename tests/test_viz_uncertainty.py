@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -233,12 +234,20 @@ def test_scatter_draws_on_given_axes(close_figures):
     assert 'r = ' in ax.get_title()
 
 
+def test_scatter_of_two_femurs_is_drawn_without_a_correlation(close_figures):
+    fig = plot_uncertainty_vs_error([1.0, 2.0], [1.5, 1.0], labels=['a', 'b'])
+    ax = fig.axes[0]
+    assert 'Pearson r undefined (3 points needed) (n = 2 femurs)' in ax.get_title()
+    assert not any(line.get_label().startswith('least squares') for line in ax.get_lines())
+    assert sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)) == 2
+
+
 @pytest.mark.bad_input
 def test_scatter_names_what_is_wrong(close_figures):
     with pytest.raises(DataError, match=r'uncertainty_mm and error_mm must have the same shape.*\(5,\) and \(4,\)'):
         plot_uncertainty_vs_error(np.ones(5), np.ones(4))
-    with pytest.raises(DataError, match='at least 3 points for a correlation; got 2'):
-        plot_uncertainty_vs_error([1.0, 2.0], [1.0, 2.0])
+    with pytest.raises(DataError, match='at least one point to draw; got 0'):
+        plot_uncertainty_vs_error([], [])
     with pytest.raises(DataError, match='error_mm contains 1 NaN'):
         plot_uncertainty_vs_error([1.0, 2.0, 3.0], [1.0, np.nan, 2.0])
     with pytest.raises(ConfigError, match="kind must be one of.*Did you mean 'particle'"):
@@ -302,3 +311,53 @@ def test_plot_ood_names_what_is_wrong(close_figures):
         plot_ood([0.1, 0.2])
     with pytest.raises(ConfigError, match='threshold must be a number'):
         plot_ood({'clean': [0.1]}, threshold=float('nan'))
+
+
+# --------------------------------------------------------------------------- the viewer widget
+
+
+class _FakeAnalysis:
+    """Two femurs; the uncertainty of each kind is the sphere's hot spot times a kind factor."""
+
+    FACTORS: ClassVar[dict[str, float]] = {'total_mm': 1.0, 'aleatoric_mm': 0.5, 'epistemic_mm': 0.25}
+
+    def __init__(self):
+        self.ids = ['a', 'b']
+        self.calls = []
+
+    def meshes(self, analysis, subject_id, kind='total_mm'):
+        self.calls.append((subject_id, kind))
+        error, unc, _ = _subject()
+        unc['uncertainty_mm'] = unc['uncertainty_mm'] * self.FACTORS[kind] * (2.0 if subject_id == 'b' else 1.0)
+        return error, unc
+
+
+def test_viewer_redraws_on_every_change_with_the_chosen_kind(monkeypatch):
+    from deepssm_nb.viz.uncertainty import UncertaintyViewer
+
+    monkeypatch.setenv('PYVISTA_JUPYTER_BACKEND', 'static')
+    ua = _FakeAnalysis()
+    viewer = UncertaintyViewer(ua, analysis=None, subject='b', kind='aleatoric_mm')
+    assert ua.calls == [('b', 'aleatoric_mm')]
+    assert viewer.view.value[:8] == b'\x89PNG\r\n\x1a\n'  # the static view is a picture
+    first = viewer.view.value
+    viewer.kind.value = 'epistemic_mm'
+    viewer.subject.value = 'a'
+    assert ua.calls[1:] == [('b', 'epistemic_mm'), ('a', 'epistemic_mm')]
+    assert viewer.view.value != first
+    assert [r for r in _scalar_ranges(viewer.plotter)][1][1] == pytest.approx(
+        float(np.percentile(np.concatenate([_subject()[0]['distance'], _subject()[1]['uncertainty_mm'] * 0.25]), 99))
+    )
+    viewer.plotter.close()
+
+
+@pytest.mark.bad_input
+def test_viewer_names_a_bad_subject_and_kind():
+    from deepssm_nb.viz.uncertainty import UncertaintyViewer
+
+    with pytest.raises(
+        DataError, match=r"subject 'c' is not a test femur of this analysis; expected one of \['a', 'b'\]"
+    ):
+        UncertaintyViewer(_FakeAnalysis(), None, subject='c')
+    with pytest.raises(ConfigError, match="kind must be one of.*got 'total'"):
+        UncertaintyViewer(_FakeAnalysis(), None, kind='total')

@@ -42,7 +42,14 @@ import numpy as np
 from .._validation import ConfigError, DataError, check_array, check_in_range, look_up_option
 from .surface import BAR_TITLE, _add_heatmap, _clim, _face_camera, _new_plotter
 
-__all__ = ['pearson_r', 'plot_ood', 'plot_uncertainty', 'plot_uncertainty_vs_error', 'surface_values']
+__all__ = [
+    'UncertaintyViewer',
+    'pearson_r',
+    'plot_ood',
+    'plot_uncertainty',
+    'plot_uncertainty_vs_error',
+    'surface_values',
+]
 
 KINDS = ('femur', 'particle')
 MAX_PARTICLE_POINTS = 20_000  # points drawn by the particle scatter; r and the line use all of them
@@ -52,8 +59,10 @@ SEED = 0  # the particle subsample and the jitter of plot_ood are the same on ev
 # --------------------------------------------------------------------------- numbers
 
 
-def _check_pair(x: Any, y: Any, *, names: tuple[str, str], ndim: int | None = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Two finite arrays of the same shape with at least 3 values, raveled."""
+def _check_pair(
+    x: Any, y: Any, *, names: tuple[str, str], ndim: int | None = 1, min_points: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two finite arrays of the same shape with at least ``min_points`` values, raveled."""
     a = check_array(x, name=names[0], ndim=ndim)
     b = check_array(y, name=names[1], ndim=ndim)
     if a.shape != b.shape:
@@ -61,8 +70,9 @@ def _check_pair(x: Any, y: Any, *, names: tuple[str, str], ndim: int | None = 1)
             f'{names[0]} and {names[1]} must have the same shape (one value each per point); '
             f'got {a.shape} and {b.shape}.'
         )
-    if a.size < 3:
-        raise DataError(f'{names[0]} and {names[1]} must hold at least 3 points for a correlation; got {a.size}.')
+    if a.size < min_points:
+        need = f'{min_points} points for a correlation' if min_points >= 3 else 'one point to draw'
+        raise DataError(f'{names[0]} and {names[1]} must hold at least {need}; got {a.size}.')
     return a.ravel(), b.ravel()
 
 
@@ -302,13 +312,17 @@ def plot_uncertainty_vs_error(
         ``matplotlib.figure.Figure``.
 
     Raises:
-        DataError: The arrays differ in shape, hold fewer than 3 points or NaN or infinite values; for
-            ``kind='femur'``, they are not 1-D.
+        DataError: The arrays differ in shape, are empty or hold NaN or infinite values; for ``kind='femur'``,
+            they are not 1-D. With fewer than 3 points the plot is drawn and ``r`` is reported as undefined.
         ConfigError: ``kind`` is unknown, or ``labels`` is given with ``kind='particle'`` or has the wrong length.
     """
     kind = look_up_option(kind, KINDS, name='kind')
     x, y = _check_pair(
-        uncertainty_mm, error_mm, names=('uncertainty_mm', 'error_mm'), ndim=1 if kind == 'femur' else None
+        uncertainty_mm,
+        error_mm,
+        names=('uncertainty_mm', 'error_mm'),
+        ndim=1 if kind == 'femur' else None,
+        min_points=1,
     )
     n = x.size
     if labels is not None:
@@ -317,7 +331,7 @@ def plot_uncertainty_vs_error(
         labels = [str(s) for s in labels]
         if len(labels) != n:
             raise ConfigError(f'labels must hold one text per point ({n}); got {len(labels)}.')
-    r = _pearson(x, y)
+    r = _pearson(x, y) if n >= 3 else float('nan')
 
     fig, ax = _figure_and_axes(ax, (5.2, 5.0))
     lo = min(0.0, float(min(x.min(), y.min())))
@@ -336,7 +350,7 @@ def plot_uncertainty_vs_error(
         ax.scatter(
             x[shown], y[shown], s=3, alpha=0.15, color='C0', linewidths=0, rasterized=True, label=f'particles ({drawn})'
         )
-    if np.ptp(x) > 0:
+    if n >= 3 and np.ptp(x) > 0:
         slope, intercept = np.polyfit(x, y, 1)
         ax.plot(
             lims,
@@ -352,7 +366,8 @@ def plot_uncertainty_vs_error(
         xlabel='predicted uncertainty, mm (std)',
         ylabel='actual error, mm',
     )
-    ax.set_title(f'uncertainty against error: Pearson r = {r:.3f} (n = {n} {kind}s)', fontsize=10)
+    r_text = f'Pearson r = {r:.3f}' if n >= 3 else 'Pearson r undefined (3 points needed)'
+    ax.set_title(f'uncertainty against error: {r_text} (n = {n} {kind}s)', fontsize=10)
     legend = ax.legend(loc='upper left', fontsize=8)
     for handle in legend.legend_handles:  # the faint particle dots, drawn plainly in the legend
         if hasattr(handle, 'set_sizes'):
@@ -411,3 +426,83 @@ def plot_ood(scores: Mapping[str, Any], *, threshold: float | None = None, ax: A
     ax.set_title('uncertainty by image condition', fontsize=10)
     ax.legend(loc='upper left', fontsize=8)
     return fig
+
+
+# --------------------------------------------------------------------------- widget
+
+try:  # the widget needs ipywidgets; the plots do not
+    import ipywidgets as _widgets
+
+    _VBox = _widgets.VBox
+except ImportError:  # pragma: no cover
+    _widgets = None
+    _VBox = object
+
+
+class UncertaintyViewer(_VBox):
+    """Pick a test femur and an uncertainty kind; see its error and uncertainty heat maps side by side.
+
+    Each change draws :func:`plot_uncertainty` for the chosen femur, with the chosen kind on the right: ``total``,
+    ``aleatoric`` (what the network expects to miss on this image) or ``epistemic`` (how much its dropout passes
+    disagree).
+
+    Args:
+        uncertainty: A :class:`~deepssm_nb.uncertainty_analysis.UncertaintyAnalysis` (its ``ids`` and
+            ``meshes(analysis, subject, kind)``).
+        analysis: The :class:`~deepssm_nb.analyze.AnalysisResult` of the same predictions.
+        subject: The femur shown first (default: the first test femur).
+        kind: The kind shown first, one of ``'total_mm'``, ``'aleatoric_mm'``, ``'epistemic_mm'``.
+
+    With an interactive 3D backend (trame, html) the view can be turned; with the ``'static'`` backend (a
+    notebook run headless) it is a PNG picture, redrawn on every change.
+
+    Attributes:
+        subject: Dropdown of the test femurs.
+        kind: Toggle of the three kinds.
+        view: Where the view is drawn: an ``ipywidgets.Output`` (interactive backends) or an ``ipywidgets.Image``.
+        plotter: The last ``pv.Plotter`` drawn.
+    """
+
+    def __init__(self, uncertainty: Any, analysis: Any, subject: str | None = None, *, kind: str = 'total_mm'):
+        from ..uncertainty_analysis import UNCERTAINTY_KINDS
+        from .surface import select_backend
+
+        ids = list(uncertainty.ids)
+        if subject is not None and subject not in ids:
+            raise DataError(f'subject {subject!r} is not a test femur of this analysis; expected one of {ids}.')
+        kind = look_up_option(kind, UNCERTAINTY_KINDS, name='kind')
+        self.uncertainty, self.analysis = uncertainty, analysis
+        self.subject = _widgets.Dropdown(options=ids, value=subject or ids[0], description='femur')
+        self.kind = _widgets.ToggleButtons(
+            options=[(k.removesuffix('_mm'), k) for k in UNCERTAINTY_KINDS], value=kind, description='uncertainty'
+        )
+        self._static = select_backend() == 'static'
+        self.view = _widgets.Image(format='png') if self._static else _widgets.Output()
+        self.plotter = None
+        self._draw()
+        self.subject.observe(lambda change: self._draw(), names='value')
+        self.kind.observe(lambda change: self._draw(), names='value')
+        super().__init__([_widgets.HBox([self.subject, self.kind]), self.view])
+
+    def _draw(self) -> None:
+        from .surface import _in_kernel, show
+
+        error_mesh, unc_mesh = self.uncertainty.meshes(self.analysis, self.subject.value, self.kind.value)
+        name = self.kind.value.removesuffix('_mm')
+        if self.plotter is not None:
+            self.plotter.close()
+        self.plotter = plot_uncertainty(
+            error_mesh, unc_mesh, titles=(f'{self.subject.value}: error (mm)', f'{name} uncertainty (mm)')
+        )
+        if self._static:
+            import io
+
+            from matplotlib.image import imsave
+
+            buf = io.BytesIO()
+            imsave(buf, self.plotter.screenshot(return_img=True), format='png')
+            self.view.value = buf.getvalue()
+        elif _in_kernel():
+            with self.view:
+                self.view.clear_output(wait=True)
+                show(self.plotter)

@@ -189,8 +189,8 @@ sorted(str(p.relative_to(result.root)) for p in result.root.glob('*'))
    distance: which part of the femur is it on?
 
 ## Next
-This is the last notebook of the series. Go back to [00 · Setup](00_setup.ipynb) and run the `full` profile on a GPU,
-or point `cfg.data.cohort` at your own ShapeWorks-style folder.
+[09 · Uncertain-DeepSSM](09_uncertainty.ipynb): the same network with an error bar on every particle, and a flag for
+the images it should not be trusted on.
 """),
 ]
 
