@@ -14,6 +14,9 @@ Pooled over every test femur of every fold, it writes ``bench/results/uncertaint
 * ``pearson_r_particle``: the same over all particles;
 * ``coverage_95``: the fraction of particle errors inside the predicted 95 % ball;
 * ``ood_auroc``: how well the mean uncertainty separates the corrupted images from the clean ones (0.5: chance);
+* ``ood_auroc_feature_distance``: the same for the feature distance of :mod:`deepssm_nb.novelty` (the encoder's
+  features against the training images'), the second score of the ``uncertain`` flag; ``flagged_uncertain``: the
+  fraction of each condition that the flag (either score above its validation level) marks;
 * ``mean_surface_distance_mm`` of the stochastic model, and ``deterministic_mean_surface_distance_mm`` of the
   model it started from, on the same femurs;
 * ``wall_s``, and the same figures per fold, per uncertainty kind and per corruption.
@@ -123,13 +126,17 @@ def run(
                 'mean_particle_error_mm': s['mean_particle_error_mm'],
                 'threshold_mm': s['threshold_mm'],
                 'ood_auroc': oc['ood_auroc'],
+                'ood_auroc_feature_distance': oc['ood_auroc_feature_distance'],
+                'feature_threshold': oc['feature_threshold'],
+                'flagged_uncertain': oc['flagged'],
                 'uncertain': s['uncertain'],
             }
         )
         print(
             f'fold {k}: {test_ids} -> {per_fold[-1]["mean_surface_distance_mm"]:.3f} mm '
             f'(deterministic {per_fold[-1]["deterministic_mean_surface_distance_mm"]:.3f}), coverage '
-            f'{s["coverage_95"]:.2f}, OOD AUROC {oc["ood_auroc"]:.2f}',
+            f'{s["coverage_95"]:.2f}, OOD AUROC {oc["ood_auroc"]:.2f} (feature distance '
+            f'{oc["ood_auroc_feature_distance"]:.2f})',
             flush=True,
         )
     stds = {kind: np.concatenate(v) for kind, v in std.items()}  # (N, M)
@@ -138,7 +145,26 @@ def run(
     ood_values = {c: np.concatenate([o['mean_total_mm'][c] for o in ood]) for c in conditions}
     corrupted = np.concatenate([ood_values[c] for c in CORRUPTIONS])
     thresholds = [o['threshold_mm'] for o in ood]
+    # Each fold's model has its own feature space: pool the distances in units of the fold's validation level.
+    fd = {
+        c: np.concatenate([np.asarray(o['feature_distance'][c]) / o['feature_threshold'] for o in ood])
+        for c in conditions
+    }
     flagged = {
+        c: float(
+            np.mean(
+                np.concatenate(
+                    [
+                        (np.asarray(o['mean_total_mm'][c]) > o['threshold_mm'])
+                        | (np.asarray(o['feature_distance'][c]) > o['feature_threshold'])
+                        for o in ood
+                    ]
+                )
+            )
+        )
+        for c in conditions
+    }
+    flagged_by_uncertainty = {
         c: float(np.mean(np.concatenate([np.asarray(o['mean_total_mm'][c]) > o['threshold_mm'] for o in ood])))
         for c in conditions
     }
@@ -163,7 +189,10 @@ def run(
         'coverage_95': float(np.mean(err <= COVERAGE_RADIUS * stds['total_mm'])),
         'ood_auroc': ood_auroc(ood_values['clean'], corrupted),
         'ood_auroc_by_kind': {c: ood_auroc(ood_values['clean'], ood_values[c]) for c in CORRUPTIONS},
+        'ood_auroc_feature_distance': ood_auroc(fd['clean'], np.concatenate([fd[c] for c in CORRUPTIONS])),
+        'ood_auroc_feature_distance_by_kind': {c: ood_auroc(fd['clean'], fd[c]) for c in CORRUPTIONS},
         'flagged_uncertain': flagged,
+        'flagged_by_uncertainty_alone': flagged_by_uncertainty,
         'mean_uncertainty_by_condition_mm': {c: float(np.mean(v)) for c, v in ood_values.items()},
         'mean_surface_distance_mm': dm,
         'deterministic_mean_surface_distance_mm': ddm,
@@ -179,7 +208,8 @@ def run(
         'definition': 'uncertainty = sqrt(trace of the predicted covariance) of a particle, mm; error = distance '
         'of the predicted from the true particle, mm (both in the image frame); coverage: error within '
         f'{COVERAGE_RADIUS:.3f} x the total uncertainty; OOD: each test image clean and corrupted five ways, '
-        'scored by its mean total uncertainty',
+        "scored by its mean total uncertainty (ood_auroc) and by its feature distance over the fold's validation "
+        'level (ood_auroc_feature_distance); flagged_uncertain: either score above its validation level',
     }
 
 
@@ -231,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     default = work / 'uncertainty.json' if partial else RESULTS / f'uncertainty_{args.profile}.json'
     out = Path(args.output) if args.output else default
     write_json(out, summary)
-    keys = ('pearson_r_subject', 'pearson_r_particle', 'coverage_95', 'ood_auroc')
+    keys = ('pearson_r_subject', 'pearson_r_particle', 'coverage_95', 'ood_auroc', 'ood_auroc_feature_distance')
     print(
         ', '.join(f'{k} {summary[k]:.3f}' if summary[k] is not None else f'{k} n/a' for k in keys)
         + f'; surface distance {summary["mean_surface_distance_mm"]:.3f} mm '

@@ -391,8 +391,13 @@ def _augmented(cfg, train: DataLoader, norm: dict[str, Any]) -> DataLoader:
     )
 
 
-def load_train_val_loaders(cfg) -> tuple[DataLoader, DataLoader, dict[str, Any]]:
+def load_train_val_loaders(cfg, *, augmented: bool = True) -> tuple[DataLoader, DataLoader, dict[str, Any]]:
     """Reopen the stored train/validation arrays of ``cfg`` (rebuilt only if stale).
+
+    Args:
+        cfg: The pipeline config.
+        augmented: Return the training loader as training uses it (fresh samples and intensity changes, when
+            ``cfg.augment`` asks for them); False: the stored training images as they are.
 
     Returns:
         ``(train_loader, val_loader, normalization)``.
@@ -414,4 +419,4 @@ def load_train_val_loaders(cfg) -> tuple[DataLoader, DataLoader, dict[str, Any]]
             num_workers=cfg.loader.num_workers,
         )
     norm = load_normalization(loader_dir)
-    return _augmented(cfg, train, norm), val, norm
+    return (_augmented(cfg, train, norm) if augmented else train), val, norm

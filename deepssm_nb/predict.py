@@ -11,9 +11,10 @@ its ``.particles`` file as ``<id>.std``: a text file with the header line ``# al
 and then one row per particle, in the order of the ``.particles`` file. Each value is the predicted root mean
 squared distance of the particle from its predicted position, ``sqrt(trace(Cov))`` in mm (see
 :mod:`deepssm_nb.uncertainty`); ``total² = aleatoric² + epistemic²``. The local file is in the image's own units
-(the world values divided by the registration's scale). ``predictions.json`` gets each subject's mean uncertainty
-and its ``uncertain`` flag: a mean total uncertainty above the threshold fitted on the validation images
-(:func:`fit_uncertainty_threshold`).
+(the world values divided by the registration's scale). ``predictions.json`` gets each subject's mean uncertainty,
+its feature distance (how far the encoder's features of the image lie from the training images',
+:mod:`deepssm_nb.novelty`) and its ``uncertain`` flag: a mean total uncertainty **or** a feature distance above the
+level fitted on the validation images (:func:`fit_uncertainty_threshold`); ``uncertain_by`` names which.
 
 Example:
     >>> cfg = get_profile('smoke', work_dir='out')             # doctest: +SKIP
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 STD_HEADER = '# aleatoric_mm epistemic_mm total_mm'
+FEATURE_FILE = 'feature_distance.npz'  # in model_dir: the training images' feature statistics
 DECODER_SAMPLES = 64  # latent draws per pass to propagate the variance through a non-linear decoder
 
 
@@ -172,12 +174,14 @@ def predict_loader(
     mc_passes: int | None = None,
     mc_seed: int = 0,
     threshold_mm: float | None = None,
+    features: Any = None,
+    feature_threshold: float | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run a network over a test loader and write the predicted particles.
 
     With a stochastic encoder (or ``mc_passes``), the uncertainties are written too (``<name>.std`` next to each
-    ``.particles`` file) and each entry gets ``mean_aleatoric_mm``, ``mean_epistemic_mm``, ``mean_total_mm`` and,
-    when ``threshold_mm`` is given, ``uncertain``.
+    ``.particles`` file) and each entry gets ``mean_aleatoric_mm``, ``mean_epistemic_mm``, ``mean_total_mm``, with
+    ``features`` the ``feature_distance``, and, when ``threshold_mm`` is given, ``uncertain`` and ``uncertain_by``.
 
     Args:
         net: ``net(images (B, 1, D, H, W)) -> (latent (B, L), particles (B, M, 3))``, in eval mode.
@@ -190,6 +194,8 @@ def predict_loader(
         mc_passes: Monte Carlo dropout passes; None: 20 for a stochastic encoder, else no uncertainty.
         mc_seed: Seed of the passes.
         threshold_mm: Flag a subject ``uncertain`` when its mean total uncertainty is above this.
+        features: A fitted :class:`~deepssm_nb.novelty.FeatureDistance` of the training images' features.
+        feature_threshold: Also flag a subject whose feature distance is above this.
 
     Returns:
         ``{name: {'world': Path, 'local': Path | None, 'seconds': float, ...}}`` in loader order.
@@ -206,10 +212,14 @@ def predict_loader(
     for batch in loader:
         t0 = time.perf_counter()
         images = batch['image'].to(device)
-        unc = None
+        unc = distances = None
         if mc_passes is not None:
             unc = predict_uncertainty(net, images, passes=mc_passes, seed=mc_seed)
             particles = unc.particles
+            if features is not None:
+                from .novelty import encoder_features
+
+                distances = features.score(encoder_features(net, images))
         else:
             _, particles = net(images)
         particles = particles.float().cpu().numpy().astype(np.float64)
@@ -226,7 +236,8 @@ def predict_loader(
             if unc is not None:
                 parts = [x[i].double().cpu().numpy() for x in (unc.aleatoric_mm, unc.epistemic_mm, unc.total_mm)]
                 write_std(pred_dir / 'world_predictions' / f'{name}.std', *parts)
-                entry.update(_uncertainty_entry(parts, threshold_mm))
+                d = None if distances is None else float(distances[i])
+                entry.update(_uncertainty_entry(parts, threshold_mm, d, feature_threshold))
             if name in transforms:
                 local = _apply(np.linalg.inv(transforms[name]), world)
                 entry['local'] = write_particles(pred_dir / 'local_predictions' / f'{name}.particles', local)
@@ -243,57 +254,92 @@ def predict_loader(
     return out
 
 
-def _uncertainty_entry(parts: list[np.ndarray], threshold_mm: float | None) -> dict[str, Any]:
+def _uncertainty_entry(
+    parts: list[np.ndarray],
+    threshold_mm: float | None,
+    feature_distance: float | None = None,
+    feature_threshold: float | None = None,
+) -> dict[str, Any]:
     a, e, t = (float(np.mean(p)) for p in parts)
     entry: dict[str, Any] = {'mean_aleatoric_mm': a, 'mean_epistemic_mm': e, 'mean_total_mm': t}
+    if feature_distance is not None:
+        entry['feature_distance'] = feature_distance
     if threshold_mm is not None:
-        entry['uncertain'] = bool(t > threshold_mm)
+        by = ['uncertainty'] if t > threshold_mm else []
+        if feature_distance is not None and feature_threshold is not None and feature_distance > feature_threshold:
+            by.append('feature_distance')
+        entry['uncertain'] = bool(by)
+        entry['uncertain_by'] = by
     return entry
 
 
 def fit_uncertainty_threshold(cfg, net: torch.nn.Module | None = None, *, verbose: bool = True) -> dict[str, Any]:
-    """The threshold above which a prediction is flagged ``uncertain``, fitted on the validation images.
+    """The levels above which a prediction is flagged ``uncertain``, fitted on the validation images.
 
-    Every validation image is predicted with the Monte Carlo passes of ``cfg.deepssm.uncertainty``; the
-    threshold is the ``threshold_quantile`` of their mean total uncertainties. The record is kept in
-    ``model_dir/uncertainty.json`` and reused while the model file and the settings are unchanged.
+    Two scores, each with its own level, the ``threshold_quantile`` of the validation images' values:
+
+    * the mean total uncertainty of an image, with the Monte Carlo passes of ``cfg.deepssm.uncertainty``;
+    * its feature distance: the Mahalanobis distance of the encoder's features from those of the stored training
+      images (:class:`~deepssm_nb.novelty.FeatureDistance`, fitted here and kept in ``model_dir/``
+      :data:`FEATURE_FILE`). The predicted uncertainty is learnt on training-like images and barely rises on images
+      unlike them; this distance does.
+
+    The record is kept in ``model_dir/uncertainty.json`` and reused while the model file and the settings are
+    unchanged.
 
     Returns:
-        ``{'threshold_mm', 'quantile', 'validation_mean_total_mm' (one per image), 'mc_passes', 'mc_seed',
-        'model'}``.
+        ``{'threshold_mm', 'feature_threshold', 'quantile', 'validation_mean_total_mm' and
+        'validation_feature_distance' (one per image), 'mc_passes', 'mc_seed', 'model', 'feature_file'}``.
     """
     from .corruptions import fit_threshold
     from .loaders import load_train_val_loaders
+    from .novelty import encoder_features, fit_feature_distance
 
     u = cfg.deepssm.uncertainty
     device = _device(cfg)
     net = _load_net(cfg, device=device) if net is None else net
     model_path = Path(net.model_info['path'])
-    path = Path(cfg.resolved_paths()['model_dir']) / 'uncertainty.json'
-    params = {'mc_passes': u.mc_passes, 'mc_seed': u.mc_seed, 'quantile': u.threshold_quantile}
+    model_dir = Path(cfg.resolved_paths()['model_dir'])
+    path, feature_path = model_dir / 'uncertainty.json', model_dir / FEATURE_FILE
+    params = {
+        'mc_passes': u.mc_passes,
+        'mc_seed': u.mc_seed,
+        'quantile': u.threshold_quantile,
+        'scores': ['mean_total_mm', 'feature_distance'],
+    }
     stage = StageRecord.of({**params, 'calibration': net.model_info.get('calibration')}, {'model': model_path})
-    if stage.matches(StageRecord.read(path)):
+    if feature_path.is_file() and stage.matches(StageRecord.read(path)):
         import json
 
         return json.loads(path.read_text())
-    _, val_loader, _ = load_train_val_loaders(cfg)
-    values = []
+    train_loader, val_loader, _ = load_train_val_loaders(cfg, augmented=False)
+    features = fit_feature_distance(net, train_loader.dataset, device=device)
+    values, distances = [], []
     for batch in val_loader:
-        unc = predict_uncertainty(net, batch['image'].to(device), passes=u.mc_passes, seed=u.mc_seed)
+        images = batch['image'].to(device)
+        unc = predict_uncertainty(net, images, passes=u.mc_passes, seed=u.mc_seed)
         values += unc.total_mm.double().mean(dim=1).cpu().tolist()
+        distances += features.score(encoder_features(net, images)).tolist()
     threshold = fit_threshold(np.asarray(values), u.threshold_quantile)
+    feature_threshold = fit_threshold(np.asarray(distances), u.threshold_quantile)
+    features.save(feature_path)
     record = {
         'threshold_mm': threshold,
+        'feature_threshold': feature_threshold,
         **params,
         'validation_mean_total_mm': values,
+        'validation_feature_distance': distances,
+        'training_images': features.n_samples_,
         'model': model_path.name,
+        'feature_file': FEATURE_FILE,
         'record': stage.to_dict(),
     }
     write_json(path, record)
     if verbose:
         print(
-            f'uncertainty threshold {threshold:.3f} mm: the {u.threshold_quantile:.0%} quantile of '
-            f'{len(values)} validation images'
+            f'uncertain above {threshold:.3f} mm of mean uncertainty or a feature distance of '
+            f'{feature_threshold:.2f}: the {u.threshold_quantile:.0%} quantiles of {len(values)} validation images '
+            f'(features of {features.n_samples_} training images)'
         )
     return record
 
@@ -387,13 +433,33 @@ def test_deepssm(cfg, groomed=None, *, overwrite: bool = False, verbose: bool = 
     extra: dict[str, Any] = {}
     mc: dict[str, Any] = {}
     if is_stochastic(net):
-        threshold = fit_uncertainty_threshold(cfg, net, verbose=verbose)['threshold_mm']
-        mc = {'mc_passes': u.mc_passes, 'mc_seed': u.mc_seed, 'threshold_mm': threshold}
+        fitted = fit_uncertainty_threshold(cfg, net, verbose=verbose)
+        mc = {
+            'mc_passes': u.mc_passes,
+            'mc_seed': u.mc_seed,
+            'threshold_mm': fitted['threshold_mm'],
+            'feature_threshold': fitted['feature_threshold'],
+        }
+    features = _features(cfg) if mc else None
     results = predict_loader(
-        net, loader, pred_dir, transforms={s.id: s.transform for s in subjects}, device=device, verbose=verbose, **mc
+        net,
+        loader,
+        pred_dir,
+        transforms={s.id: s.transform for s in subjects},
+        device=device,
+        verbose=verbose,
+        features=features,
+        **mc,
     )
     if mc:
-        keys = ('mean_aleatoric_mm', 'mean_epistemic_mm', 'mean_total_mm', 'uncertain')
+        keys = (
+            'mean_aleatoric_mm',
+            'mean_epistemic_mm',
+            'mean_total_mm',
+            'feature_distance',
+            'uncertain',
+            'uncertain_by',
+        )
         extra = {'uncertainty': {**mc, 'subjects': {n: {k: r[k] for k in keys} for n, r in results.items()}}}
     seconds = {name: r['seconds'] for name, r in results.items()}
     write_json(
@@ -466,7 +532,8 @@ def predict_image(
         verbose: Print the seconds taken (registration included), and the mean uncertainty.
         return_uncertainty: Also return a dict: ``particles`` (the file written) and, for a stochastic
             encoder, ``std`` (the ``<stem>.std`` file beside it), ``mean_aleatoric_mm``, ``mean_epistemic_mm``,
-            ``mean_total_mm``, ``threshold_mm`` (None before :func:`test_deepssm` fitted it) and ``uncertain``.
+            ``mean_total_mm``, ``feature_distance``, ``threshold_mm`` and ``feature_threshold`` (None before
+            :func:`test_deepssm` fitted them), ``uncertain`` and ``uncertain_by``.
 
     Returns:
         (M, 3) particles in the image's physical frame (mm); with ``return_uncertainty``, ``(particles, info)``.
@@ -528,8 +595,14 @@ def predict_image(
         unc = predict_uncertainty(net.eval(), x.to(device), passes=u.mc_passes, seed=u.mc_seed)
         particles = unc.particles
         world_parts = [v[0].double().cpu().numpy() for v in (unc.aleatoric_mm, unc.epistemic_mm, unc.total_mm)]
-        threshold = _threshold(cfg)  # fitted in the world frame, as these means are
-        info = _uncertainty_entry(world_parts, threshold) | {'threshold_mm': threshold}
+        levels = _levels(cfg)  # fitted in the world frame, as these means are
+        features = _features(cfg)
+        distance = None
+        if features is not None:
+            from .novelty import encoder_features
+
+            distance = float(features.score(encoder_features(net, x.to(device)))[0])
+        info = _uncertainty_entry(world_parts, levels['threshold_mm'], distance, levels['feature_threshold']) | levels
         parts = [p * _scale(np.linalg.inv(T)) for p in world_parts]
     else:
         with torch.no_grad():
@@ -547,17 +620,37 @@ def predict_image(
         print(f'{image_path.name}: {local.shape[0]} particles in {total:.2f} s (registration {t_reg:.2f} s{mirrored})')
         if parts is not None:
             flag = 'uncertain: true' if info.get('uncertain') else 'uncertain: false'
+            if info.get('uncertain'):
+                flag += f' by {" and ".join(info["uncertain_by"])}'
             limit = '' if info['threshold_mm'] is None else f', threshold {info["threshold_mm"]:.2f} mm'
-            print(f'  mean uncertainty {info["mean_total_mm"]:.2f} mm ({flag}{limit}); per particle in {info["std"]}')
+            dist = ''
+            if info.get('feature_distance') is not None:
+                dist = f'; feature distance {info["feature_distance"]:.2f}'
+                if info['feature_threshold'] is not None:
+                    dist += f' (threshold {info["feature_threshold"]:.2f})'
+            print(
+                f'  mean uncertainty {info["mean_total_mm"]:.2f} mm ({flag}{limit}){dist}; per particle in '
+                f'{info["std"]}'
+            )
     return (local, info) if return_uncertainty else local
 
 
-def _threshold(cfg) -> float | None:
-    """The fitted uncertainty threshold of the run's model, or None when none was fitted."""
+def _levels(cfg) -> dict[str, float | None]:
+    """The fitted levels of the ``uncertain`` flag of the run's model: ``{'threshold_mm', 'feature_threshold'}``,
+    each None when it was not fitted."""
     import json
 
     path = Path(cfg.resolved_paths()['model_dir']) / 'uncertainty.json'
-    return float(json.loads(path.read_text())['threshold_mm']) if path.is_file() else None
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    return {k: (None if record.get(k) is None else float(record[k])) for k in ('threshold_mm', 'feature_threshold')}
+
+
+def _features(cfg):
+    """The run's fitted :class:`~deepssm_nb.novelty.FeatureDistance`, or None when none was fitted."""
+    from .novelty import FeatureDistance
+
+    path = Path(cfg.resolved_paths()['model_dir']) / FEATURE_FILE
+    return FeatureDistance.load(path) if path.is_file() else None
 
 
 def _groomed(cfg):

@@ -15,8 +15,9 @@ frame):
 
 :func:`ood_check` makes every test image harder (:mod:`deepssm_nb.corruptions`: noise, blur, a shifted crop, an
 intensity inversion, the femur removed) and measures how the mean uncertainty rises: ``ood_auroc`` is the chance
-that a corrupted image is more uncertain than a clean one, and the fraction of each kind that the validation
-threshold flags ``uncertain``.
+that a corrupted image is more uncertain than a clean one. It measures the same for the feature distance of
+:mod:`deepssm_nb.novelty` (``ood_auroc_feature_distance``), and the fraction of each kind that the validation levels
+of either score flag ``uncertain``.
 
 Example:
     >>> ua = analyze_uncertainty(cfg)                                  # doctest: +SKIP
@@ -177,11 +178,13 @@ def analyze_uncertainty(cfg: Any, *, pred_dir: str | os.PathLike | None = None) 
 
 
 def ood_check(cfg: Any, net: Any = None, *, seed: int = 0, strength: float = 1.0) -> dict[str, Any]:
-    """Predict every test image clean and corrupted, and compare their mean uncertainties.
+    """Predict every test image clean and corrupted, and compare their mean uncertainties and feature distances.
 
     Each test image (as the network reads it) is corrupted by every kind of
     :data:`~deepssm_nb.corruptions.CORRUPTIONS`; for ``no_femur`` the voxels within 4 mm of the subject's true
-    particles are replaced by the tissue around them.
+    particles are replaced by the tissue around them. Each image gets two scores: its mean total uncertainty, and
+    its feature distance from the training images (:mod:`deepssm_nb.novelty`; fitted with the flag's levels by
+    :func:`~deepssm_nb.predict.fit_uncertainty_threshold`, which runs here if prediction has not).
 
     Args:
         cfg: The pipeline config of a trained stochastic model.
@@ -190,8 +193,10 @@ def ood_check(cfg: Any, net: Any = None, *, seed: int = 0, strength: float = 1.0
         strength: Their strength (see :func:`~deepssm_nb.corruptions.corrupt`).
 
     Returns:
-        ``{'ids', 'mean_total_mm': {condition: [one per subject]}, 'ood_auroc' (all corruptions pooled against
-        the clean images), 'auroc': {kind: ...}, 'threshold_mm', 'flagged': {condition: fraction above it}}``.
+        ``{'ids', 'mean_total_mm' and 'feature_distance': {condition: [one per subject]}, 'ood_auroc' (the mean
+        uncertainty, all corruptions pooled against the clean images), 'auroc': {kind: ...},
+        'ood_auroc_feature_distance', 'auroc_feature_distance': {kind: ...}, 'threshold_mm',
+        'feature_threshold', 'flagged': {condition: fraction flagged uncertain by either score}}``.
     """
     import torch
     from tqdm.auto import tqdm
@@ -200,12 +205,23 @@ def ood_check(cfg: Any, net: Any = None, *, seed: int = 0, strength: float = 1.0
     from .groom import load_groomed
     from .io import read_particles
     from .loaders import get_test_loader
-    from .predict import _device, _load_net, _normalization, _threshold, predict_uncertainty
+    from .novelty import encoder_features
+    from .predict import (
+        _device,
+        _features,
+        _levels,
+        _load_net,
+        _normalization,
+        fit_uncertainty_threshold,
+        predict_uncertainty,
+    )
     from .train import input_mask
 
     paths = cfg.resolved_paths()
     device = _device(cfg)
     net = _load_net(cfg, device=device) if net is None else net
+    fit_uncertainty_threshold(cfg, net, verbose=False)  # the levels and the feature statistics (kept on disk)
+    levels, features = _levels(cfg), _features(cfg)
     norm = _normalization(net, cfg)
     u = cfg.deepssm.uncertainty
     subjects = [s for s in load_groomed(paths['groom_dir']).subjects if s.split == 'test']
@@ -217,26 +233,40 @@ def ood_check(cfg: Any, net: Any = None, *, seed: int = 0, strength: float = 1.0
     )
     conditions = ('clean', *CORRUPTIONS)
     values: dict[str, list[float]] = {c: [] for c in conditions}
+    distances: dict[str, list[float]] = {c: [] for c in conditions}
     for k, (s, batch) in enumerate(tqdm(list(zip(subjects, loader)), desc='out-of-distribution', unit='image')):
         image = batch['image'][0]
         mask = input_mask(norm, read_particles(s.particles), FEMUR_MARGIN_MM)
         images = {'clean': image, **corrupt_all(image, seed=seed + k, strength=strength, femur_mask=mask)}
         stack = torch.stack([images[c] for c in conditions]).to(device)
         unc = predict_uncertainty(net, stack, passes=u.mc_passes, seed=u.mc_seed)
-        for c, v in zip(conditions, unc.total_mm.double().mean(dim=1).cpu().tolist()):
+        dist = features.score(encoder_features(net, stack))
+        for c, v, d in zip(conditions, unc.total_mm.double().mean(dim=1).cpu().tolist(), dist.tolist()):
             values[c].append(float(v))
-    clean = np.asarray(values['clean'])
-    corrupted = np.concatenate([values[c] for c in CORRUPTIONS])
-    threshold = _threshold(cfg)
+            distances[c].append(float(d))
+
+    def aurocs(scores: dict[str, list[float]]) -> tuple[float, dict[str, float]]:
+        clean = np.asarray(scores['clean'])
+        pooled = ood_auroc(clean, np.concatenate([scores[c] for c in CORRUPTIONS]))
+        return pooled, {c: ood_auroc(clean, np.asarray(scores[c])) for c in CORRUPTIONS}
+
+    threshold, feature_threshold = levels['threshold_mm'], levels['feature_threshold']
+    flagged = {
+        c: float(np.mean((np.asarray(values[c]) > threshold) | (np.asarray(distances[c]) > feature_threshold)))
+        for c in conditions
+    }
+    (pooled, by_kind), (pooled_fd, by_kind_fd) = aurocs(values), aurocs(distances)
     return {
         'ids': [s.id for s in subjects],
         'mean_total_mm': values,
-        'ood_auroc': ood_auroc(clean, corrupted),
-        'auroc': {c: ood_auroc(clean, np.asarray(values[c])) for c in CORRUPTIONS},
+        'feature_distance': distances,
+        'ood_auroc': pooled,
+        'auroc': by_kind,
+        'ood_auroc_feature_distance': pooled_fd,
+        'auroc_feature_distance': by_kind_fd,
         'threshold_mm': threshold,
-        'flagged': {
-            c: (None if threshold is None else float(np.mean(np.asarray(v) > threshold))) for c, v in values.items()
-        },
+        'feature_threshold': feature_threshold,
+        'flagged': flagged,
         'seed': seed,
         'strength': strength,
     }

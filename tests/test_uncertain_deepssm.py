@@ -71,12 +71,16 @@ def test_every_flag_combination_trains_predicts_and_is_analysed(shared, determin
     assert paths['pred_dir'].name == 'test_predictions_uncertain' and len(stds) == 2
     info = json.loads((paths['pred_dir'] / 'predictions.json').read_text())['uncertainty']
     assert info['mc_passes'] == cfg.deepssm.uncertainty.mc_passes and info['threshold_mm'] > 0
+    assert info['feature_threshold'] > 0 and (model_dir / 'feature_distance.npz').is_file()
     for sid, entry in info['subjects'].items():
         v = read_std(paths['pred_dir'] / 'world_predictions' / f'{sid}.std', num_particles=128)
         assert np.all(v['epistemic_mm'] > 0) and np.all(v['aleatoric_mm'] > 0)
         np.testing.assert_allclose(v['total_mm'] ** 2, v['aleatoric_mm'] ** 2 + v['epistemic_mm'] ** 2, rtol=1e-4)
         assert entry['mean_total_mm'] == pytest.approx(float(v['total_mm'].mean()), rel=1e-4)
-        assert entry['uncertain'] is (entry['mean_total_mm'] > info['threshold_mm'])
+        by_unc = entry['mean_total_mm'] > info['threshold_mm']
+        by_fd = entry['feature_distance'] > info['feature_threshold']
+        assert entry['uncertain'] is (by_unc or by_fd)
+        assert entry['uncertain_by'] == ['uncertainty'] * by_unc + ['feature_distance'] * by_fd
     ua = analyze_uncertainty(cfg)
     s = ua.summary()
     assert ua.error_mm.shape == (2, 128) and 0 <= s['coverage_95'] <= 1
@@ -91,9 +95,17 @@ def test_prediction_of_one_image_and_the_cli_report_the_uncertainty(shared, smok
     image = smoke_cohort[smoke_cohort.ids('test')[0]].image
     local, info = predict_image(image, cfg, out_dir=tmp_path / 'new', return_uncertainty=True)
     assert local.shape == (128, 3) and info['std'].is_file() and info['threshold_mm'] > 0
-    assert info['uncertain'] is (info['mean_total_mm'] > info['threshold_mm'])
+    assert info['feature_threshold'] > 0 and info['feature_distance'] > 0
+    assert info['uncertain'] is (
+        info['mean_total_mm'] > info['threshold_mm'] or info['feature_distance'] > info['feature_threshold']
+    )
+    # the test image was predicted in the test run too: the same feature distance
+    sid = smoke_cohort.ids('test')[0]
+    record = json.loads((cfg.resolved_paths()['pred_dir'] / 'predictions.json').read_text())['uncertainty']
+    assert info['feature_distance'] == pytest.approx(record['subjects'][sid]['feature_distance'], rel=0.05)
     assert read_std(info['std'], num_particles=128)['total_mm'].shape == (128,)
-    assert 'mean uncertainty' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'mean uncertainty' in out and 'feature distance' in out
     # the same config from a file, through the command line
     path = save_config(cfg, tmp_path / 'config.json')
     assert cli.main(['predict', str(image), '--config', str(path), '--out-dir', str(tmp_path / 'cli')]) == 0
@@ -112,7 +124,12 @@ def test_the_uncertainty_rises_on_corrupted_images(shared):
     assert set(out['mean_total_mm']) == {'clean', 'noise', 'blur', 'shift', 'invert', 'no_femur'}
     assert all(len(v) == 2 and all(x > 0 for x in v) for v in out['mean_total_mm'].values())
     assert 0 <= out['ood_auroc'] <= 1 and set(out['flagged']) == set(out['mean_total_mm'])
-    assert ood_check(cfg)['mean_total_mm'] == out['mean_total_mm']  # seeded
+    assert set(out['feature_distance']) == set(out['mean_total_mm']) and 0 <= out['ood_auroc_feature_distance'] <= 1
+    # an inverted image lies far outside the training features, even after one smoke epoch
+    assert min(out['feature_distance']['invert']) > max(out['feature_distance']['clean'])
+    assert out['flagged']['invert'] == 1.0
+    again = ood_check(cfg)
+    assert again['mean_total_mm'] == out['mean_total_mm'] and again['feature_distance'] == out['feature_distance']
 
 
 def test_std_files_round_trip_and_bad_ones_are_named(tmp_path):

@@ -292,6 +292,16 @@ def test_plot_ood_draws_one_column_per_condition_and_the_threshold(close_figures
     np.testing.assert_array_equal(again[2].get_offsets(), points[2].get_offsets())
 
 
+def test_plot_ood_of_feature_distances_is_labelled_without_a_unit(close_figures):
+    fig = plot_ood({'clean': [3.0, 4.0], 'invert': [40.0]}, threshold=5.5, score='feature_distance')
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == 'feature distance from the training images'
+    assert [line.get_label() for line in ax.get_lines()][-1] == 'uncertain above 5.50'
+    assert ax.get_xticklabels()[1].get_text() == 'invert\n1/1 above'
+    with pytest.raises(ConfigError, match='score'):
+        plot_ood({'clean': [1.0]}, score='distance')
+
+
 def test_plot_ood_without_threshold_has_plain_labels(close_figures):
     fig = plot_ood({'clean': [0.1, 0.2], 'blur': [0.4]})
     ax = fig.axes[0]

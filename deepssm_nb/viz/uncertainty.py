@@ -376,8 +376,15 @@ def plot_uncertainty_vs_error(
     return fig
 
 
-def plot_ood(scores: Mapping[str, Any], *, threshold: float | None = None, ax: Any = None):
-    """Mean predicted uncertainty per image, one column of points per condition, with its median.
+def plot_ood(
+    scores: Mapping[str, Any],
+    *,
+    threshold: float | None = None,
+    ax: Any = None,
+    score: str = 'uncertainty',
+):
+    """Mean predicted uncertainty (or feature distance) per image, one column of points per condition, with its
+    median.
 
     Out of distribution (a noisy, blurred, shifted or inverted image, or one with no femur at all) a useful
     uncertainty rises: the columns climb above the ``clean`` one, and above ``threshold`` a prediction is flagged.
@@ -388,14 +395,21 @@ def plot_ood(scores: Mapping[str, Any], *, threshold: float | None = None, ax: A
         threshold: Draw a dashed line here (mm), labelled "uncertain above"; each column's tick label then says
             how many of its images lie above it.
         ax: Draw on these matplotlib axes (default: a new figure).
+        score: What ``scores`` holds: ``'uncertainty'`` (mm) or ``'feature_distance'`` (the Mahalanobis distance of
+            :mod:`deepssm_nb.novelty`, no unit).
 
     Returns:
         ``matplotlib.figure.Figure``.
 
     Raises:
         DataError: ``scores`` is empty, or one of its arrays is not 1-D, is empty or holds NaN or infinite values.
-        ConfigError: ``scores`` is not a dict, or ``threshold`` is not a finite number.
+        ConfigError: ``scores`` is not a dict, ``threshold`` is not a finite number, or ``score`` is unknown.
     """
+    labels = {
+        'uncertainty': ('mean predicted uncertainty per image, mm', ' mm', 'uncertainty by image condition'),
+        'feature_distance': ('feature distance from the training images', '', 'feature distance by image condition'),
+    }
+    ylabel, unit, title = labels[look_up_option(score, tuple(labels), name='score')]
     if not isinstance(scores, Mapping):
         raise ConfigError(f'scores must be a dict {{condition: per-image uncertainties}}; got {type(scores).__name__}.')
     if not scores:
@@ -417,13 +431,13 @@ def plot_ood(scores: Mapping[str, Any], *, threshold: float | None = None, ax: A
         ax.plot([i - 0.3, i + 0.3], [np.median(arr)] * 2, color='k', lw=2, zorder=4, label='median' if i == 0 else None)
         ticks.append(cond if threshold is None else f'{cond}\n{int((arr > threshold).sum())}/{arr.size} above')
     if threshold is not None:
-        ax.axhline(threshold, color='C3', ls='--', lw=1, label=f'uncertain above {threshold:.2f} mm')
+        ax.axhline(threshold, color='C3', ls='--', lw=1, label=f'uncertain above {threshold:.2f}{unit}')
     ax.set_xticks(range(len(columns)), ticks, fontsize=8)
     ax.set_xlim(-0.6, len(columns) - 0.4)
     if min(float(a.min()) for a in columns.values()) >= 0:
         ax.set_ylim(bottom=0)
-    ax.set_ylabel('mean predicted uncertainty per image, mm')
-    ax.set_title('uncertainty by image condition', fontsize=10)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.legend(loc='upper left', fontsize=8)
     return fig
 

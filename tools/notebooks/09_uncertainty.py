@@ -158,8 +158,20 @@ prediction says `uncertain: true`.
 """),
     code("""
 ood = ood_check(cfg)
-print(f"ood_auroc {ood['ood_auroc']:.2f};", {k: round(v, 2) for k, v in ood['auroc'].items()})
+print(f"mean uncertainty: ood_auroc {ood['ood_auroc']:.2f};", {k: round(v, 2) for k, v in ood['auroc'].items()})
 viz_unc.plot_ood(ood['mean_total_mm'], threshold=ood['threshold_mm'])
+"""),
+    md("""
+The uncertainty was learnt on training-like images, and nothing in its loss makes it grow on images unlike all of
+them. A second score asks that question directly: the **feature distance**, how far the encoder's 96 features of
+an image lie from those of the training images (a Mahalanobis distance, `deepssm_nb.novelty`). Prediction flags an
+image `uncertain` when either score is above its validation level (`uncertain_by` says which).
+"""),
+    code("""
+by_kind = {k: round(v, 2) for k, v in ood['auroc_feature_distance'].items()}
+print(f"feature distance: ood_auroc {ood['ood_auroc_feature_distance']:.2f};", by_kind)
+print('flagged uncertain (either score):', {k: round(v, 2) for k, v in ood['flagged'].items()})
+viz_unc.plot_ood(ood['feature_distance'], threshold=ood['feature_threshold'], score='feature_distance')
 """),
     md("""
 ## What to expect
