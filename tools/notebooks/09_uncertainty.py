@@ -185,6 +185,11 @@ test femurs, `bench/results/uncertainty_workshop.json`, README "What to expect")
   clearly, blur, a shift and inversion barely, and an image with the femur painted out *lowers* it. With about 20
   training femurs the network answers with confidence where there is nothing to read: an uncertainty from the
   network itself does not replace a check that the image shows a femur at all.
+- the feature distance is that check. Chosen on validation images only (folds 0-1,
+  `bench/results/ood_scores_workshop.json`), it separates corrupted from clean images with an AUROC of 0.92,
+  against 0.64 for the mean uncertainty; on the test femurs of the same folds, 0.90 (0.67 for the uncertainty).
+  Together the two scores flag every noisy, inverted and femur-less image, most blurred and shifted ones, and
+  about one clean image in four: a flag asks for a look, it does not reject the image.
 
 With the 2 test femurs of the `smoke` profile, Pearson r per femur is undefined, and the figures mean little.
 
