@@ -59,6 +59,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     'mask8': {**BEFORE, 'deepssm.encoder.input_margin_mm': 8.0},
     'levers': {'deepssm.trainer.epochs': 15, 'deepssm.fine_tune.epochs': 2},
     'workshop': {},
+    'wmask8': {'deepssm.encoder.input_margin_mm': 8.0},
+    'wmask8g': {'deepssm.encoder.input_margin_mm': 8.0, 'augment.sampler': 'gaussian'},
 }
 DESCRIPTIONS = {
     'shipped': 'the workshop profile as shipped before 187ccfd (KDE sampler, stored samples replayed, whole image, '
@@ -70,6 +72,9 @@ DESCRIPTIONS = {
     'channels 8-128, 15 + 2 epochs',
     'workshop': 'the workshop profile of today: the levers at 9 + 1 epochs, the budget that fits the 20-minute '
     'tutorial in float32',
+    'wmask8': "today's workshop profile, and the encoder reads only voxels within 8 mm of the mean shape",
+    'wmask8g': "today's workshop profile, the 8 mm input band, and fresh samples drawn from a Gaussian of the "
+    'training scores',
 }
 
 
