@@ -12,8 +12,9 @@ For each image, the error is the mean distance of its predicted particles (the m
 from its true particles, in mm; the same distance for the training mean shape is reported beside it, for the real
 femurs and for the generated samples apart (a generated sample's shape lies inside the shape model, so the network
 could read it exactly). It writes ``bench/results/error_ranking_<profile>.json`` with the Pearson and
-Spearman r of every score, per fold and over the folds' images (each fold's model has its own scale, so the per-fold
-figures and their mean are the fairer ones), the spread of each score across the images, and ``wall_s``.
+Spearman r of every score per fold, over all its validation images and over its real femurs alone, the mean of the
+per-fold Pearson r (each fold's model has its own scale, so the folds' images are not pooled), the relative spread
+of each score across the images, and ``wall_s``.
 
 Usage::
 
@@ -23,7 +24,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import sys
 import time
@@ -34,13 +34,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import accuracy
 import ood_scores
-import uncertainty as unc_bench
 
 import deepssm_nb
-from deepssm_nb import pipeline
-from deepssm_nb.data import cohort_from_config
 from deepssm_nb.io import write_json
 
 RESULTS = Path(__file__).resolve().parent / 'results'
@@ -70,59 +66,34 @@ def _fold(cfg: Any) -> dict[str, Any]:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from deepssm_nb.loaders import load_train_val_loaders
-    from deepssm_nb.model_files import load_trained_model
-    from deepssm_nb.predict import predict_uncertainty
-
-    pipeline.ensure(cfg, 'train', verbose=False)
-    ds = cfg.deepssm
-    net = load_trained_model(
-        cfg.resolved_paths()['model_dir'],
-        use_best=ds.use_best_model,
-        fine_tuned=ds.fine_tune.enabled,
-        calibrated=ds.calibrate,
-        uncertain=True,
-    )
-    train, val, _ = load_train_val_loaders(cfg, augmented=False)
-    feats, lats = [], []
-    for batch in DataLoader(train.dataset, batch_size=8, shuffle=False):
-        f, z = ood_scores._encodings(net, batch['image'])
-        feats.append(f)
-        lats.append(z)
-    feature_ref = ood_scores._Distance(np.concatenate(feats))
-    latent_ref = ood_scores._Distance(np.concatenate(lats))
-    u = ds.uncertainty
-    names, errors, mean_errors, values = [], [], [], {s: [] for s in SCORES}
+    scorer = ood_scores.FoldScorer(cfg)
+    net = scorer.net
     with torch.no_grad():
         mean_shape = net.decoder(torch.zeros(1, net.decoder.linear.in_features)).double()  # whitened score 0
-    for batch in tqdm(DataLoader(val.dataset, batch_size=8, shuffle=False), desc='validation batches'):
-        pu = predict_uncertainty(net, batch['image'], passes=u.mc_passes, seed=u.mc_seed)
-        f, z = ood_scores._encodings(net, batch['image'])
-        err = (pu.particles.double() - batch['particles'].double()).norm(dim=-1).mean(1)
-        errors += err.tolist()
-        mean_errors += (mean_shape - batch['particles'].double()).norm(dim=-1).mean(1).tolist()
+    names, errors, mean_errors, values = [], [], [], {s: [] for s in SCORES}
+    for batch in tqdm(DataLoader(scorer.val.dataset, batch_size=8, shuffle=False), desc='validation batches'):
+        pu, row = scorer(batch['image'])
+        truth = batch['particles'].double()
+        errors += (pu.particles.double() - truth).norm(dim=-1).mean(1).tolist()
+        mean_errors += (mean_shape - truth).norm(dim=-1).mean(1).tolist()
         names += list(batch['name'])
-        row = {
-            'total_mm': pu.total_mm.double().mean(1).numpy(),
-            'aleatoric_mm': pu.aleatoric_mm.double().mean(1).numpy(),
-            'epistemic_mm': pu.epistemic_mm.double().mean(1).numpy(),
-            'feature_mahalanobis': feature_ref.mahalanobis(f),
-            'latent_mahalanobis': latent_ref.mahalanobis(z),
-            'feature_knn': feature_ref.knn(f),
-        }
         for s in SCORES:
             values[s] += [float(v) for v in row[s]]
-    return {'names': names, 'errors': errors, 'mean_shape_errors': mean_errors, 'values': values}
+    return {
+        'names': names,
+        'errors': np.asarray(errors),
+        'mean_shape_errors': np.asarray(mean_errors),
+        'values': values,
+    }
 
 
-def _figures(errors: list[float], values: dict[str, list[float]], real: np.ndarray) -> dict[str, Any]:
-    e = np.asarray(errors)
+def _figures(errors: np.ndarray, values: dict[str, list[float]], real: np.ndarray) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for s in SCORES:
         v = np.asarray(values[s])
         out[s] = {
-            **correlations(e, v),
-            'real_only': correlations(e[real], v[real]),
+            **correlations(errors, v),
+            'real_only': correlations(errors[real], v[real]),
             'relative_spread': float(v.std() / abs(v.mean())) if v.mean() else None,
         }
     return out
@@ -130,31 +101,19 @@ def _figures(errors: list[float], values: dict[str, list[float]], real: np.ndarr
 
 def run(profile: str, *, work_dir: Path, data_dir: str | None, max_folds: int) -> dict[str, Any]:
     t0 = time.perf_counter()
-    cfg = deepssm_nb.get_profile(profile, work_dir=str(work_dir))
-    cfg.data.data_dir = data_dir
-    cohort = cohort_from_config(cfg.data)
-    ids = cohort.ids()
-    folds = accuracy.make_folds(ids, math.ceil(len(ids) / cfg.data.num_test), random_state=cfg.seed)
     per_fold = []
-    for k, test_ids in enumerate(folds[:max_folds]):
+    for k, fold_cfg, ids in ood_scores.uncertain_fold_configs(profile, work_dir, data_dir, max_folds):
         t = time.perf_counter()
-        fold_cfg = unc_bench._fold_cfg(profile, work_dir, k, cohort, test_ids, data_dir)
-        fold_cfg.deepssm.encoder.deterministic = False
-        fold_cfg.validate()
         out = _fold(fold_cfg)
-        real = np.array([n in set(ids) for n in out['names']])
+        real = np.isin(out['names'], ids)
         per_fold.append(
             {
                 'fold': k,
                 'n_images': len(out['errors']),
                 'n_real': int(real.sum()),
-                'mean_error_mm': {
-                    'real': float(np.mean(np.asarray(out['errors'])[real])),
-                    'generated': float(np.mean(np.asarray(out['errors'])[~real])),
-                },
-                'mean_shape_error_mm': {
-                    'real': float(np.mean(np.asarray(out['mean_shape_errors'])[real])),
-                    'generated': float(np.mean(np.asarray(out['mean_shape_errors'])[~real])),
+                **{
+                    key: {'real': float(out[name][real].mean()), 'generated': float(out[name][~real].mean())}
+                    for key, name in (('mean_error_mm', 'errors'), ('mean_shape_error_mm', 'mean_shape_errors'))
                 },
                 'scores': _figures(out['errors'], out['values'], real),
                 'wall_s': round(time.perf_counter() - t, 1),

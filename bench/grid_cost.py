@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_speed
 
 import deepssm_nb
+from deepssm_nb.io import write_json
+from deepssm_nb.loaders import split_by_subject
 
 RESULTS = Path(__file__).resolve().parent / 'results'
 BASE_SPACING = 2.0
@@ -73,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     if BASE_SPACING not in args.spacings:
         parser.error(f'--spacings must include {BASE_SPACING} (the reference); got {args.spacings}.')
     cfg = deepssm_nb.get_profile('workshop')
-    # An epoch of the workshop profile: its fresh samples and the real training subjects (80 % of the non-test ones).
-    per_epoch = cfg.augment.fresh_samples + round(0.8 * (cfg.data.num_subjects - cfg.data.num_test))
+    # An epoch of the workshop profile: its fresh samples and the real training subjects (the non-test subjects
+    # less those the loaders' split puts in validation).
+    subjects = [f's{i}' for i in range(cfg.data.num_subjects - cfg.data.num_test)]
+    train_rows, _ = split_by_subject(subjects, cfg.loader.val_fraction, random_state=cfg.seed)
+    per_epoch = cfg.augment.fresh_samples + len(train_rows)
     epochs = cfg.deepssm.trainer.epochs + (cfg.deepssm.fine_tune.epochs if cfg.deepssm.fine_tune.enabled else 0)
     rows = []
     for spacing in args.spacings:
@@ -108,8 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.note:
         result['note'] = args.note
-    from deepssm_nb.io import write_json
-
     print(f'written: {write_json(args.output, result)}')
     return 0
 

@@ -80,35 +80,77 @@ class _Distance:
         return np.sort(d, axis=1)[:, :k].mean(1)
 
 
+def uncertain_fold_configs(profile: str, work_dir: Path, data_dir: str | None, max_folds: int):
+    """``(k, fold config, cohort ids)`` of the first folds of the accuracy benchmark, with the stochastic encoder."""
+    cfg = deepssm_nb.get_profile(profile, work_dir=str(work_dir))
+    cfg.data.data_dir = data_dir
+    cohort = cohort_from_config(cfg.data)
+    ids = cohort.ids()
+    folds = accuracy.make_folds(ids, math.ceil(len(ids) / cfg.data.num_test), random_state=cfg.seed)
+    for k, test_ids in enumerate(folds[:max_folds]):
+        fold_cfg = unc_bench._fold_cfg(profile, work_dir, k, cohort, test_ids, data_dir)
+        fold_cfg.deepssm.encoder.deterministic = False
+        yield k, fold_cfg.validate(), ids
+
+
+class FoldScorer:
+    """A fold's trained Uncertain-DeepSSM (trained first if needed) and the training references of the distances.
+
+    Attributes:
+        net: The network (best / fine-tuned / calibrated as the config says).
+        train, val: Its stored training and validation loaders (no augmentation); ``norm`` their normalisation.
+    """
+
+    def __init__(self, cfg: Any):
+        from torch.utils.data import DataLoader
+
+        from deepssm_nb.loaders import load_train_val_loaders
+        from deepssm_nb.model_files import load_trained_model
+
+        pipeline.ensure(cfg, 'train', verbose=False)
+        ds = cfg.deepssm
+        self.net = load_trained_model(
+            cfg.resolved_paths()['model_dir'],
+            use_best=ds.use_best_model,
+            fine_tuned=ds.fine_tune.enabled,
+            calibrated=ds.calibrate,
+            uncertain=True,
+        )
+        self.train, self.val, self.norm = load_train_val_loaders(cfg, augmented=False)
+        self.uncertainty = ds.uncertainty
+        feats, lats = [], []
+        for batch in DataLoader(self.train.dataset, batch_size=8, shuffle=False):
+            f, z = _encodings(self.net, batch['image'])
+            feats.append(f)
+            lats.append(z)
+        self.feature_ref, self.latent_ref = _Distance(np.concatenate(feats)), _Distance(np.concatenate(lats))
+
+    def __call__(self, images: Any) -> tuple[Any, dict[str, np.ndarray]]:
+        """``(ParticleUncertainty, {score: (B,)})`` of whitened images ``(B, 1, D, H, W)``: every score of SCORES."""
+        from deepssm_nb.predict import predict_uncertainty
+
+        u = self.uncertainty
+        pu = predict_uncertainty(self.net, images, passes=u.mc_passes, seed=u.mc_seed)
+        f, z = _encodings(self.net, images)
+        return pu, {
+            'total_mm': pu.total_mm.double().mean(1).cpu().numpy(),
+            'aleatoric_mm': pu.aleatoric_mm.double().mean(1).cpu().numpy(),
+            'epistemic_mm': pu.epistemic_mm.double().mean(1).cpu().numpy(),
+            'feature_mahalanobis': self.feature_ref.mahalanobis(f),
+            'latent_mahalanobis': self.latent_ref.mahalanobis(z),
+            'feature_knn': self.feature_ref.knn(f),
+        }
+
+
 def _fold(cfg: Any, *, max_images: int, seed: int) -> dict[str, Any]:
     import torch
-    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from deepssm_nb.loaders import load_train_val_loaders
-    from deepssm_nb.model_files import load_trained_model
-    from deepssm_nb.predict import predict_uncertainty
     from deepssm_nb.train import input_mask
     from deepssm_nb.uncertainty_analysis import FEMUR_MARGIN_MM
 
-    pipeline.ensure(cfg, 'train', verbose=False)
-    device = 'cpu'
-    ds = cfg.deepssm
-    net = load_trained_model(
-        cfg.resolved_paths()['model_dir'],
-        use_best=ds.use_best_model,
-        fine_tuned=ds.fine_tune.enabled,
-        calibrated=ds.calibrate,
-        uncertain=True,
-    )
-    train, val, norm = load_train_val_loaders(cfg, augmented=False)
-    u = cfg.deepssm.uncertainty
-    feats, lats = [], []
-    for batch in DataLoader(train.dataset, batch_size=8, shuffle=False):
-        f, z = _encodings(net, batch['image'].to(device))
-        feats.append(f)
-        lats.append(z)
-    feature_ref, latent_ref = _Distance(np.concatenate(feats)), _Distance(np.concatenate(lats))
+    scorer = FoldScorer(cfg)
+    val = scorer.val
     n_val = len(val.dataset)
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(n_val, size=min(max_images, n_val), replace=False))
@@ -117,23 +159,18 @@ def _fold(cfg: Any, *, max_images: int, seed: int) -> dict[str, Any]:
     for k, i in enumerate(tqdm(picked.tolist(), desc='validation images', unit='image')):
         item = val.dataset[i]
         image = item['image']
-        mask = input_mask(norm, item['particles'].double().numpy(), FEMUR_MARGIN_MM)
+        mask = input_mask(scorer.norm, item['particles'].double().numpy(), FEMUR_MARGIN_MM)
         images = {'clean': image, **corrupt_all(image, seed=seed + k, strength=1.0, femur_mask=mask)}
-        stack = torch.stack([images[c] for c in conditions]).to(device)
-        pu = predict_uncertainty(net, stack, passes=u.mc_passes, seed=u.mc_seed)
-        f, z = _encodings(net, stack)
-        row = {
-            'total_mm': pu.total_mm.double().mean(1).cpu().numpy(),
-            'aleatoric_mm': pu.aleatoric_mm.double().mean(1).cpu().numpy(),
-            'epistemic_mm': pu.epistemic_mm.double().mean(1).cpu().numpy(),
-            'feature_mahalanobis': feature_ref.mahalanobis(f),
-            'latent_mahalanobis': latent_ref.mahalanobis(z),
-            'feature_knn': feature_ref.knn(f),
-        }
+        _, row = scorer(torch.stack([images[c] for c in conditions]))
         for s in SCORES:
             for c, v in zip(conditions, row[s].tolist()):
                 values[s][c].append(float(v))
-    return {'values': values, 'n_validation': n_val, 'n_images': int(picked.size), 'n_train': len(train.dataset)}
+    return {
+        'values': values,
+        'n_validation': n_val,
+        'n_images': int(picked.size),
+        'n_train': len(scorer.train.dataset),
+    }
 
 
 def _aurocs(values: dict[str, list[float]] | dict[str, np.ndarray]) -> dict[str, Any]:
@@ -147,17 +184,9 @@ def _aurocs(values: dict[str, list[float]] | dict[str, np.ndarray]) -> dict[str,
 
 def run(profile: str, *, work_dir: Path, data_dir: str | None, max_folds: int, max_images: int) -> dict[str, Any]:
     t0 = time.perf_counter()
-    cfg = deepssm_nb.get_profile(profile, work_dir=str(work_dir))
-    cfg.data.data_dir = data_dir
-    cohort = cohort_from_config(cfg.data)
-    ids = cohort.ids()
-    folds = accuracy.make_folds(ids, math.ceil(len(ids) / cfg.data.num_test), random_state=cfg.seed)
     per_fold, pooled = [], {s: {c: [] for c in ('clean', *CORRUPTIONS)} for s in SCORES}
-    for k, test_ids in enumerate(folds[:max_folds]):
+    for k, fold_cfg, _ in uncertain_fold_configs(profile, work_dir, data_dir, max_folds):
         t = time.perf_counter()
-        fold_cfg = unc_bench._fold_cfg(profile, work_dir, k, cohort, test_ids, data_dir)
-        fold_cfg.deepssm.encoder.deterministic = False
-        fold_cfg.validate()
         out = _fold(fold_cfg, max_images=max_images, seed=k)
         # Pooled as they are: every fold's model has its own scale, so 'fold_mean' is the fairer figure.
         for s in SCORES:
